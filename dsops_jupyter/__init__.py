@@ -1,0 +1,32 @@
+"""dsops-jupyter: notebooks to production — steps, papermill runs, versioned scripts, images.
+
+The core modules import no Jupyter server, IPython or widget code; the extension hooks below
+import their adapters lazily so `import dsops_jupyter` stays cheap for the CLI.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    return [{"src": "labextension", "dest": "dsops-jupyter"}]
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    return [{"module": "dsops_jupyter"}]
+
+
+def _load_jupyter_server_extension(server_app: Any) -> None:
+    from dsops_jupyter.server import load_jupyter_server_extension
+
+    load_jupyter_server_extension(server_app)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """`%load_ext dsops_jupyter` registers the %%dsops / %dsops magics."""
+    from dsops_jupyter.magics import load_ipython_extension as load
+
+    load(ipython)

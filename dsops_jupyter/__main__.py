@@ -1,0 +1,3 @@
+from dsops_jupyter.cli import main
+
+raise SystemExit(main())

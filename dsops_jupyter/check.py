@@ -1,0 +1,131 @@
+"""Does every generated package still match its notebook? (for CI and pre-commit)
+
+Packages are found through their ``pipeline.json`` under ``<root>/<output>/``, which names the
+notebook it came from, so a package converted with ``--name`` is checked too. Only the
+notebook-derived files (script and spec) are compared: the lock and the image recipe describe
+an environment, which may differ between a laptop and CI.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dsops_jupyter.config import Config, load_config
+from dsops_jupyter.convert import render_files
+from dsops_jupyter.errors import DsopsError
+from dsops_jupyter.notebook import read_pipeline
+
+
+@dataclass
+class Item:
+    notebook: str
+    status: str  # ok | drift | missing | error
+    package: str = ""
+    note: str = ""
+    diff: str = ""
+
+
+@dataclass
+class Report:
+    items: list[Item] = field(default_factory=list)
+    strict: bool = False
+
+    @property
+    def ok(self) -> bool:
+        bad = {"drift", "error"} | ({"missing"} if self.strict else set())
+        return not any(item.status in bad for item in self.items)
+
+    def summary(self) -> str:
+        counts: dict[str, int] = {}
+        for item in self.items:
+            counts[item.status] = counts.get(item.status, 0) + 1
+        parts = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing"
+        return f"dsops check: {parts}" + ("" if self.ok else " -> run `dsops convert` and commit")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "items": [item.__dict__ for item in self.items],
+        }
+
+
+def check_paths(paths: list[Path], *, strict: bool = False) -> Report:
+    start = paths[0] if paths else Path.cwd()
+    config = load_config(start)
+    notebooks = _notebooks(paths, config)
+    packages = _packages_by_notebook(config)
+    report = Report(strict=strict)
+    for notebook in notebooks:
+        key = _relative(notebook, config.root)
+        found = packages.get(key)
+        if not found:
+            report.items.append(Item(key, "missing", note="never converted"))
+            continue
+        for package, spec in found:
+            report.items.append(_check_one(notebook, key, package, spec, config))
+    return report
+
+
+def _notebooks(paths: list[Path], config: Config) -> list[Path]:
+    if not paths:
+        return config.notebook_paths()
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found += [
+                p for p in sorted(path.rglob("*.ipynb")) if ".ipynb_checkpoints" not in p.parts
+            ]
+        else:
+            found.append(path)
+    return [p.resolve() for p in found]
+
+
+def _packages_by_notebook(config: Config) -> dict[str, list[tuple[Path, dict[str, Any]]]]:
+    index: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
+    for spec_path in sorted((config.root / config.output).glob("*/pipeline.json")):
+        try:
+            spec = json.loads(spec_path.read_bytes())
+        except (OSError, ValueError):
+            continue
+        if isinstance(spec, dict) and isinstance(spec.get("notebook"), str):
+            index.setdefault(spec["notebook"], []).append((spec_path.parent, spec))
+    return index
+
+
+def _check_one(notebook: Path, key: str, package: Path, spec: dict, config: Config) -> Item:
+    shown = _relative(package, config.root)
+    try:
+        pipeline = read_pipeline(notebook, name=spec.get("name"))
+        expected = render_files(pipeline, config)
+    except DsopsError as err:
+        return Item(key, "error", shown, note=str(err))
+    diffs = [_diff(package / name, content) for name, content in sorted(expected.items())]
+    diff = "".join(diffs)
+    return Item(key, "drift" if diff else "ok", shown, diff=diff)
+
+
+def _diff(path: Path, expected: bytes) -> str:
+    try:
+        actual = path.read_bytes()
+    except OSError:
+        actual = b""
+    if actual == expected:
+        return ""
+    lines = difflib.unified_diff(
+        actual.decode("utf-8", "replace").splitlines(keepends=True),
+        expected.decode("utf-8", "replace").splitlines(keepends=True),
+        fromfile=f"{path} (committed)",
+        tofile=f"{path} (from the notebook)",
+    )
+    return "".join(lines)
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root).as_posix()
+    except ValueError:
+        return str(path)

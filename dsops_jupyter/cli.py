@@ -1,0 +1,411 @@
+"""The `dsops` command: parse arguments, call the core, render the result.
+
+Exit codes: 0 success; 1 the work ran and failed (a cell raised, a build or smoke run failed,
+`check` found drift); 2 bad input (notebook, markers, parameters, options, Git state); 130
+interrupted. Errors are one line on stderr (or ``{"error": ...}`` on stdout with --json).
+Heavy modules are imported inside the commands so `dsops check` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from dsops_jupyter import __version__
+from dsops_jupyter.errors import DsopsError, ParameterError
+from dsops_jupyter.events import Event, OnEvent
+
+EPILOG = """exit codes: 0 success, 1 the run/build/check failed, 2 bad input, 130 interrupted.
+docs: `dsops COMMAND --help`; settings live in [tool.dsops] of your pyproject.toml."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except DsopsError as err:
+        return _fail(args, str(err), err.exit_code)
+    except KeyboardInterrupt:
+        return _fail(args, "interrupted; nothing was left half-written", 130)
+
+
+def _fail(args: argparse.Namespace, message: str, code: int) -> int:
+    if getattr(args, "json", False):
+        print(json.dumps({"error": message}))
+    else:
+        print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dsops",
+        description="Notebooks to production: steps, papermill runs, versioned scripts, images.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"dsops-jupyter {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Callable[[argparse.Namespace], int], text: str):
+        sub = commands.add_parser(name, help=text, description=text, epilog=EPILOG)
+        sub.add_argument("--json", action="store_true", help="print machine-readable JSON")
+        sub.set_defaults(handler=handler)
+        return sub
+
+    sub = command("steps", cmd_steps, "show the pipeline a notebook describes")
+    sub.add_argument("notebook", type=Path)
+
+    sub = command("run", cmd_run, "execute the notebook (or chosen steps) with papermill")
+    sub.add_argument("notebook", type=Path)
+    _parameter_options(sub)
+    sub.add_argument(
+        "--step",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="run this step and what it needs (repeatable)",
+    )
+    sub.add_argument("--out", type=Path, help="folder for the executed notebook and run.json")
+    sub.add_argument("--kernel", help="kernel name (default: the notebook's)")
+
+    sub = command("convert", cmd_convert, "write the generated script package")
+    _package_options(sub)
+    sub.add_argument("--commit", action="store_true", help="also commit and tag a version")
+
+    sub = command("commit", cmd_commit, "convert, then commit and tag a version with Git")
+    _package_options(sub)
+
+    sub = command("versions", cmd_versions, "list the versions committed for a notebook")
+    sub.add_argument("notebook", type=Path)
+    sub.add_argument("--name", help="pipeline name (default: from the notebook file name)")
+
+    sub = command(
+        "check", cmd_check, "fail when a generated package no longer matches its notebook"
+    )
+    sub.add_argument(
+        "paths", nargs="*", type=Path, help="notebooks or folders (default: [tool.dsops] notebooks)"
+    )
+    sub.add_argument(
+        "--strict", action="store_true", help="also fail for notebooks that were never converted"
+    )
+
+    sub = command("package", cmd_package, "convert, commit and build a Docker image")
+    _package_options(sub)
+    _parameter_options(sub)
+    sub.add_argument("--base-image", help="base image, a tag or name@sha256:... digest")
+    sub.add_argument("--no-build", action="store_true", help="write the recipe, build nothing")
+    sub.add_argument("--no-commit", action="store_true", help="do not make a Git version")
+    sub.add_argument("--smoke", action="store_true", help="run the built image once")
+    sub.add_argument("--push", metavar="REGISTRY", help="push the tags to this registry")
+    sub.add_argument(
+        "--reproducible",
+        action="store_true",
+        help="assemble the image deterministically (same digest every time)",
+    )
+    sub.add_argument(
+        "--output",
+        type=Path,
+        metavar="TAR",
+        help="write a loadable image archive here (no engine needed)",
+    )
+
+    sub = command("images", cmd_images, "list the images built for a notebook")
+    sub.add_argument("notebook", type=Path)
+    sub.add_argument("--name", help="pipeline name (default: from the notebook file name)")
+    return parser
+
+
+def _parameter_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="set a parameter (repeatable)",
+    )
+    sub.add_argument(
+        "-f",
+        "--parameters-file",
+        type=Path,
+        metavar="YAML",
+        help="parameters from a YAML file (-p wins)",
+    )
+
+
+def _package_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("notebook", type=Path)
+    sub.add_argument("--out", type=Path, help="package folder (default: <output>/<name>)")
+    sub.add_argument("--name", help="pipeline name (default: from the notebook file name)")
+    sub.add_argument(
+        "--keep-magics",
+        action="store_true",
+        default=None,
+        help="keep IPython magics and !shell lines (the script then needs IPython)",
+    )
+    sub.add_argument(
+        "--force", action="store_true", help="overwrite hand edits inside the generated folder"
+    )
+
+
+# --- commands ---------------------------------------------------------------------------------
+def cmd_steps(args: argparse.Namespace) -> int:
+    from dsops_jupyter.notebook import read_pipeline
+
+    pipeline = read_pipeline(args.notebook)
+    if args.json:
+        _print_json(pipeline.to_json())
+        return 0
+    print(f"{pipeline.name}: {len(pipeline.steps)} step(s) from {args.notebook}")
+    if pipeline.parameters:
+        print("parameters:")
+        for p in pipeline.parameters:
+            print(f"  {p.name}: {p.type} = {p.default!r}")
+    print("steps, in run order:")
+    for number, step in enumerate(pipeline.steps, 1):
+        cells = ", ".join(str(i + 1) for i in step.cells)
+        print(f"  {number}. {step.name}  (cell{'s' if len(step.cells) > 1 else ''} {cells})")
+        needs = [f"{d} (after)" if d in step.after else d for d in step.depends_on]
+        for label, names in (
+            ("needs", needs),
+            ("reads", step.reads),
+            ("parameters", step.parameters),
+            ("writes", step.outputs),
+        ):
+            if names:
+                print(f"       {label}: {', '.join(names)}")
+    for warning in pipeline.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from dsops_jupyter.execute import run_notebook
+
+    values = _parameters(args)
+    with _reporter(args) as on_event:
+        record = run_notebook(
+            args.notebook,
+            parameters=values,
+            steps=args.step or None,
+            out_dir=args.out,
+            kernel_name=args.kernel,
+            on_event=on_event,
+        )
+    if args.json:
+        _print_json(record.to_json())
+        return 0
+    for step in record.steps:
+        print(f"  {step['name']:<20} {step['status']:<10} {step['duration']:.2f}s")
+    print(f"executed notebook: {record.output_notebook}\nrun record:        {record.record_path}")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    if args.commit:
+        return cmd_commit(args)
+    from dsops_jupyter.convert import convert
+
+    pkg = convert(args.notebook, out_dir=args.out, name=args.name, keep_magics=args.keep_magics)
+    _warn_lock(pkg)
+    if args.json:
+        _print_json({"name": pkg.name, "directory": str(pkg.directory), "files": sorted(pkg.files)})
+        return 0
+    print(f"wrote {pkg.directory} ({', '.join(sorted(pkg.files))})")
+    for warning in pkg.pipeline.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def cmd_commit(args: argparse.Namespace) -> int:
+    from dsops_jupyter.convert import generate_package
+    from dsops_jupyter.vcs import commit_package
+
+    pkg = generate_package(
+        args.notebook, out_dir=args.out, name=args.name, keep_magics=args.keep_magics
+    )
+    _warn_lock(pkg)
+    version, created = commit_package(pkg, force=args.force)
+    if args.json:
+        _print_json({**version.to_json(), "created": created, "directory": str(pkg.directory)})
+        return 0
+    if created:
+        print(f"committed {version.tag} ({version.short}) with {pkg.directory}")
+    else:
+        print(f"unchanged: {pkg.name} is still {version.tag} ({version.short}); nothing committed")
+    return 0
+
+
+def cmd_versions(args: argparse.Namespace) -> int:
+    from dsops_jupyter.notebook import pipeline_name
+    from dsops_jupyter.vcs import list_versions
+
+    versions = list_versions(args.notebook, pipeline_name(args.notebook, args.name))
+    if args.json:
+        _print_json([v.to_json() for v in versions])
+        return 0
+    if not versions:
+        print(f"no versions yet: run `dsops commit {args.notebook}`")
+    for v in versions:
+        summary = v.message.strip().splitlines()[0] if v.message.strip() else ""
+        print(f"  {v.tag:<28} {v.short}  {_when(v.epoch)}  {summary}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from dsops_jupyter.check import check_paths
+
+    report = check_paths(args.paths, strict=args.strict)
+    if args.json:
+        _print_json(report.to_json())
+    else:
+        for item in report.items:
+            if item.diff:
+                sys.stdout.write(item.diff)
+            print(
+                f"{item.status:>10}  {item.notebook}" + (f"  ({item.note})" if item.note else ""),
+                file=sys.stderr,
+            )
+        print(f"{report.summary()}", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+def cmd_package(args: argparse.Namespace) -> int:
+    from dsops_jupyter.package import package_notebook
+
+    values = _parameters(args)
+    with _reporter(args) as on_event:
+        result = package_notebook(
+            args.notebook,
+            parameters=values,
+            name=args.name,
+            out_dir=args.out,
+            commit=not args.no_commit,
+            build=not args.no_build,
+            smoke=args.smoke,
+            base_image=args.base_image,
+            push=args.push,
+            force=args.force,
+            reproducible=args.reproducible,
+            output=args.output,
+            on_event=on_event,
+        )
+    data = result.to_json()
+    if args.json:
+        _print_json(data)
+        return 0
+    _print_package_result(data)
+    return 0
+
+
+def _print_package_result(data: dict[str, Any]) -> None:
+    version = data.get("version") or {}
+    if version:
+        state = "new version" if data.get("created") else "unchanged, still"
+        print(f"{state} {version.get('tag')} ({version.get('short')})")
+    print(f"package: {data.get('package_dir')}")
+    image = data.get("image")
+    if image:
+        print(f"image:   {image.get('id')}")
+        print(f"tags:    {', '.join(image.get('tags', []))}")
+        print(f"size:    {image.get('size', 0) / 1e6:.1f} MB")
+    if data.get("output"):
+        print(f"archive: {data['output']}")
+
+
+def cmd_images(args: argparse.Namespace) -> int:
+    from dsops_jupyter.image import list_images
+
+    images = list_images(args.notebook, args.name)
+    if args.json:
+        _print_json([i.to_json() for i in images])
+        return 0
+    if not images:
+        print(f"no images yet: run `dsops package {args.notebook}`")
+    for info in images:
+        data = info.to_json()
+        print(
+            f"  {', '.join(data.get('tags', [])):<40} {str(data.get('commit', ''))[:7]}  "
+            f"{data.get('size', 0) / 1e6:8.1f} MB  {str(data.get('id', ''))[:19]}"
+        )
+    return 0
+
+
+# --- helpers ---------------------------------------------------------------------------------
+def _parameters(args: argparse.Namespace) -> dict[str, Any]:
+    """-f YAML values, then -p NAME VALUE pairs (strings, coerced later by the core)."""
+    values: dict[str, Any] = {}
+    if args.parameters_file is not None:
+        import yaml
+
+        try:
+            loaded = yaml.safe_load(args.parameters_file.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as err:
+            raise ParameterError(
+                f"{args.parameters_file}: cannot read parameters ({err})"
+            ) from None
+        if not isinstance(loaded, dict | None):
+            raise ParameterError(f"{args.parameters_file}: expected a mapping of name: value")
+        values.update(loaded or {})
+    values.update(dict(args.parameter))
+    return values
+
+
+def _warn_lock(pkg: Any) -> None:
+    text = pkg.files.get("requirements.lock", b"").decode("utf-8")
+    for line in text.splitlines():
+        if line.startswith("# unresolved import"):
+            print(f"warning: {line[2:]}", file=sys.stderr)
+
+
+@contextmanager
+def _reporter(args: argparse.Namespace) -> Iterator[OnEvent]:
+    """Rich progress on stderr for people; silence for --json."""
+    if args.json:
+        yield lambda event: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    task: list[TaskID] = []
+
+    def on_event(event: Event) -> None:
+        if event.kind == "stage":
+            if task:
+                progress.update(task[-1], completed=1.0)
+            task.append(progress.add_task(event.message, total=1.0))
+        elif event.kind == "progress" and task and event.fraction is not None:
+            progress.update(task[-1], completed=event.fraction)
+        elif event.kind == "log":
+            progress.console.print(event.message, markup=False, highlight=False, style="dim")
+
+    with progress:
+        yield on_event
+        if task:
+            progress.update(task[-1], completed=1.0)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def _when(epoch: int) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d %H:%M")

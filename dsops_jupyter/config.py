@@ -1,0 +1,87 @@
+"""Project settings from ``[tool.dsops]`` in the repository's pyproject.toml.
+
+The project root is the nearest folder above the notebook holding a pyproject.toml with a
+``[tool.dsops]`` table, else the Git work tree's top, else the notebook's own folder. Generated
+packages go to ``<root>/<output>/<name>/`` so their place never depends on the caller's cwd.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dsops_jupyter.errors import DsopsError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+
+class ConfigError(DsopsError):
+    """``[tool.dsops]`` holds a value of the wrong kind."""
+
+
+@dataclass(frozen=True)
+class Config:
+    root: Path
+    output: str = "pipelines"
+    notebooks: list[str] = field(default_factory=list)
+    base_image: str | None = None
+    keep_magics: bool = False
+
+    def package_dir(self, name: str) -> Path:
+        return self.root / self.output / name
+
+    def notebook_paths(self) -> list[Path]:
+        """The notebooks `dsops check` scans when given no paths."""
+        found: set[Path] = set()
+        for pattern in self.notebooks:
+            found.update(p for p in self.root.glob(pattern) if p.suffix == ".ipynb")
+        return sorted(found)
+
+
+def find_root(start: Path) -> tuple[Path, dict]:
+    """Return the project root and its ``[tool.dsops]`` table (empty when there is none)."""
+    start = start.resolve()
+    folder = start if start.is_dir() else start.parent
+    git_top = None
+    for candidate in (folder, *folder.parents):
+        pyproject = candidate / "pyproject.toml"
+        if pyproject.is_file():
+            table = _read_table(pyproject)
+            if table is not None:
+                return candidate, table
+        if git_top is None and (candidate / ".git").exists():
+            git_top = candidate
+    return (git_top or folder), {}
+
+
+def _read_table(pyproject: Path) -> dict | None:
+    try:
+        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"{pyproject}: cannot read it as TOML ({err})") from None
+    table = data.get("tool", {}).get("dsops")
+    return table if isinstance(table, dict) else None
+
+
+def load_config(start: Path, **overrides: object) -> Config:
+    """Settings for the project holding ``start``; non-None ``overrides`` (CLI flags) win."""
+    root, table = find_root(start)
+    values = {
+        "output": _typed(table, "output", str, "pipelines"),
+        "notebooks": _typed(table, "notebooks", list, []),
+        "base_image": _typed(table, "base-image", str, None),
+        "keep_magics": _typed(table, "keep-magics", bool, False),
+    }
+    values.update({key: value for key, value in overrides.items() if value is not None})
+    return Config(root=root, **values)  # type: ignore[arg-type]
+
+
+def _typed(table: dict, key: str, kind: type, default: object) -> object:
+    value = table.get(key, default)
+    if value is not default and not isinstance(value, kind):
+        raise ConfigError(f"[tool.dsops] {key} must be a {kind.__name__}, not {value!r}")
+    return value

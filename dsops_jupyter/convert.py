@@ -1,0 +1,299 @@
+"""Notebook -> generated script package (deterministic: same notebook, same bytes)."""
+
+from __future__ import annotations
+
+import ast
+import io
+import json
+import re
+import tokenize
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dsops_jupyter import flow
+from dsops_jupyter.config import Config, load_config
+from dsops_jupyter.errors import ConversionError
+from dsops_jupyter.fsutil import write_files
+from dsops_jupyter.notebook import Pipeline, Step, read_pipeline
+
+
+@dataclass
+class GeneratedPackage:
+    """The files of one generated package, in memory until written (so failures write nothing)."""
+
+    name: str
+    directory: Path
+    files: dict[str, bytes]
+    notebook_path: Path
+    content_hash: str
+    pipeline: Any = field(default=None, repr=False)
+
+
+SCRIPT_FORMAT = 1
+RESERVED = frozenset({"run", "run_step", "main", "STEPS", "PARAMETERS"})
+RESERVED_PARAMETERS = frozenset({"step", "workdir", "help", "h"})
+_RUNTIME = Path(__file__).parent / "templates" / "script_runtime.py.txt"
+_DISPLAY_FALLBACK = """
+try:
+    from IPython.display import display
+except ImportError:  # plain Python: print what the notebook would display
+
+    def display(*objs, **kwargs):
+        for obj in objs:
+            print(obj)
+"""
+_IPYTHON_SHIM = '''
+
+def get_ipython():
+    """The notebook used IPython magics (kept with --keep-magics): they need IPython."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    return InteractiveShell.instance()
+'''
+
+
+def generate_package(
+    path: str | Path,
+    *,
+    out_dir: Path | None = None,
+    name: str | None = None,
+    keep_magics: bool | None = None,
+    base_image: str | None = None,
+    image_parameters: dict[str, Any] | None = None,
+) -> GeneratedPackage:
+    """Every file of the package, in memory: script, spec, lock, image recipe."""
+    from dsops_jupyter import image
+    from dsops_jupyter.lock import lock_for
+
+    path = Path(path).resolve()
+    pipeline = read_pipeline(path, name=name)
+    config = load_config(path, keep_magics=keep_magics, base_image=base_image)
+    files = render_files(pipeline, config)
+    lock = lock_for(pipeline)
+    files["requirements.lock"] = lock.render()
+    files.update(image.render_recipe(pipeline, config.base_image, image_parameters))
+    directory = (out_dir or config.package_dir(pipeline.name)).resolve()
+    return GeneratedPackage(pipeline.name, directory, files, path, pipeline.content_hash, pipeline)
+
+
+def write_package(pkg: GeneratedPackage) -> list[Path]:
+    """Write the files atomically; unchanged files are left untouched."""
+    return write_files(pkg.directory, pkg.files)
+
+
+def convert(path: str | Path, **options: Any) -> GeneratedPackage:
+    pkg = generate_package(path, **options)
+    write_package(pkg)
+    return pkg
+
+
+def render_files(pipeline: Pipeline, config: Config) -> dict[str, bytes]:
+    """The notebook-derived files (script and spec): fast, no environment lookups."""
+    _check_convertible(pipeline, config.keep_magics)
+    notebook = _relative(pipeline.notebook_path, config.root)
+    spec = {
+        "format": SCRIPT_FORMAT,
+        **pipeline.to_json(),
+        "notebook": notebook,
+        "script": f"{pipeline.name}.py",
+        "order": [s.name for s in pipeline.steps],
+    }
+    return {
+        f"{pipeline.name}.py": render_script(pipeline, notebook).encode("utf-8"),
+        "pipeline.json": (json.dumps(spec, indent=2, sort_keys=True) + "\n").encode("utf-8"),
+    }
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return path.name
+
+
+def _check_convertible(pipeline: Pipeline, keep_magics: bool) -> None:
+    where = pipeline.notebook_path.name
+    used = {c.index for s in pipeline.steps for c in pipeline.cells if c.index in s.cells}
+    used |= {index for index, _ in pipeline.hoisted}
+    for cell in pipeline.cells:
+        if cell.index in used and cell.unsupported and not keep_magics:
+            raise ConversionError(
+                f"{where}, {cell.label}: `{cell.unsupported[0]}` is IPython syntax plain Python "
+                f"cannot run; rewrite it in Python, mark the cell skip, or pass --keep-magics"
+            )
+    defined = {
+        node.name
+        for _, code in pipeline.hoisted
+        for node in ast.parse(code).body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+    }
+    clash = defined & (RESERVED | {f"step_{s.name}" for s in pipeline.steps})
+    if clash:
+        raise ConversionError(
+            f"{where} defines {sorted(clash)[0]!r}, a name the generated script needs; rename it"
+        )
+    for param in pipeline.parameters:
+        if param.name in RESERVED_PARAMETERS:
+            raise ConversionError(
+                f"{where}: parameter {param.name!r} clashes with the script's --{param.name} "
+                f"option; rename it"
+            )
+
+
+# --- the script -------------------------------------------------------------------------------
+def render_script(pipeline: Pipeline, notebook: str) -> str:
+    futures, imports, shared = _module_level(pipeline)
+    parts = [
+        _header(pipeline, notebook),
+        *futures,
+        "import argparse as _argparse\nimport ast as _ast\nimport os as _os\n"
+        "import pickle as _pickle\nfrom pathlib import Path as _Path\n",
+    ]
+    if any(re.match(r"\s*(import|from)\s+matplotlib\b", text) for text in imports):
+        parts.append('_os.environ.setdefault("MPLBACKEND", "Agg")  # no screen in a script\n')
+    if imports:
+        parts.append("\n".join(imports) + "\n")
+    if _reads_undefined(pipeline, "display"):
+        parts.append(_DISPLAY_FALLBACK)
+    if any(c.unsupported for c in pipeline.cells):
+        parts.append(_IPYTHON_SHIM)
+    parts += [f"\n# cell {index + 1}\n{code.strip()}\n" for index, code in shared]
+    parts.append(_parameters_table(pipeline))
+    parts += [_step_function(step) for step in pipeline.steps]
+    parts.append(_run_function(pipeline))
+    parts.append(_steps_table(pipeline))
+    parts.append(_RUNTIME.read_text(encoding="utf-8"))
+    return _tidy("\n".join(parts))
+
+
+def _header(pipeline: Pipeline, notebook: str) -> str:
+    order = " -> ".join(s.name for s in pipeline.steps) or "(no steps)"
+    return (
+        f"# Generated by dsops-jupyter from {json.dumps(notebook)} "
+        f"({pipeline.content_hash[:19]}).\n"
+        f"# Do not edit: change the notebook and run `dsops convert` again.\n"
+        f'"""Pipeline {pipeline.name}: {order}.\n\n'
+        f"Run every step:  python {pipeline.name}.py [--PARAMETER VALUE ...]\n"
+        f"Run one step:    python {pipeline.name}.py --step NAME --workdir DIR\n"
+        f'"""\n'
+    )
+
+
+def _module_level(pipeline: Pipeline) -> tuple[list[str], list[str], list[tuple[int, str]]]:
+    """Split hoisted code into __future__ imports, other imports and shared definitions."""
+    futures, imports, shared = [], [], []
+    for index, code in pipeline.hoisted:
+        body = ast.parse(code).body
+        if body and all(isinstance(n, ast.Import | ast.ImportFrom) for n in body):
+            is_future = all(getattr(n, "module", None) == "__future__" for n in body)
+            (futures if is_future else imports).append(code.strip())
+        else:
+            shared.append((index, code))
+    return [f + "\n" for f in futures], imports, shared
+
+
+def _reads_undefined(pipeline: Pipeline, name: str) -> bool:
+    """True when the notebook uses ``name`` without importing or defining it."""
+    reads = writes = False
+    codes = [code for _, code in pipeline.hoisted]
+    codes += [code for step in pipeline.steps for _, code in step.body]
+    for code in codes:
+        names = flow.scan(ast.parse(code).body)
+        reads = reads or name in names.reads
+        writes = writes or name in names.writes
+    return reads and not writes
+
+
+def _parameters_table(pipeline: Pipeline) -> str:
+    rows = "".join(f"    {p.name!r}: ({p.type!r}, {p.default!r}),\n" for p in pipeline.parameters)
+    body = f"{{\n{rows}}}" if rows else "{}"
+    return f"\n# The notebook's parameters: name -> (type, default).\nPARAMETERS = {body}\n"
+
+
+def _step_function(step: Step) -> str:
+    args = ", ".join(name for name, _ in step.inputs)
+    cells = ", ".join(str(i + 1) for i in step.cells)
+    plural = "s" if len(step.cells) > 1 else ""
+    doc = f'    """Step {step.name} (cell{plural} {cells})."""'
+    lines = [f"\n\ndef step_{step.name}({args}):", doc]
+    for index, code in step.body:
+        code = code.strip("\n")
+        if code.strip():
+            lines += [f"    # cell {index + 1}", _indent(code)]
+    if step.outputs:
+        lines.append(f"    return {', '.join(step.outputs)}")
+    elif not any(code.strip() for _, code in step.body):
+        lines.append("    pass")
+    return "\n".join(lines) + "\n"
+
+
+def _indent(code: str, prefix: str = "    ") -> str:
+    """Indent code into a function body, leaving the inside of multi-line strings untouched."""
+    inside = _lines_inside_strings(code)
+    return "\n".join(
+        prefix + line if line.strip() and number not in inside else line.rstrip()
+        for number, line in enumerate(code.split("\n"), 1)
+    )
+
+
+def _lines_inside_strings(code: str) -> set[int]:
+    inside: set[int] = set()
+    starts: list[int] = []
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(code).readline):
+            name = tokenize.tok_name[token.type]
+            if name == "FSTRING_START":
+                starts.append(token.start[0])
+            elif name == "FSTRING_END":
+                inside.update(range(starts.pop() + 1, token.end[0] + 1))
+            elif token.type == tokenize.STRING and token.end[0] > token.start[0]:
+                inside.update(range(token.start[0] + 1, token.end[0] + 1))
+    except (tokenize.TokenError, SyntaxError, IndexError):
+        pass
+    return inside
+
+
+def _run_function(pipeline: Pipeline) -> str:
+    signature, prelude = [], []
+    for param in pipeline.parameters:
+        if isinstance(param.default, list | dict):  # no mutable defaults in a signature
+            signature.append(f"{param.name}=None")
+            prelude.append(
+                f"    {param.name} = {param.default!r} if {param.name} is None else {param.name}"
+            )
+        else:
+            signature.append(f"{param.name}={param.default!r}")
+    lines = [
+        f"\n\ndef run({', '.join(signature)}):",
+        '    """Run every step in order; returns the values the steps pass on."""',
+        *prelude,
+    ]
+    produced: list[str] = []
+    for step in pipeline.steps:
+        call = f"step_{step.name}({', '.join(name for name, _ in step.inputs)})"
+        if step.outputs:
+            lines.append(f"    {', '.join(step.outputs)} = {call}")
+            produced += [n for n in step.outputs if n not in produced]
+        else:
+            lines.append(f"    {call}")
+    lines.append("    return {" + ", ".join(f"{n!r}: {n}" for n in produced) + "}")
+    return "\n".join(lines) + "\n"
+
+
+def _steps_table(pipeline: Pipeline) -> str:
+    rows = []
+    for step in pipeline.steps:
+        inputs, outputs = list(step.inputs), list(step.outputs)
+        rows.append(f"    {step.name!r}: (step_{step.name}, {inputs!r}, {outputs!r}),")
+    return (
+        "\n\n# Each step: its function, its inputs as (name, step that writes it; None for a\n"
+        "# parameter), and the outputs later steps read. Used by --step NAME --workdir DIR.\n"
+        "STEPS = {\n" + "\n".join(rows) + "\n}\n"
+    )
+
+
+def _tidy(text: str) -> str:
+    """At most two blank lines in a row, one newline at the end: stable, readable output."""
+    text = re.sub(r"\n{4,}", "\n\n\n", text)
+    return text.strip("\n") + "\n"

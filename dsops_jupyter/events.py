@@ -1,0 +1,51 @@
+"""Progress events: the one stream the CLI, the magics and the server all render.
+
+Long core operations take an ``on_event`` callback and report what they do through it, so each
+adapter only decides how to show progress (rich bar, ipywidgets bar, JSON job state).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+EventKind = Literal["stage", "progress", "log", "result"]
+
+
+@dataclass(frozen=True)
+class Event:
+    """``stage``: a new phase begins (message names it); ``progress``: ``fraction`` of the
+    current phase is done (0..1, ``message`` says what); ``log``: one line of output;
+    ``result``: the phase's outcome in ``data``."""
+
+    kind: EventKind
+    message: str = ""
+    fraction: float | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+OnEvent = Callable[[Event], None]
+
+
+def ignore(_event: Event) -> None:
+    """The default sink: headless callers that do not care about progress."""
+
+
+def stage(on_event: OnEvent, message: str) -> None:
+    on_event(Event("stage", message))
+
+
+def progress(on_event: OnEvent, fraction: float, message: str = "") -> None:
+    on_event(Event("progress", message, fraction=max(0.0, min(1.0, fraction))))
+
+
+def log(on_event: OnEvent, line: str) -> None:
+    on_event(Event("log", line))
+
+
+def result(on_event: OnEvent, message: str, **data: Any) -> None:
+    on_event(Event("result", message, data=data))

@@ -1,0 +1,555 @@
+"""Read a notebook into a Pipeline: steps, parameters, shared code and the data flow between steps.
+
+Markers come from cell tags or a first line ``%%dsops ...``; Kale's tags are read too. Messages
+count cells from 1 (as a person counts them from the top); JSON ``cells`` fields are 0-based
+indices into the notebook's cell list.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import keyword
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dsops_jupyter import flow
+from dsops_jupyter.errors import MarkerError, NotebookError, ParameterError, UnknownStepError
+from dsops_jupyter.params import Parameter, parse_parameters_cell
+
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+PIPELINE_NAME = re.compile(r"[a-z_][a-z0-9_]*\Z")
+KALE_STEP_EXTRAS = ("image", "limit", "cache", "label", "annotation", "secret", "volume")
+ROLE_TAGS = {
+    "parameters": "parameters",
+    "pipeline-parameters": "parameters",
+    "skip": "skip",
+    "imports": "shared",
+    "functions": "shared",
+    "pipeline-metrics": "metrics",
+    "injected-parameters": "injected",
+}
+IMPLICIT_STEP = "setup"
+ZERO_CONFIG_STEP = "main"
+# Names a notebook may read without defining them (IPython's namespace, our display fallback).
+KNOWN_NAMES = frozenset({"display", "get_ipython", "In", "Out", "_", "__", "___"})
+
+# Magics that only change how results look: dropped from scripts. %time/%%time keep their code.
+DISPLAY_LINE_MAGICS = frozenset(
+    {"matplotlib", "config", "autoreload", "load_ext", "reload_ext", "aimport", "timeit", "pylab"}
+)
+TIMING_PREFIXES = frozenset({"time"})
+DISPLAY_CELL_MAGICS = frozenset({"time", "capture"})
+_LINE_MAGIC = re.compile(r"^(?P<indent>\s*)%(?P<name>\w+)\b ?(?P<args>.*)$")
+_SHELL = re.compile(r"^(?P<indent>\s*)(?:(?P<target>[\w.]+)\s*=\s*)?!(?P<cmd>.*)$")
+_ASSIGNED_MAGIC = re.compile(
+    r"^(?P<indent>\s*)(?P<target>[\w.]+)\s*=\s*%(?P<name>\w+)\b ?(?P<args>.*)$"
+)
+
+
+@dataclass
+class Cell:
+    """One code cell as dsops sees it: its role and its Python code (markers and magics handled)."""
+
+    index: int
+    source: str
+    tags: tuple[str, ...]
+    role: str  # step | continue | parameters | skip | shared | metrics | injected
+    step: str | None = None
+    after: list[str] = field(default_factory=list)
+    extras: dict[str, list[str]] = field(default_factory=dict)
+    code: str = ""
+    unsupported: list[str] = field(default_factory=list)  # magics plain Python cannot run
+    tree: ast.Module | None = None
+
+    @property
+    def label(self) -> str:
+        return f"cell {self.index + 1}"
+
+
+@dataclass
+class Step:
+    name: str
+    cells: list[int] = field(default_factory=list)
+    after: list[str] = field(default_factory=list)
+    extras: dict[str, list[str]] = field(default_factory=dict)
+    body: list[tuple[int, str]] = field(default_factory=list)  # (cell index, code) kept in the step
+    reads: list[str] = field(default_factory=list)
+    writes: list[str] = field(default_factory=list)
+    inputs: list[tuple[str, str | None]] = field(default_factory=list)  # (name, step or None=param)
+    outputs: list[str] = field(default_factory=list)
+    parameters: list[str] = field(default_factory=list)
+    inferred: list[str] = field(default_factory=list)
+    depends_on: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "cells": self.cells,
+            "after": self.after,
+            "inferred": self.inferred,
+            "depends_on": self.depends_on,
+            "reads": self.reads,
+            "writes": self.writes,
+            "inputs": [name for name, _ in self.inputs],
+            "outputs": self.outputs,
+            "parameters": self.parameters,
+            "extras": self.extras,
+        }
+
+
+@dataclass
+class Pipeline:
+    name: str
+    notebook_path: Path
+    cells: list[Cell]
+    steps: list[Step]  # in run order
+    parameters: list[Parameter]
+    content_hash: str
+    hoisted: list[tuple[int, str]]  # (cell index, code) placed at module level, imports first
+    warnings: list[str] = field(default_factory=list)
+
+    def step(self, name: str) -> Step:
+        for step in self.steps:
+            if step.name == name:
+                return step
+        known = ", ".join(s.name for s in self.steps)
+        raise UnknownStepError(f"{self.notebook_path.name} has no step {name!r} (steps: {known})")
+
+    def upstream(self, names: list[str]) -> list[str]:
+        """The chosen steps plus every step they need, in run order."""
+        wanted: set[str] = set()
+        pending = [self.step(name).name for name in names]
+        while pending:
+            name = pending.pop()
+            if name not in wanted:
+                wanted.add(name)
+                pending.extend(self.step(name).depends_on)
+        return [s.name for s in self.steps if s.name in wanted]
+
+    @property
+    def skipped_cells(self) -> list[int]:
+        return [c.index for c in self.cells if c.role in ("skip", "injected")]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "notebook": self.notebook_path.name,
+            "content_hash": self.content_hash,
+            "steps": [step.to_json() for step in self.steps],
+            "parameters": [p.to_json() for p in self.parameters],
+            "shared_cells": sorted({index for index, _ in self.hoisted}),
+            "skipped_cells": self.skipped_cells,
+            "warnings": self.warnings,
+        }
+
+
+# --- loading ---------------------------------------------------------------------------------
+def load_notebook(path: Path) -> dict[str, Any]:
+    """Parse and sanity-check a notebook without nbformat's (slow) schema machinery."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise NotebookError(f"{path}: no such notebook") from None
+    except OSError as err:
+        raise NotebookError(f"{path}: cannot read it ({err.strerror})") from None
+    try:
+        nb = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        where = f" (line {err.lineno}, column {err.colno})" if hasattr(err, "lineno") else ""
+        raise NotebookError(f"{path.name} is not valid JSON{where}: is it a notebook?") from None
+    if not isinstance(nb, dict) or "nbformat" not in nb:
+        raise NotebookError(f"{path.name} is JSON but not a Jupyter notebook (no nbformat field)")
+    if nb.get("nbformat") != 4:
+        nb = _upgrade(nb, path)
+    if not isinstance(nb.get("cells"), list):
+        raise NotebookError(f"{path.name} is not a valid notebook: it has no list of cells")
+    for number, cell in enumerate(nb["cells"], 1):
+        if not isinstance(cell, dict) or not isinstance(cell.get("source", ""), str | list):
+            raise NotebookError(f"{path.name}: cell {number} is malformed (no cell_type/source)")
+    language = nb.get("metadata", {}).get("kernelspec", {}).get("language", "python")
+    if str(language).lower() not in ("python", "python3", ""):
+        raise NotebookError(f"{path.name} uses a {language} kernel; dsops converts Python only")
+    return nb
+
+
+def _upgrade(nb: dict[str, Any], path: Path) -> dict[str, Any]:
+    """nbformat 3 (and older) notebooks are upgraded in memory, as Jupyter does on open."""
+    import nbformat
+
+    if not isinstance(nb.get("nbformat"), int) or nb["nbformat"] > 4:
+        raise NotebookError(f"{path.name}: unsupported nbformat {nb.get('nbformat')!r}")
+    try:
+        return dict(nbformat.reads(json.dumps(nb), as_version=4))
+    except Exception as err:
+        raise NotebookError(
+            f"{path.name} is nbformat {nb['nbformat']} and cannot be upgraded ({err}); "
+            f"open and save it in JupyterLab to upgrade it"
+        ) from None
+
+
+def source_of(cell: dict[str, Any]) -> str:
+    source = cell.get("source", "")
+    return "".join(source) if isinstance(source, list) else source
+
+
+def content_hash(nb: dict[str, Any]) -> str:
+    """Hash of what defines the pipeline: code and tags, not outputs or execution counts."""
+    parts = [
+        [source_of(c), sorted(c.get("metadata", {}).get("tags", []))]
+        for c in nb["cells"]
+        if c.get("cell_type") == "code"
+    ]
+    digest = hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode("utf-8"))
+    return "sha256:" + digest.hexdigest()
+
+
+def pipeline_name(path: Path, name: str | None = None) -> str:
+    if name is not None:
+        if not PIPELINE_NAME.match(name):
+            raise MarkerError(
+                f"pipeline name {name!r} must be lower-case letters, digits and _ "
+                f"(it names a Python module, a Git tag and a Docker image)"
+            )
+        return name
+    derived = re.sub(r"[^a-z0-9_]+", "_", path.stem.lower()).strip("_") or "pipeline"
+    return f"nb_{derived}" if derived[0].isdigit() else derived
+
+
+# --- markers ---------------------------------------------------------------------------------
+def check_step_name(name: str, where: str) -> str:
+    if not IDENTIFIER.match(name) or keyword.iskeyword(name):
+        raise MarkerError(
+            f"{where}: step name {name!r} is not a valid Python identifier "
+            f"(letters, digits and _, not starting with a digit)"
+        )
+    return name
+
+
+def _classify(index: int, raw: dict[str, Any], where: str) -> Cell:
+    source = source_of(raw)
+    tags = tuple(str(t) for t in raw.get("metadata", {}).get("tags", []) if isinstance(t, str))
+    cell = Cell(index=index, source=source, tags=tags, role="continue")
+    label = f"{where}, cell {index + 1}"
+    for tag in tags:
+        _apply_tag(cell, tag, label)
+    first, _, rest = source.partition("\n")
+    if first.strip().startswith("%%dsops"):
+        _apply_magic_line(cell, first.strip(), label)
+        source = rest
+    cell.code, cell.unsupported = python_code(source)
+    return cell
+
+
+def _apply_tag(cell: Cell, tag: str, label: str) -> None:
+    kind, sep, value = tag.partition(":")
+    if sep and kind in ("step", "block"):
+        _set_step(cell, check_step_name(value, label), label)
+    elif sep and kind in ("after", "prev"):
+        cell.after.append(check_step_name(value, label))
+    elif sep and kind in KALE_STEP_EXTRAS:
+        cell.extras.setdefault(kind, []).append(value)
+    elif tag in ROLE_TAGS:
+        _set_role(cell, ROLE_TAGS[tag], label)
+
+
+def _set_role(cell: Cell, role: str, label: str) -> None:
+    if cell.role not in ("continue", role):
+        raise MarkerError(f"{label} is marked both {cell.role} and {role}; keep one marker")
+    cell.role = role
+
+
+def _set_step(cell: Cell, name: str, label: str) -> None:
+    if cell.step not in (None, name):
+        raise MarkerError(f"{label} starts two steps ({cell.step!r} and {name!r}); keep one")
+    _set_role(cell, "step", label)
+    cell.step = name
+
+
+def _apply_magic_line(cell: Cell, line: str, label: str) -> None:
+    try:
+        words = shlex.split(line)[1:]
+    except ValueError as err:
+        raise MarkerError(f"{label}: cannot read {line!r} ({err})") from None
+    usage = "use %%dsops step NAME [--after A,B], %%dsops parameters or %%dsops skip"
+    if not words:
+        raise MarkerError(f"{label}: {line!r} says nothing; {usage}")
+    if words[0] in ("parameters", "skip") and len(words) == 1:
+        _set_role(cell, words[0], label)
+    elif words[0] == "step" and len(words) in (2, 4) and words[2:3] in ([], ["--after"]):
+        _set_step(cell, check_step_name(words[1], label), label)
+        for name in words[3].split(",") if len(words) == 4 else []:
+            cell.after.append(check_step_name(name.strip(), label))
+    else:
+        raise MarkerError(f"{label}: cannot read {line!r}; {usage}")
+
+
+# --- magics -----------------------------------------------------------------------------------
+def python_code(source: str) -> tuple[str, list[str]]:
+    """Cell source as plain Python: display-only magics dropped, others kept as IPython calls.
+
+    Returns the code and the magics plain Python cannot run (empty for ordinary code). Source
+    that already parses as Python is returned untouched, so a ``%`` inside a string is safe.
+    """
+    try:
+        ast.parse(source)
+        return source, []
+    except SyntaxError:
+        pass
+    lines = source.split("\n")
+    unsupported: list[str] = []
+    first = lines[0].strip()
+    if first.startswith("%%"):
+        name, _, args = first[2:].partition(" ")
+        if name in DISPLAY_CELL_MAGICS and not (name == "capture" and args.strip()):
+            lines = ["", *lines[1:]]
+        else:
+            unsupported.append(first)
+            body = "\n".join(lines[1:])
+            call = f"get_ipython().run_cell_magic({name!r}, {args!r}, {body!r})"
+            return call + "\n" * (len(lines) - 1), unsupported
+    return "\n".join(_line_as_python(line, unsupported) for line in lines), unsupported
+
+
+def _line_as_python(line: str, unsupported: list[str]) -> str:
+    match = _LINE_MAGIC.match(line)
+    if match:
+        indent, name, args = match["indent"], match["name"], match["args"]
+        if name in TIMING_PREFIXES and args.strip():
+            return indent + args
+        if name in DISPLAY_LINE_MAGICS:
+            return indent + "pass" if indent else ""
+        unsupported.append(line.strip())
+        return f"{indent}get_ipython().run_line_magic({name!r}, {args!r})"
+    match = _SHELL.match(line)
+    if match:
+        unsupported.append(line.strip())
+        if match["target"]:
+            return f"{match['indent']}{match['target']} = get_ipython().getoutput({match['cmd']!r})"
+        return f"{match['indent']}get_ipython().system({match['cmd']!r})"
+    match = _ASSIGNED_MAGIC.match(line)
+    if match:
+        unsupported.append(line.strip())
+        call = f"get_ipython().run_line_magic({match['name']!r}, {match['args']!r})"
+        return f"{match['indent']}{match['target']} = {call}"
+    return line
+
+
+# --- assembling the pipeline -----------------------------------------------------------------
+def read_pipeline(path: str | Path, *, name: str | None = None) -> Pipeline:
+    """The pipeline a notebook describes; raises a DsopsError naming the cell for bad markers."""
+    path = Path(path)
+    nb = load_notebook(path)
+    where = path.name
+    cells = [
+        _classify(index, raw, where)
+        for index, raw in enumerate(nb["cells"])
+        if raw.get("cell_type") == "code"
+    ]
+    for cell in cells:
+        if cell.role == "skip" or cell.role == "injected":
+            continue
+        try:
+            cell.tree = ast.parse(cell.code)
+        except SyntaxError as err:
+            raise NotebookError(
+                f"{where}, {cell.label}, line {err.lineno}: syntax error ({err.msg})"
+            ) from None
+    parameters = _parameters(cells, where)
+    steps = _group_steps(cells, where)
+    hoisted, hoisted_names = _hoist(cells, steps)
+    pipeline = Pipeline(
+        name=pipeline_name(path, name),
+        notebook_path=path,
+        cells=cells,
+        steps=steps,
+        parameters=parameters,
+        content_hash=content_hash(nb),
+        hoisted=hoisted,
+    )
+    pipeline.steps = [s for s in steps if s.name != IMPLICIT_STEP or _has_code(s)]
+    _analyse_flow(pipeline, hoisted_names, where)
+    return pipeline
+
+
+def _has_code(step: Step) -> bool:
+    return any(ast.parse(code).body for _, code in step.body)
+
+
+def _parameters(cells: list[Cell], where: str) -> list[Parameter]:
+    marked = [c for c in cells if c.role == "parameters"]
+    if len(marked) > 1:
+        numbers = ", ".join(str(c.index + 1) for c in marked)
+        raise ParameterError(f"{where}: cells {numbers} are all marked parameters; keep one")
+    if not marked:
+        return []
+    return parse_parameters_cell(marked[0].code, marked[0].index + 1, where)
+
+
+def _group_steps(cells: list[Cell], where: str) -> list[Step]:
+    """Group code cells into steps: a step cell starts one, unmarked cells continue it."""
+    has_steps = any(c.role == "step" for c in cells)
+    steps: dict[str, Step] = {}
+    current: Step | None = None
+    for cell in cells:
+        if cell.role == "step":
+            if cell.step in steps:
+                first = steps[cell.step].cells[0] + 1
+                raise MarkerError(
+                    f"{where}, {cell.label}: step {cell.step!r} is already started by cell "
+                    f"{first}; step names must be unique"
+                )
+            current = steps[cell.step] = Step(name=cell.step)  # type: ignore[index]
+        elif cell.role in ("continue", "metrics") and current is None:
+            current = steps.setdefault(
+                IMPLICIT_STEP if has_steps else ZERO_CONFIG_STEP,
+                Step(name=IMPLICIT_STEP if has_steps else ZERO_CONFIG_STEP),
+            )
+        elif cell.role not in ("step", "continue", "metrics"):
+            continue
+        assert current is not None
+        current.cells.append(cell.index)
+        current.after.extend(a for a in cell.after if a not in current.after)
+        for key, values in cell.extras.items():
+            current.extras.setdefault(key, []).extend(values)
+    for step in steps.values():
+        for dep in step.after:
+            if dep not in steps:
+                raise UnknownStepError(
+                    f"{where}: step {step.name!r} is marked after:{dep}, but no step {dep!r} "
+                    f"exists (steps: {', '.join(steps)})"
+                )
+    return list(steps.values())
+
+
+def _hoist(cells: list[Cell], steps: list[Step]) -> tuple[list[tuple[int, str]], set[str]]:
+    """Move imports and self-contained defs to module level; the rest stays in its step.
+
+    A top-level def/class is hoisted only if everything it reads is an import, another hoisted
+    definition or a builtin, so moving it never changes what it sees.
+    """
+    by_index = {c.index: c for c in cells}
+    shared = [c for c in cells if c.role == "shared"]
+    module_names: set[str] = set()
+    for cell in shared:
+        module_names.update(flow.scan(cell.tree.body).writes)  # type: ignore[union-attr]
+    step_cells = [by_index[i] for step in steps for i in step.cells]
+    imports = {
+        id(node)
+        for cell in step_cells
+        for node in cell.tree.body  # type: ignore[union-attr]
+        if isinstance(node, ast.Import | ast.ImportFrom) and _alone_on_its_lines(node, cell)
+    }
+    for cell in step_cells:
+        for node in cell.tree.body:  # type: ignore[union-attr]
+            if id(node) in imports:
+                module_names.update(flow.scan([node]).writes)
+    candidates = {
+        id(node): node
+        for cell in step_cells
+        for node in cell.tree.body  # type: ignore[union-attr]
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+        and _alone_on_its_lines(node, cell)
+    }
+    allowed = flow.BUILTINS | module_names | {n.name for n in candidates.values()}
+    changed = True
+    while changed:  # drop defs that read step data, until nothing changes
+        changed = False
+        for key, node in list(candidates.items()):
+            if not set(flow.scan([node]).reads) <= allowed:
+                del candidates[key]
+                allowed = allowed - {node.name} | module_names
+                changed = True
+    hoist_ids = imports | set(candidates)
+    module_names |= {n.name for n in candidates.values()}
+    import_code: list[tuple[int, str]] = []
+    other_code: list[tuple[int, str]] = []
+    for cell in cells:
+        if cell.role == "shared":
+            other_code.append((cell.index, cell.code))
+            continue
+        if cell.role not in ("step", "continue", "metrics"):
+            continue
+        kept, moved = _split_cell(cell, hoist_ids)
+        for node, text in moved:
+            target = import_code if isinstance(node, ast.Import | ast.ImportFrom) else other_code
+            target.append((cell.index, text))
+        cell.code = kept
+    for step in steps:
+        step.body = [(i, by_index[i].code) for i in step.cells]
+    seen: set[str] = set()
+    unique_imports = [(i, t) for i, t in import_code if not (t in seen or seen.add(t))]
+    return unique_imports + other_code, module_names
+
+
+def _alone_on_its_lines(node: ast.stmt, cell: Cell) -> bool:
+    """A statement sharing a line with another (``import os; x = 1``) is left where it is."""
+    start = _first_line(node)
+    for other in cell.tree.body:  # type: ignore[union-attr]
+        if (
+            other is not node
+            and _first_line(other) <= node.end_lineno
+            and other.end_lineno >= start
+        ):  # type: ignore[operator]
+            return False
+    return True
+
+
+def _first_line(node: ast.stmt) -> int:
+    decorators = getattr(node, "decorator_list", [])
+    return min([node.lineno, *(d.lineno for d in decorators)])
+
+
+def _split_cell(cell: Cell, hoist_ids: set[int]) -> tuple[str, list[tuple[ast.stmt, str]]]:
+    """Cut hoisted statements (whole lines) out of the cell's code."""
+    lines = cell.code.split("\n")
+    moved: list[tuple[ast.stmt, str]] = []
+    drop: set[int] = set()
+    for node in cell.tree.body:  # type: ignore[union-attr]
+        if id(node) in hoist_ids:
+            first, last = _first_line(node), node.end_lineno or node.lineno
+            moved.append((node, "\n".join(lines[first - 1 : last])))
+            drop.update(range(first - 1, last))
+    kept = "\n".join(line for number, line in enumerate(lines) if number not in drop)
+    return kept, moved
+
+
+def _analyse_flow(pipeline: Pipeline, module_names: set[str], where: str) -> None:
+    """Fill reads/writes/inputs/outputs and dependencies; order steps; detect cycles."""
+    param_names = {p.name for p in pipeline.parameters}
+    known = flow.BUILTINS | module_names | KNOWN_NAMES
+    last_writer: dict[str, str] = {}
+    for step in pipeline.steps:  # notebook order defines who wrote a name last
+        trees = [ast.parse(code) for _, code in step.body]
+        names = flow.scan([stmt for tree in trees for stmt in tree.body])
+        step.writes = [n for n in names.writes if n not in module_names]
+        for name in names.reads:
+            if name in last_writer:
+                step.inputs.append((name, last_writer[name]))
+            elif name in param_names:
+                step.inputs.append((name, None))
+                step.parameters.append(name)
+            elif name not in known:
+                pipeline.warnings.append(
+                    f"step {step.name!r} reads {name!r}, which no earlier step, parameter or "
+                    f"import defines"
+                )
+        step.reads = [name for name, source in step.inputs if source is not None]
+        step.inferred = list(dict.fromkeys(s for _, s in step.inputs if s is not None))
+        step.depends_on = list(dict.fromkeys([*step.after, *step.inferred]))
+        last_writer.update((name, step.name) for name in step.writes)
+    by_name = {s.name: s for s in pipeline.steps}
+    for step in pipeline.steps:
+        for name, source in step.inputs:
+            if source is not None and name not in by_name[source].outputs:
+                by_name[source].outputs.append(name)
+    for step in pipeline.steps:  # outputs in the order the step first wrote them
+        step.outputs = [n for n in step.writes if n in step.outputs]
+    order = flow.topological_order(
+        [s.name for s in pipeline.steps], {s.name: s.depends_on for s in pipeline.steps}
+    )
+    pipeline.steps = [by_name[name] for name in order]
