@@ -56,8 +56,8 @@ class Report:
 def check_paths(paths: list[Path], *, strict: bool = False) -> Report:
     start = paths[0] if paths else Path.cwd()
     config = load_config(start)
-    notebooks = _notebooks(paths, config)
     packages = _packages_by_notebook(config)
+    notebooks = _notebooks(paths, config, packages)
     report = Report(strict=strict)
     for notebook in notebooks:
         key = _relative(notebook, config.root)
@@ -70,9 +70,11 @@ def check_paths(paths: list[Path], *, strict: bool = False) -> Report:
     return report
 
 
-def _notebooks(paths: list[Path], config: Config) -> list[Path]:
+def _notebooks(paths: list[Path], config: Config, packages: dict[str, Any]) -> list[Path]:
+    """The given paths; else the configured notebooks and every notebook with a package."""
     if not paths:
-        return config.notebook_paths()
+        known = {config.root / name for name in packages}
+        return sorted({p.resolve() for p in [*config.notebook_paths(), *known]})
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
