@@ -1,0 +1,200 @@
+/**
+ * Typed client of the dsops server routes (see the REST contract).
+ *
+ * Every action of the frontend goes through these calls: the Python core owns
+ * all pipeline logic, the frontend only renders what the server answers.
+ */
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+
+export interface IStep {
+  name: string;
+  cells: number[];
+  after: string[];
+  depends_on: string[];
+  reads: string[];
+  writes: string[];
+}
+
+export interface IParameter {
+  name: string;
+  type: 'int' | 'float' | 'str' | 'bool' | 'list' | 'dict' | 'any' | string;
+  default: unknown;
+}
+
+export interface IPipeline {
+  name: string;
+  notebook: string;
+  content_hash: string;
+  steps: IStep[];
+  parameters: IParameter[];
+  output_dir?: string;
+}
+
+export type JobKind = 'package' | 'run';
+export type JobState = 'queued' | 'running' | 'succeeded' | 'failed';
+
+export interface IJobOptions {
+  name?: string;
+  commit?: boolean;
+  build?: boolean;
+  smoke?: boolean;
+  parameters?: Record<string, unknown>;
+  steps?: string[];
+}
+
+export interface IStepRun {
+  name: string;
+  status: string;
+  duration?: number | null;
+}
+
+export interface IJobResult {
+  version?: string | null;
+  tag?: string | null;
+  commit?: string | null;
+  short?: string | null;
+  created?: boolean;
+  script?: string | null;
+  package_dir?: string | null;
+  image?: { id: string; tags: string[]; size?: number } | null;
+  smoke?: { exit_code: number; log?: string[]; workdir?: string | null } | null;
+  unresolved_imports?: string[];
+  run?: {
+    status: string;
+    output_notebook?: string;
+    steps?: IStepRun[];
+  } | null;
+  [key: string]: unknown;
+}
+
+export interface IJob {
+  id: string;
+  kind: JobKind;
+  path: string;
+  state: JobState;
+  stage: string;
+  progress: number;
+  log: string[];
+  created: number;
+  finished: number | null;
+  error: string | null;
+  result: IJobResult | null;
+}
+
+/** An error answered by the server: its one-line message, ready to show. */
+export class DsopsAPIError extends Error {
+  constructor(
+    message: string,
+    readonly status: number
+  ) {
+    super(message);
+    this.name = 'DsopsAPIError';
+  }
+}
+
+/** Call a `dsops/` route; JSON in and out, `{"error"}` bodies become DsopsAPIError. */
+export async function requestAPI<T>(
+  endPoint: string,
+  init: RequestInit = {},
+  query: Record<string, string> = {}
+): Promise<T> {
+  const settings = ServerConnection.makeSettings();
+  let url = URLExt.join(settings.baseUrl, 'dsops', endPoint);
+  if (Object.keys(query).length > 0) {
+    url += URLExt.objectToQueryString(query);
+  }
+  let response: Response;
+  try {
+    response = await ServerConnection.makeRequest(url, init, settings);
+  } catch (error) {
+    throw new DsopsAPIError(`cannot reach the Jupyter server: ${String(error)}`, 0);
+  }
+  const text = await response.text();
+  let data: unknown = null;
+  if (text.length > 0) {
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = text;
+    }
+  }
+  if (!response.ok) {
+    throw new DsopsAPIError(errorLine(data, response), response.status);
+  }
+  return data as T;
+}
+
+function errorLine(data: unknown, response: Response): string {
+  if (data && typeof data === 'object' && 'error' in data) {
+    const error = (data as { error: unknown }).error;
+    if (typeof error === 'string' && error.length > 0) {
+      return error.split('\n')[0];
+    }
+  }
+  if (response.status === 404) {
+    return 'the dsops server extension is not enabled on this Jupyter server (404)';
+  }
+  return `${response.status} ${response.statusText}`.trim();
+}
+
+/** The pipeline the core reads from the notebook at `path` (as saved on disk). */
+export function getPipeline(path: string): Promise<IPipeline> {
+  return requestAPI<IPipeline>('pipeline', { method: 'GET' }, { path });
+}
+
+/** Start a background job; the server answers 202 with the queued job. */
+export function startJob(kind: JobKind, path: string, options: IJobOptions): Promise<IJob> {
+  return requestAPI<IJob>('jobs', {
+    method: 'POST',
+    body: JSON.stringify({ kind, path, options })
+  });
+}
+
+export function getJob(id: string): Promise<IJob> {
+  return requestAPI<IJob>(`jobs/${encodeURIComponent(id)}`, { method: 'GET' });
+}
+
+export function isFinished(job: IJob): boolean {
+  return job.state === 'succeeded' || job.state === 'failed';
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise(resolve => setTimeout(resolve, ms));
+}
+
+/**
+ * Poll a job every `intervalMs` until it finishes, reporting every state seen.
+ * `cancelled()` lets the caller stop watching (the job itself goes on).
+ */
+export async function watchJob(
+  job: IJob,
+  onUpdate: (job: IJob) => void,
+  cancelled: () => boolean = () => false,
+  intervalMs = 500
+): Promise<IJob> {
+  let current = job;
+  onUpdate(current);
+  while (!isFinished(current) && !cancelled()) {
+    await sleep(intervalMs);
+    current = await getJob(current.id);
+    onUpdate(current);
+  }
+  return current;
+}
+
+/** A job's wall time in seconds, or null while it runs. */
+export function jobDuration(job: IJob): number | null {
+  if (job.finished === null || job.finished === undefined) {
+    return null;
+  }
+  return Math.max(0, job.finished - job.created);
+}
+
+export function formatSeconds(seconds: number): string {
+  if (seconds < 60) {
+    return `${seconds.toFixed(1)} s`;
+  }
+  const minutes = Math.floor(seconds / 60);
+  return `${minutes} min ${Math.round(seconds - minutes * 60)} s`;
+}
