@@ -368,37 +368,41 @@ def _warn_lock(pkg: Any) -> None:
 
 @contextmanager
 def _reporter(args: argparse.Namespace) -> Iterator[OnEvent]:
-    """Rich progress on stderr for people; silence for --json."""
+    """Rich progress on stderr for people, started on the first event; silence for --json."""
     if args.json:
         yield lambda event: None
         return
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-    console = Console(stderr=True)
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         TextColumn("{task.percentage:>3.0f}%"),
         TimeElapsedColumn(),
-        console=console,
+        console=Console(stderr=True),
     )
-    task: list[TaskID] = []
+    tasks: list[TaskID] = []
 
     def on_event(event: Event) -> None:
+        if not progress.live.is_started:  # errors before any work print no empty bar line
+            progress.start()
         if event.kind == "stage":
-            if task:
-                progress.update(task[-1], completed=1.0)
-            task.append(progress.add_task(event.message, total=1.0))
-        elif event.kind == "progress" and task and event.fraction is not None:
-            progress.update(task[-1], completed=event.fraction)
+            if tasks:
+                progress.update(tasks[-1], completed=1.0)
+            tasks.append(progress.add_task(event.message, total=1.0))
+        elif event.kind == "progress" and tasks and event.fraction is not None:
+            progress.update(tasks[-1], completed=event.fraction)
         elif event.kind == "log":
             progress.console.print(event.message, markup=False, highlight=False, style="dim")
 
-    with progress:
+    try:
         yield on_event
-        if task:
-            progress.update(task[-1], completed=1.0)
+        if tasks:
+            progress.update(tasks[-1], completed=1.0)
+    finally:
+        if progress.live.is_started:
+            progress.stop()
 
 
 def _print_json(data: Any) -> None:

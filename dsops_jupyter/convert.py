@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import io
 import json
 import re
@@ -15,7 +16,7 @@ from dsops_jupyter import flow
 from dsops_jupyter.config import Config, load_config
 from dsops_jupyter.errors import ConversionError
 from dsops_jupyter.fsutil import write_files
-from dsops_jupyter.notebook import Pipeline, Step, read_pipeline
+from dsops_jupyter.notebook import Cell, Pipeline, Step, read_pipeline
 
 
 @dataclass
@@ -114,21 +115,16 @@ def _relative(path: Path, root: Path) -> str:
 
 def _check_convertible(pipeline: Pipeline, keep_magics: bool) -> None:
     where = pipeline.notebook_path.name
-    used = {c.index for s in pipeline.steps for c in pipeline.cells if c.index in s.cells}
-    used |= {index for index, _ in pipeline.hoisted}
-    for cell in pipeline.cells:
-        if cell.index in used and cell.unsupported and not keep_magics:
+    for cell in _converted_cells(pipeline):
+        if cell.unsupported and not keep_magics:
             raise ConversionError(
                 f"{where}, {cell.label}: `{cell.unsupported[0]}` is IPython syntax plain Python "
                 f"cannot run; rewrite it in Python, mark the cell skip, or pass --keep-magics"
             )
     defined = {
-        node.name
-        for _, code in pipeline.hoisted
-        for node in ast.parse(code).body
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+        name for _, code in pipeline.hoisted for name in flow.scan(ast.parse(code).body).writes
     }
-    clash = defined & (RESERVED | {f"step_{s.name}" for s in pipeline.steps})
+    clash = defined & (RESERVED | _runtime_names() | {f"step_{s.name}" for s in pipeline.steps})
     if clash:
         raise ConversionError(
             f"{where} defines {sorted(clash)[0]!r}, a name the generated script needs; rename it"
@@ -139,6 +135,19 @@ def _check_convertible(pipeline: Pipeline, keep_magics: bool) -> None:
                 f"{where}: parameter {param.name!r} clashes with the script's --{param.name} "
                 f"option; rename it"
             )
+
+
+@functools.cache
+def _runtime_names() -> frozenset[str]:
+    """Module-level names of the script's own machinery, which notebook code must not replace."""
+    names = flow.scan(ast.parse(_RUNTIME.read_text(encoding="utf-8")).body).writes
+    return frozenset({*names, "_argparse", "_ast", "_os", "_pickle", "_Path"})
+
+
+def _converted_cells(pipeline: Pipeline) -> list[Cell]:
+    """Cells whose code ends up in the script: step cells and cells with hoisted code."""
+    used = {i for step in pipeline.steps for i in step.cells} | {i for i, _ in pipeline.hoisted}
+    return [cell for cell in pipeline.cells if cell.index in used]
 
 
 # --- the script -------------------------------------------------------------------------------
@@ -156,7 +165,7 @@ def render_script(pipeline: Pipeline, notebook: str) -> str:
         parts.append("\n".join(imports) + "\n")
     if _reads_undefined(pipeline, "display"):
         parts.append(_DISPLAY_FALLBACK)
-    if any(c.unsupported for c in pipeline.cells):
+    if any(cell.unsupported for cell in _converted_cells(pipeline)):
         parts.append(_IPYTHON_SHIM)
     parts += [f"\n# cell {index + 1}\n{code.strip()}\n" for index, code in shared]
     parts.append(_parameters_table(pipeline))
@@ -232,7 +241,7 @@ def _indent(code: str, prefix: str = "    ") -> str:
     """Indent code into a function body, leaving the inside of multi-line strings untouched."""
     inside = _lines_inside_strings(code)
     return "\n".join(
-        prefix + line if line.strip() and number not in inside else line.rstrip()
+        line if number in inside else (prefix + line if line.strip() else "")
         for number, line in enumerate(code.split("\n"), 1)
     )
 
@@ -294,6 +303,5 @@ def _steps_table(pipeline: Pipeline) -> str:
 
 
 def _tidy(text: str) -> str:
-    """At most two blank lines in a row, one newline at the end: stable, readable output."""
-    text = re.sub(r"\n{4,}", "\n\n\n", text)
+    """Exactly one newline at the end (blank lines inside are code, and may sit in strings)."""
     return text.strip("\n") + "\n"

@@ -49,3 +49,32 @@ def log(on_event: OnEvent, line: str) -> None:
 
 def result(on_event: OnEvent, message: str, **data: Any) -> None:
     on_event(Event("result", message, data=data))
+
+
+class OverallProgress:
+    """Turns per-stage progress events into one monotone 0..1 fraction.
+
+    The core reports ``fraction`` of the *current* stage; the expected number of stages is a
+    hint from the job's options and grows if the core reports more stages than expected.
+    """
+
+    def __init__(self, expected_stages: int) -> None:
+        self.expected = max(1, expected_stages)
+        self.stages = 0
+        self.fraction = 0.0
+        self.value = 0.0
+
+    def on_stage(self) -> float:
+        self.stages += 1
+        self.fraction = 0.0
+        return self._update()
+
+    def on_fraction(self, fraction: float) -> float:
+        self.fraction = max(0.0, min(1.0, fraction))
+        return self._update()
+
+    def _update(self) -> float:
+        done = max(0, self.stages - 1) + self.fraction
+        total = max(self.expected, self.stages)
+        self.value = max(self.value, min(0.99, done / total))
+        return self.value

@@ -13,6 +13,7 @@ import platform
 import re
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -72,51 +73,51 @@ def run_notebook(
     pipeline = read_pipeline(path)
     values = coerce_parameters(pipeline, parameters)
     chosen = pipeline.upstream(steps) if steps else [s.name for s in pipeline.steps]
-    nb, cell_steps = runnable_notebook(pipeline, load_notebook(path), chosen)
+    nb = runnable_notebook(pipeline, load_notebook(path), chosen)
     out_dir = (out_dir or _default_out_dir(pipeline)).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir / path.name
     events.stage(on_event, f"Running {len(chosen)} step(s) of {path.name}: {', '.join(chosen)}")
     started, clock = datetime.now(timezone.utc), time.perf_counter()
-    failure = None
-    try:
-        executed = _papermill(nb, output, values, kernel_name, cwd or path.parent, on_event)
-    except Exception as err:  # papermill raises several types; map them after the record
-        failure, executed = err, _read_output(output, nb)
-    step_results = _step_results(executed, chosen)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # capture the environment while cells run
+        environment = pool.submit(_environment, pipeline, path)
+        failure = None
+        try:
+            executed = _papermill(nb, output, values, kernel_name, cwd or path.parent, on_event)
+        except Exception as err:  # papermill raises several types; map them after the record
+            failure, executed = err, _read_output(output, nb)
+        details = environment.result()
     record = RunRecord(
         notebook=str(path),
         output_notebook=output,
         record_path=out_dir / "run.json",
         status="failed" if failure else "succeeded",
         parameters={**{p.name: p.default for p in pipeline.parameters}, **values},
-        steps=step_results,
+        steps=_step_results(executed, chosen),
         started=started.isoformat(timespec="seconds"),
         duration=time.perf_counter() - clock,
-        details=_environment(pipeline, path),
+        details=details,
     )
     atomic_write(record.record_path, _json_bytes(record.to_json()))
     if failure is not None:
-        raise _execution_error(failure, executed, cell_steps, output) from None
+        raise _execution_error(failure, executed, output) from None
     events.result(on_event, f"Run succeeded: {output}", **record.to_json())
     return record
 
 
-def runnable_notebook(
-    pipeline: Pipeline, nb: dict[str, Any], chosen: list[str]
-) -> tuple[dict[str, Any], dict[int, str]]:
+def runnable_notebook(pipeline: Pipeline, nb: dict[str, Any], chosen: list[str]) -> dict[str, Any]:
     """The notebook papermill runs: chosen steps' cells, shared code, parameters; no skip cells.
 
     Cells of steps not chosen contribute only their hoisted imports and definitions, so a chosen
-    step still finds every function it calls. Returns the notebook and, per new cell index, the
-    step (or role) it belongs to.
+    step still finds every function it calls. Each kept cell records in ``metadata.dsops`` the
+    step (or role) and the original cell index, which survive papermill's own inserted cells.
     """
     step_of = {i: s.name for s in pipeline.steps if s.name in chosen for i in s.cells}
     hoisted: dict[int, list[str]] = {}
     for index, code in pipeline.hoisted:
         hoisted.setdefault(index, []).append(code)
     roles = {c.index: c.role for c in pipeline.cells}
-    cells, cell_steps = [], {}
+    cells = []
     for index, raw in enumerate(nb["cells"]):
         cell = copy.deepcopy(raw)
         if cell.get("cell_type") != "code":
@@ -138,9 +139,16 @@ def runnable_notebook(
             tags = cell.setdefault("metadata", {}).setdefault("tags", [])
             tags.append("parameters") if "parameters" not in tags else None
         cell.setdefault("metadata", {})["dsops"] = {"step": label, "cell": index}
-        cell_steps[len(cells)] = label
         cells.append(cell)
-    return {**nb, "cells": cells}, cell_steps
+    return {**nb, "metadata": _with_kernelspec(nb.get("metadata", {})), "cells": cells}
+
+
+def _with_kernelspec(metadata: dict[str, Any]) -> dict[str, Any]:
+    """papermill needs a kernel and a language; a notebook without them (nbformat 3) is Python."""
+    if metadata.get("kernelspec", {}).get("name"):
+        return metadata
+    python3 = {"name": "python3", "language": "python", "display_name": "Python 3"}
+    return {**metadata, "kernelspec": python3}
 
 
 def _papermill(
@@ -241,27 +249,25 @@ def _step_results(executed: dict[str, Any], chosen: list[str]) -> list[dict[str,
     return list(results.values())
 
 
-def _execution_error(
-    failure: Exception, executed: dict[str, Any], cell_steps: dict[int, str], output: Path
-) -> ExecutionError:
+def _execution_error(failure: Exception, executed: dict[str, Any], output: Path) -> ExecutionError:
     """One line: step, cell, the failing source line, the exception; the notebook is kept."""
-    index = getattr(failure, "cell_index", None)
-    if index is None:
-        message = _ANSI.sub("", str(failure)).strip().splitlines() or ["unknown error"]
-        return ExecutionError(f"run failed: {message[-1]} (output kept: {output})")
-    cell = executed["cells"][index] if index < len(executed.get("cells", [])) else {}
-    meta = cell.get("metadata", {}).get("dsops", {})
-    step = cell_steps.get(index, "?")
-    where = f"step {step!r}, cell {meta.get('cell', index) + 1}"
+    failed = [
+        c
+        for c in executed.get("cells", [])
+        if c.get("metadata", {}).get("papermill", {}).get("status") == "failed"
+    ]
+    kept = f"executed notebook kept: {output}" if output.exists() else "no output notebook"
+    if not failed or not hasattr(failure, "ename"):
+        lines = _ANSI.sub("", str(failure)).strip().splitlines() or ["unknown error"]
+        return ExecutionError(f"run failed: {lines[-1]} ({kept})")
+    meta = failed[0]["metadata"].get("dsops", {})
+    step = meta.get("step", "?")
+    where = f"step {step!r}, cell {meta['cell'] + 1}" if "cell" in meta else f"step {step!r}"
     line = _failing_line(getattr(failure, "traceback", []) or [])
     if line:
         where += f", line {line[0]} `{line[1]}`"
-    error = f"{getattr(failure, 'ename', 'Error')}: {getattr(failure, 'evalue', '')}"
-    return ExecutionError(
-        f"{where} failed: {error} (executed notebook kept: {output})",
-        output_path=str(output),
-        step=step,
-    )
+    error = f"{failure.ename}: {getattr(failure, 'evalue', '')}"
+    return ExecutionError(f"{where} failed: {error} ({kept})", output_path=str(output), step=step)
 
 
 def _failing_line(traceback: list[str]) -> tuple[int, str] | None:

@@ -76,17 +76,27 @@ def distributions_for(pipeline: Pipeline) -> dict[str, str]:
 
 
 def kernel_interpreter(notebook: Path) -> str:
-    """The Python executable of the notebook's kernel (falls back to this interpreter)."""
-    try:
-        name = json.loads(notebook.read_bytes()).get("metadata", {}).get("kernelspec", {})["name"]
-        from jupyter_client.kernelspec import KernelSpecManager
+    """The Python executable of the notebook's kernel (falls back to this interpreter).
 
-        argv = KernelSpecManager().get_kernel_spec(name).argv
-    except Exception:  # no kernelspec metadata or no such kernel: use ours
+    Reads kernel.json from Jupyter's data path directly: jupyter_client's KernelSpecManager
+    would import IPython and cost ~0.4 s per convert.
+    """
+    from jupyter_core.paths import jupyter_path
+
+    try:
+        name = json.loads(notebook.read_bytes())["metadata"]["kernelspec"]["name"]
+    except (OSError, ValueError, KeyError, TypeError):
         return sys.executable
-    if not argv or "{" in argv[0]:
-        return sys.executable
-    return shutil.which(argv[0]) or argv[0]
+    for folder in jupyter_path("kernels"):
+        spec = Path(folder) / str(name) / "kernel.json"
+        try:
+            argv = json.loads(spec.read_bytes())["argv"]
+        except (OSError, ValueError, KeyError):
+            continue
+        if not argv or "{" in argv[0]:
+            return sys.executable
+        return shutil.which(argv[0]) or argv[0]
+    return sys.executable
 
 
 def _same_interpreter(python: str) -> bool:

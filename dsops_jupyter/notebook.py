@@ -270,6 +270,17 @@ def _set_step(cell: Cell, name: str, label: str) -> None:
     cell.step = name
 
 
+def parse_marker_line(line: str, where: str = "%%dsops") -> tuple[str, str | None, list[str]]:
+    """Read one ``%%dsops ...`` line exactly as the core does: (role, step name, after).
+
+    The magics validate their first line with this, so the live kernel and the saved
+    notebook can never disagree about a marker.
+    """
+    cell = Cell(index=-1, source="", tags=(), role="continue")
+    _apply_magic_line(cell, line.strip(), where)
+    return cell.role, cell.step, cell.after
+
+
 def _apply_magic_line(cell: Cell, line: str, label: str) -> None:
     try:
         words = shlex.split(line)[1:]

@@ -1,0 +1,217 @@
+"""REST handlers under ``<base_url>dsops/`` (contract: docs/rest-api.md).
+
+Thin by design: parse and check the request, call the core, render JSON. Every error is
+``{"error": "<one line>"}`` with a 4xx status (DsopsError.http_status), never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from http.client import responses
+from pathlib import Path
+from typing import Any
+
+import tornado.web
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
+from tornado.web import HTTPError
+
+from dsops_jupyter.errors import DsopsError
+from dsops_jupyter.server.jobs import (
+    JobManager,
+    expected_stages,
+    one_line,
+    package_work,
+    run_work,
+)
+
+AUTH_RESOURCE = "dsops"
+
+#: Option name -> (accepted types, kinds it applies to). Unknown names are refused; known
+#: names of the other kind are type-checked, then dropped.
+OPTIONS: dict[str, tuple[tuple[type, ...], tuple[str, ...]]] = {
+    "name": ((str, type(None)), ("package",)),
+    "commit": ((bool,), ("package",)),
+    "build": ((bool,), ("package",)),
+    "smoke": ((bool,), ("package",)),
+    "parameters": ((dict,), ("package", "run")),
+    "steps": ((list,), ("run",)),
+}
+KINDS = ("package", "run")
+
+
+class DsopsHandler(APIHandler):
+    """Shared plumbing: the root dir, the job manager, path checks, JSON errors."""
+
+    auth_resource = AUTH_RESOURCE
+
+    @property
+    def jobs(self) -> JobManager:
+        return self.settings["dsops_jobs"]
+
+    @property
+    def root(self) -> Path:
+        return self.settings["dsops_root"]
+
+    def notebook_path(self, rel: Any) -> Path:
+        """The absolute notebook path for a root-relative ``rel``; refuses escapes."""
+        if not isinstance(rel, str) or not rel.strip():
+            raise HTTPError(400, "missing 'path': a notebook path relative to the server root")
+        if os.path.isabs(rel) or rel.startswith(("/", "\\")) or ".." in Path(rel).parts:
+            raise HTTPError(403, f"path {rel!r} is outside the server root")
+        target = (self.root / rel).resolve()
+        if not target.is_relative_to(self.root):
+            raise HTTPError(403, f"path {rel!r} is outside the server root")
+        if not target.is_file():
+            raise HTTPError(404, f"no such notebook: {rel}")
+        return target
+
+    def relative(self, path: Path) -> str:
+        """Root-relative posix path if under the root, else the absolute path."""
+        try:
+            return path.resolve().relative_to(self.root).as_posix()
+        except ValueError:
+            return str(path)
+
+    def write_json(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(data, default=str))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """JSON ``{"error": one line}`` for every failure, with no traceback."""
+        exc = (kwargs.get("exc_info") or (None, None, None))[1]
+        if isinstance(exc, DsopsError):
+            status_code, message = exc.http_status, str(exc)
+            self.set_status(status_code)
+        elif isinstance(exc, HTTPError) and exc.log_message:
+            message = exc.log_message % exc.args if exc.args else exc.log_message
+        elif status_code >= 500:
+            message = "internal error in dsops; see the Jupyter server log"
+        else:
+            message = responses.get(status_code, "request refused")
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"error": one_line(message)}))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        # User errors are expected answers, not server faults: one log line, no traceback.
+        if isinstance(value, DsopsError):
+            self.log.info("dsops: %s %s -> %s", self.request.method, self.request.uri, value)
+            return
+        super().log_exception(typ, value, tb)
+
+
+class PipelineHandler(DsopsHandler):
+    """GET /dsops/pipeline?path=...: the notebook's steps and parameters."""
+
+    @tornado.web.authenticated
+    @authorized
+    async def get(self) -> None:
+        notebook = self.notebook_path(self.get_query_argument("path", None))
+        name = self.get_query_argument("name", None) or None
+        # Reading a big notebook takes a while: keep the event loop free.
+        loop = asyncio.get_running_loop()
+        data = await loop.run_in_executor(None, self.describe, notebook, name)
+        self.write_json(data)
+
+    def describe(self, notebook: Path, name: str | None) -> dict[str, Any]:
+        from dsops_jupyter.notebook import read_pipeline
+
+        pipeline = read_pipeline(notebook, name=name)
+        data = pipeline.to_json()
+        data["notebook"] = self.relative(notebook)
+        data["output_dir"] = self.relative(output_dir(notebook, pipeline.name))
+        return data
+
+
+class JobsHandler(DsopsHandler):
+    """GET /dsops/jobs (newest first), POST /dsops/jobs (start a package or run job)."""
+
+    @tornado.web.authenticated
+    @authorized
+    def get(self) -> None:
+        self.write_json({"jobs": self.jobs.list()})
+
+    @tornado.web.authenticated
+    @authorized
+    def post(self) -> None:
+        body = self.json_body()
+        kind = body.get("kind")
+        if kind not in KINDS:
+            raise HTTPError(400, f"unknown job kind {kind!r}; expected 'package' or 'run'")
+        notebook = self.notebook_path(body.get("path"))
+        options = check_options(kind, body.get("options", {}))
+        make = package_work if kind == "package" else run_work
+        job = self.jobs.submit(
+            kind,
+            self.relative(notebook),
+            make(notebook, self.root, options),
+            expected_stages=expected_stages(kind, options),
+        )
+        self.write_json(job, status=202)
+
+    def json_body(self) -> dict[str, Any]:
+        try:
+            body = json.loads(self.request.body or b"{}")
+        except (ValueError, UnicodeDecodeError) as err:
+            raise HTTPError(400, f"request body is not valid JSON: {one_line(err)}") from err
+        if not isinstance(body, dict):
+            raise HTTPError(400, "request body must be a JSON object")
+        return body
+
+
+class JobHandler(DsopsHandler):
+    """GET /dsops/jobs/<id>."""
+
+    @tornado.web.authenticated
+    @authorized
+    def get(self, job_id: str) -> None:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise HTTPError(404, f"no such job: {job_id}")
+        self.write_json(job)
+
+
+def check_options(kind: str, options: Any) -> dict[str, Any]:
+    """Type-check the job options (the core coerces parameter values themselves)."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise HTTPError(400, "'options' must be a JSON object")
+    for key, value in options.items():
+        if key not in OPTIONS:
+            raise HTTPError(400, f"unknown option {key!r}; expected one of {', '.join(OPTIONS)}")
+        types, _kinds = OPTIONS[key]
+        if not isinstance(value, types):
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise HTTPError(400, f"option {key!r} must be {names}, not {json.dumps(value)}")
+    steps = options.get("steps", [])
+    if not all(isinstance(s, str) for s in steps):
+        raise HTTPError(400, "option 'steps' must be a list of step names")
+    if not all(isinstance(k, str) for k in options.get("parameters", {})):
+        raise HTTPError(400, "option 'parameters' must map names to values")
+    return {k: v for k, v in options.items() if kind in OPTIONS[k][1]}
+
+
+def output_dir(notebook: Path, name: str) -> Path:
+    """Where the generated package goes (the core's config decides)."""
+    from dsops_jupyter.config import load_config
+
+    return load_config(notebook).package_dir(name)
+
+
+def setup_handlers(web_app: Any, root: Path, jobs: JobManager) -> None:
+    base = url_path_join(web_app.settings["base_url"], "dsops")
+    web_app.settings["dsops_root"] = root
+    web_app.settings["dsops_jobs"] = jobs
+    web_app.add_handlers(
+        ".*$",
+        [
+            (url_path_join(base, "pipeline"), PipelineHandler),
+            (url_path_join(base, "jobs"), JobsHandler),
+            (url_path_join(base, "jobs", r"([^/]+)"), JobHandler),
+        ],
+    )

@@ -1,0 +1,174 @@
+"""Shared helpers of the core tests: build notebooks, run the CLI and generated scripts for real.
+
+Plain functions (not fixtures) so any test module, including the benchmarks, can import them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO_ROOT / "examples"
+EXAMPLE_NOTEBOOKS = ("wine.ipynb", "wine_magics.ipynb", "iris_kale.ipynb")
+KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+LANGUAGE_INFO = {"name": "python", "file_extension": ".py", "mimetype": "text/x-python"}
+# Modules whose presence in a generated script's process means it still depends on Jupyter.
+JUPYTER_MODULES = ("IPython", "ipykernel", "papermill", "nbformat", "nbclient", "jupyter_client")
+
+CellSpec = str | tuple[str, Sequence[str]] | nbformat.NotebookNode
+
+
+class Markdown(str):
+    """A cell spec that becomes a markdown cell."""
+
+
+def cell(spec: CellSpec) -> nbformat.NotebookNode:
+    """One nbformat cell: ``"code"``, ``("code", ["tag", ...])`` or ``Markdown("text")``."""
+    if isinstance(spec, nbformat.NotebookNode):
+        return spec
+    if isinstance(spec, Markdown):
+        return new_markdown_cell(str(spec))
+    if isinstance(spec, str):
+        return new_code_cell(spec)
+    source, tags = spec
+    node = new_code_cell(source)
+    if tags:
+        node.metadata["tags"] = list(tags)
+    return node
+
+
+def make_notebook(
+    path: Path, cells: Iterable[CellSpec], *, metadata: dict[str, Any] | None = None
+) -> Path:
+    """Write a valid v4 notebook with a python3 kernelspec, as JupyterLab saves it."""
+    nb = new_notebook(cells=[cell(spec) for spec in cells])
+    nb.metadata["kernelspec"] = dict(KERNELSPEC)
+    nb.metadata["language_info"] = dict(LANGUAGE_INFO)
+    nb.metadata.update(metadata or {})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(path))
+    return path
+
+
+def copy_example(name: str, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copy(EXAMPLES / name, folder / name))
+
+
+def git(cwd: Path, *args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def init_repo(folder: Path, *, commit: bool = True) -> Path:
+    """A real Git work tree with a local identity (the machine's global config is not needed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    git(folder, "init", "-q", "-b", "main")
+    git(folder, "config", "user.name", "Test Scientist")
+    git(folder, "config", "user.email", "test@example.com")
+    git(folder, "config", "commit.gpgsign", "false")
+    if commit:
+        git(folder, "add", "-A")
+        git(folder, "commit", "-q", "--allow-empty", "-m", "initial")
+    return folder
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment for child processes: no pager, no colours, matplotlib off-screen."""
+    env = dict(os.environ)
+    env.update({"PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg", "NO_COLOR": "1"})
+    env.update(extra)
+    return env
+
+
+def dsops(
+    *args: str | Path, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m dsops_jupyter ARGS`` in ``cwd``, as a user types it."""
+    return subprocess.run(
+        [sys.executable, "-m", "dsops_jupyter", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or clean_env(),
+    )
+
+
+def run_python(
+    *args: str | Path, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Plain ``python ARGS`` (a generated script), from ``cwd``."""
+    return subprocess.run(
+        [sys.executable, *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or clean_env(),
+    )
+
+
+def assert_ok(done: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert done.returncode == 0, f"exit {done.returncode}\nstdout:\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+def error_line(done: subprocess.CompletedProcess[str], code: int = 2) -> str:
+    """Assert a clean failure: exit ``code``, one stderr line, no traceback; return that line."""
+    assert done.returncode == code, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+    assert "Traceback" not in done.stderr + done.stdout, done.stderr
+    lines = done.stderr.strip("\n").split("\n")
+    assert len(lines) == 1, f"expected one stderr line, got:\n{done.stderr}"
+    assert lines[0].startswith("error: "), lines[0]
+    return lines[0]
+
+
+def json_error(done: subprocess.CompletedProcess[str], code: int = 2) -> str:
+    """Assert a --json failure: exit ``code`` and ``{"error": "one line"}`` on stdout."""
+    assert done.returncode == code, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+    assert "Traceback" not in done.stderr + done.stdout, done.stderr
+    data = json.loads(done.stdout)
+    assert set(data) == {"error"}, data
+    assert "\n" not in data["error"]
+    return data["error"]
+
+
+def tree_snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (except .git) with its bytes: proves 'nothing written'."""
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and ".git" not in p.relative_to(folder).parts
+    }
+
+
+def executed_sources(notebook: Path) -> list[str]:
+    """Sources of the code cells the kernel ran (execution_count set) in an executed notebook."""
+    nb = json.loads(notebook.read_bytes())
+    return [
+        "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+        for c in nb["cells"]
+        if c["cell_type"] == "code" and c.get("execution_count") is not None
+    ]
+
+
+def notebook_outputs(notebook: Path) -> str:
+    """All stream text and text/plain results of an executed notebook, concatenated."""
+    nb = json.loads(notebook.read_bytes())
+    parts: list[str] = []
+    for c in nb["cells"]:
+        for out in c.get("outputs", []):
+            text = out.get("text") or out.get("data", {}).get("text/plain", "")
+            parts.append("".join(text) if isinstance(text, list) else text)
+    return "\n".join(parts)

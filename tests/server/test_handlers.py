@@ -1,0 +1,364 @@
+"""The /dsops REST routes on a real Jupyter server (pytest-jupyter), real Git, real kernels."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tornado.httpclient import HTTPClientError
+
+FINISHED = ("succeeded", "failed")
+
+
+async def fetch_json(jp_fetch, *parts: str, **kwargs: Any) -> tuple[int, Any]:
+    """(status, parsed body) for success and error answers alike."""
+    try:
+        response = await jp_fetch(*parts, **kwargs)
+    except HTTPClientError as err:
+        assert err.response is not None, err
+        response = err.response
+    assert response.headers["Content-Type"].startswith("application/json"), response.body
+    return response.code, json.loads(response.body)
+
+
+async def post_job(jp_fetch, body: Any) -> tuple[int, Any]:
+    raw = body if isinstance(body, str | bytes) else json.dumps(body)
+    return await fetch_json(jp_fetch, "dsops", "jobs", method="POST", body=raw)
+
+
+async def wait_job(jp_fetch, job_id: str, timeout: float = 300) -> dict[str, Any]:
+    """Poll GET /dsops/jobs/<id> like the frontend does, until the job is finished."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, job = await fetch_json(jp_fetch, "dsops", "jobs", job_id)
+        assert status == 200, job
+        assert 0.0 <= job["progress"] <= 1.0
+        if job["state"] in FINISHED:
+            return job
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"job {job_id} still {job['state']} after {timeout}s: {job['log']}")
+
+
+def assert_error(status: int, body: Any, expected: int, *words: str) -> None:
+    assert status == expected, body
+    assert set(body) == {"error"}, body
+    assert "\n" not in body["error"] and "Traceback" not in body["error"]
+    for word in words:
+        assert word in body["error"], body
+
+
+# --- auth and paths ----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("method", "parts", "body"),
+    [
+        ("GET", ("dsops", "jobs"), None),
+        ("GET", ("dsops", "pipeline"), None),
+        ("GET", ("dsops", "jobs", "abc123"), None),
+        ("POST", ("dsops", "jobs"), json.dumps({"kind": "run", "path": "a.ipynb"})),
+    ],
+)
+async def test_unauthenticated_requests_are_refused(jp_fetch, method, parts, body):
+    status, reply = await fetch_json(
+        jp_fetch, *parts, method=method, body=body, headers={"Authorization": ""}
+    )
+    assert status == 403, reply
+    assert "error" in reply
+
+
+@pytest.mark.parametrize(
+    "path", ["../outside.ipynb", "examples/../../outside.ipynb", "/etc/hostname", "link/x.ipynb"]
+)
+async def test_paths_outside_the_root_are_refused(jp_fetch, jp_root_dir, tmp_path, path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "x.ipynb").write_text("{}")
+    (jp_root_dir / "link").symlink_to(outside, target_is_directory=True)
+    status, reply = await fetch_json(jp_fetch, "dsops", "pipeline", params={"path": path})
+    assert_error(status, reply, 403, "outside the server root")
+    status, reply = await post_job(jp_fetch, {"kind": "package", "path": path})
+    assert_error(status, reply, 403, "outside the server root")
+
+
+async def test_missing_notebook_is_404(jp_fetch, jp_root_dir):
+    status, reply = await fetch_json(jp_fetch, "dsops", "pipeline", params={"path": "no.ipynb"})
+    assert_error(status, reply, 404, "no.ipynb")
+
+
+async def test_missing_path_is_400(jp_fetch):
+    status, reply = await fetch_json(jp_fetch, "dsops", "pipeline")
+    assert_error(status, reply, 400, "path")
+
+
+# --- bad input ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ("{not json", ("not valid JSON",)),
+        ("[1, 2]", ("JSON object",)),
+        ({"kind": "deploy", "path": "examples/wine.ipynb"}, ("unknown job kind", "deploy")),
+        ({"path": "examples/wine.ipynb"}, ("unknown job kind",)),
+        ({"kind": "run"}, ("missing 'path'",)),
+        ({"kind": "run", "path": 3}, ("missing 'path'",)),
+        ({"kind": "package", "path": "examples/wine.ipynb", "options": []}, ("'options'",)),
+        (
+            {"kind": "package", "path": "examples/wine.ipynb", "options": {"build": "yes"}},
+            ("'build'", "bool"),
+        ),
+        (
+            {"kind": "run", "path": "examples/wine.ipynb", "options": {"steps": "train"}},
+            ("'steps'", "list"),
+        ),
+        (
+            {"kind": "run", "path": "examples/wine.ipynb", "options": {"steps": [1]}},
+            ("'steps'",),
+        ),
+        (
+            {"kind": "run", "path": "examples/wine.ipynb", "options": {"parameters": [1]}},
+            ("'parameters'", "dict"),
+        ),
+        (
+            {"kind": "run", "path": "examples/wine.ipynb", "options": {"colour": "red"}},
+            ("unknown option", "colour"),
+        ),
+    ],
+)
+async def test_bad_job_requests_are_400_with_json(jp_fetch, repo, body, words):
+    status, reply = await post_job(jp_fetch, body)
+    assert_error(status, reply, 400, *words)
+    status, jobs = await fetch_json(jp_fetch, "dsops", "jobs")
+    assert jobs == {"jobs": []}
+
+
+async def test_unknown_job_is_404(jp_fetch):
+    status, reply = await fetch_json(jp_fetch, "dsops", "jobs", "0123abcd")
+    assert_error(status, reply, 404, "0123abcd")
+
+
+async def test_unknown_route_method_is_json(jp_fetch):
+    status, reply = await fetch_json(jp_fetch, "dsops", "pipeline", method="POST", body="{}")
+    assert status == 405
+    assert set(reply) == {"error"}
+
+
+# --- pipeline ----------------------------------------------------------------------------------
+async def test_pipeline_returns_the_steps(jp_fetch, repo):
+    status, data = await fetch_json(
+        jp_fetch, "dsops", "pipeline", params={"path": "examples/wine.ipynb"}
+    )
+    assert status == 200, data
+    assert data["name"] == "wine"
+    assert data["notebook"] == "examples/wine.ipynb"
+    assert data["output_dir"] == "pipelines/wine"
+    assert [s["name"] for s in data["steps"]] == ["load", "features", "train", "evaluate"]
+    train = next(s for s in data["steps"] if s["name"] == "train")
+    assert train["after"] == ["features"]
+    assert {"name", "cells", "after", "depends_on", "reads", "writes"} <= set(train)
+    params = {p["name"]: p for p in data["parameters"]}
+    assert params["alpha"] == {"name": "alpha", "type": "float", "default": 1.0}
+    assert params["seed"]["type"] == "int"
+    assert isinstance(data["content_hash"], str) and data["content_hash"]
+
+
+async def test_pipeline_marker_error_is_400(jp_fetch, repo, write_notebook):
+    write_notebook("dup.ipynb", ("a = 1", ["step:load"]), ("b = 2", ["step:load"]))
+    status, reply = await fetch_json(jp_fetch, "dsops", "pipeline", params={"path": "dup.ipynb"})
+    assert_error(status, reply, 400, "load")
+
+
+# --- jobs --------------------------------------------------------------------------------------
+async def test_package_job_commits_and_tags(jp_fetch, repo, git):
+    status, job = await post_job(
+        jp_fetch, {"kind": "package", "path": "examples/wine.ipynb", "options": {"commit": True}}
+    )
+    assert status == 202, job
+    assert job["state"] == "queued"
+    assert job["kind"] == "package" and job["path"] == "examples/wine.ipynb"
+    assert job["finished"] is None and job["error"] is None and job["result"] is None
+
+    job = await wait_job(jp_fetch, job["id"])
+    assert job["state"] == "succeeded", job
+    assert job["progress"] == 1.0
+    assert job["log"], "the core's log lines are kept"
+    result = job["result"]
+    assert result["created"] is True
+    assert result["version"] == "v1"
+    assert result["tag"] == "dsops/wine/v1"
+    assert result["package_dir"] == "pipelines/wine"
+    assert result["script"] == "pipelines/wine/wine.py"
+    assert result["image"] is None
+    assert (repo / result["script"]).is_file()
+    assert git(repo, "tag", "--list", "dsops/*").splitlines() == ["dsops/wine/v1"]
+    assert git(repo, "rev-parse", "dsops/wine/v1^{commit}") == result["commit"]
+    assert result["commit"].startswith(result["short"]) and len(result["commit"]) == 40
+    assert git(repo, "status", "--porcelain") == ""
+
+    # Unchanged notebook: no new version.
+    status, again = await post_job(jp_fetch, {"kind": "package", "path": "examples/wine.ipynb"})
+    again = await wait_job(jp_fetch, again["id"])
+    assert again["state"] == "succeeded", again
+    assert again["result"]["created"] is False
+    assert again["result"]["tag"] == "dsops/wine/v1"
+    assert git(repo, "tag", "--list", "dsops/*").splitlines() == ["dsops/wine/v1"]
+
+    status, listing = await fetch_json(jp_fetch, "dsops", "jobs")
+    assert [j["id"] for j in listing["jobs"]] == [again["id"], job["id"]]
+
+
+async def test_failed_job_reports_one_line(jp_fetch, jp_root_dir, write_notebook):
+    """Not a Git repository: the package job fails with the core's one-line message."""
+    write_notebook("plain.ipynb", ("x = 1", ["step:one"]))
+    status, job = await post_job(jp_fetch, {"kind": "package", "path": "plain.ipynb"})
+    assert status == 202, job
+    job = await wait_job(jp_fetch, job["id"])
+    assert job["state"] == "failed"
+    assert job["error"] and "\n" not in job["error"] and "internal error" not in job["error"]
+    assert job["result"] is None and job["finished"] is not None
+
+
+async def test_same_notebook_twice_is_409_other_notebook_runs(jp_fetch, repo, write_notebook):
+    write_notebook("slow.ipynb", "import time\ntime.sleep(4)\nx = 1")
+    write_notebook("other.ipynb", "y = 2")
+    status, first = await post_job(jp_fetch, {"kind": "run", "path": "slow.ipynb"})
+    assert status == 202, first
+    status, reply = await post_job(jp_fetch, {"kind": "package", "path": "slow.ipynb"})
+    assert_error(status, reply, 409, "a job is already working on slow.ipynb")
+    status, other = await post_job(jp_fetch, {"kind": "run", "path": "other.ipynb"})
+    assert status == 202, other
+
+    other = await wait_job(jp_fetch, other["id"])
+    assert other["state"] == "succeeded", other
+    status, now = await fetch_json(jp_fetch, "dsops", "jobs", first["id"])
+    assert now["state"] == "running", "two notebooks run at once"
+
+    first = await wait_job(jp_fetch, first["id"])
+    assert first["state"] == "succeeded", first
+    run = first["result"]["run"]
+    assert run["status"] == "succeeded"
+    assert not os.path.isabs(run["output_notebook"])
+    assert (repo / run["output_notebook"]).is_file()
+    # Finished: the notebook is free again.
+    status, third = await post_job(jp_fetch, {"kind": "run", "path": "slow.ipynb"})
+    assert status == 202, third
+    await wait_job(jp_fetch, third["id"])
+
+
+async def test_run_job_with_parameters_and_steps(jp_fetch, repo):
+    status, job = await post_job(
+        jp_fetch,
+        {
+            "kind": "run",
+            "path": "examples/wine.ipynb",
+            "options": {"parameters": {"alpha": 0.5}, "steps": ["load"]},
+        },
+    )
+    assert status == 202, job
+    job = await wait_job(jp_fetch, job["id"])
+    assert job["state"] == "succeeded", job
+    names = [s["name"] for s in job["result"]["run"]["steps"]]
+    assert "load" in names and "evaluate" not in names
+
+
+async def test_bad_parameter_value_fails_the_job(jp_fetch, repo):
+    status, job = await post_job(
+        jp_fetch,
+        {"kind": "run", "path": "examples/wine.ipynb", "options": {"parameters": {"seed": "x"}}},
+    )
+    if status == 202:
+        job = await wait_job(jp_fetch, job["id"])
+        assert job["state"] == "failed" and "seed" in job["error"]
+    else:
+        assert_error(status, job, 400, "seed")
+
+
+def test_root_dir_is_resolved(jp_serverapp, jp_root_dir: Path):
+    settings = jp_serverapp.web_app.settings
+    assert settings["dsops_root"] == jp_root_dir.resolve()
+
+
+# --- a kernel started for a notebook session knows its notebook ---------------------------------
+async def test_session_kernel_magic_finds_its_notebook(jp_fetch, jp_serverapp, repo):
+    """JupyterLab starts kernels through /api/sessions; `%dsops steps` in such a kernel finds
+    the notebook from the session (JPY_SESSION_NAME), with no configuration."""
+    body = {
+        "path": "examples/wine.ipynb",
+        "name": "wine.ipynb",
+        "type": "notebook",
+        "kernel": {"name": "python3"},
+    }
+    status, session = await fetch_json(
+        jp_fetch, "api", "sessions", method="POST", body=json.dumps(body)
+    )
+    assert status == 201, session
+    manager = jp_serverapp.kernel_manager.get_kernel(session["kernel"]["id"])
+    client = manager.client()
+    client.start_channels()
+    try:
+        await client.wait_for_ready(timeout=60)
+        outputs: list[str] = []
+
+        def hook(msg: dict[str, Any]) -> None:
+            content = msg["content"]
+            if msg["msg_type"] == "stream":
+                outputs.append(content["text"])
+            elif msg["msg_type"] == "error":
+                outputs.append(f"{content['ename']}: {content['evalue']}")
+
+        reply = await client.execute_interactive(
+            "%load_ext dsops_jupyter\n%dsops steps", output_hook=hook, timeout=60
+        )
+    finally:
+        client.stop_channels()
+        await jp_fetch("api", "sessions", session["id"], method="DELETE")
+    text = "".join(outputs)
+    assert reply["content"]["status"] == "ok", text
+    assert text.startswith("wine: 4 step(s)"), text
+
+
+@pytest.mark.docker
+async def test_package_job_builds_and_smoke_runs_the_image(
+    jp_fetch, repo, git, write_notebook, docker_base_image
+):
+    """build + smoke on the test's private Docker engine: the image and the smoke run come
+    back in the job result, with progress through every stage."""
+    (repo / "pyproject.toml").write_text(f'[tool.dsops]\nbase-image = "{docker_base_image}"\n')
+    write_notebook(
+        "tiny.ipynb",
+        ("n: int = 3", ["parameters"]),
+        ("total = sum(range(n))", ["step:compute"]),
+        ("print('total', total)", ["step:report"]),
+    )
+    git(repo, "add", "pyproject.toml", "tiny.ipynb")
+    git(repo, "commit", "-q", "-m", "tiny")
+    status, job = await post_job(
+        jp_fetch,
+        {
+            "kind": "package",
+            "path": "tiny.ipynb",
+            "options": {"build": True, "smoke": True, "parameters": {"n": 5}},
+        },
+    )
+    assert status == 202, job
+    seen = set()
+    deadline = time.monotonic() + 900
+    while job["state"] not in FINISHED and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        _, job = await fetch_json(jp_fetch, "dsops", "jobs", job["id"])
+        seen.add(job["stage"])
+    assert job["state"] == "succeeded", (job["error"], job["log"][-20:])
+    assert any(s.startswith("Building image") for s in seen) or any(
+        line.startswith("== Building image") for line in job["log"]
+    )
+    result = job["result"]
+    assert result["tag"] == "dsops/tiny/v1"
+    image = result["image"]
+    assert image["id"].startswith("sha256:")
+    assert "tiny:v1" in image["tags"]
+    assert image["size"] > 0
+    run = result["run"]
+    assert run["status"] == "succeeded" and run["exit_code"] == 0, run
+    assert any("total 10" in line for line in run["log"]), run["log"]  # n=5 baked in

@@ -1,0 +1,486 @@
+"""Notebook -> generated script package: files, determinism, plain-python runs, safety, magics.
+
+The generated scripts are run for real with plain ``python`` (and with every Jupyter package made
+unimportable), one step at a time through a workdir, and checked with ``ast``.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import pickle
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dsops_jupyter.convert import generate_package
+from dsops_jupyter.errors import ConversionError
+from tests.helpers import (
+    JUPYTER_MODULES,
+    Markdown,
+    assert_ok,
+    clean_env,
+    dsops,
+    error_line,
+    make_notebook,
+    run_python,
+    tree_snapshot,
+)
+
+TRICKY = "a\"b'\nc ünï"
+INJECTION = '"); import os; os.system("x") #'
+TEXT = "first\n    indented\n\ttabbed\n\nlast"
+PACKAGE_FILES = {"demo.py", "pipeline.json", "requirements.lock", "Dockerfile", ".dockerignore"}
+
+PARAMETERS_CELL = f"""\
+label = {TRICKY!r}
+evil = {INJECTION!r}
+count: int = 3
+rate = 0.5
+flag = False
+sizes = [1, 2]
+out_name = "result.json"
+"""
+LOAD_CELL = '''\
+import json
+import os
+from pathlib import Path
+
+
+def double(v):
+    """Hoisted: it reads nothing a step makes."""
+    return 2 * v
+
+
+class Box:
+    def __init__(self, v):
+        self.v = v
+
+
+offset = 10
+
+
+def shifted(v):
+    return v + offset  # reads step data: must stay in the step
+
+
+%time values = [double(s) for s in sizes]
+shifted_values = [shifted(v) for v in values]
+TEXT = """first
+    indented
+\ttabbed\n
+last"""
+FANCY = f"""count
+  is {count}"""
+values
+display(len(values))
+'''
+REDUCE_CELL = "%%time\ntotal = sum(values) * count * rate\n"
+REPORT_CELL = """\
+box = Box(total)
+result = {
+    "label": label, "evil": evil, "count": count, "rate": rate, "flag": flag, "sizes": sizes,
+    "total": box.v, "text": TEXT, "fancy": FANCY, "shifted": shifted_values, "double": double(1),
+}
+Path(out_name).write_text(json.dumps(result, sort_keys=True), encoding="utf-8")
+result["total"]
+"""
+CELLS = [
+    Markdown("# Demo\nEvery feature the converter must handle."),
+    "%matplotlib inline\n%load_ext autoreload\n%autoreload 2",
+    (PARAMETERS_CELL, ["parameters"]),
+    (LOAD_CELL, ["step:load"]),
+    (REDUCE_CELL, ["step:reduce"]),
+    ("!ls\nprint('exploring')", ["skip"]),
+    (REPORT_CELL, ["step:report"]),
+]
+DEFAULTS = {
+    "label": TRICKY,
+    "evil": INJECTION,
+    "count": 3,
+    "rate": 0.5,
+    "flag": False,
+    "sizes": [1, 2],
+    "out_name": "result.json",
+}
+
+
+def expected_result(**changes: Any) -> dict[str, Any]:
+    p = {**DEFAULTS, **changes}
+    values = [2 * s for s in p["sizes"]]
+    return {
+        **{k: p[k] for k in ("label", "evil", "count", "rate", "flag", "sizes")},
+        "total": sum(values) * p["count"] * p["rate"],
+        "text": TEXT,
+        "fancy": f"count\n  is {p['count']}",
+        "shifted": [v + 10 for v in values],
+        "double": 2,
+    }
+
+
+# Every Jupyter package made unimportable, then the script run as __main__: a script that
+# needs Jupyter fails here (a try/except ImportError fallback is fine, as plain Python has it).
+NO_JUPYTER = f"""
+import runpy, sys
+BLOCKED = {set(JUPYTER_MODULES) | {"jupyter_core", "ipywidgets", "nbconvert", "dsops_jupyter"}!r}
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (blocked)", name=name)
+for name in list(sys.modules):
+    assert name.partition(".")[0] not in BLOCKED, name
+sys.meta_path.insert(0, Block())
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with the demo notebook, converted once through the CLI."""
+    root = tmp_path_factory.mktemp("convert")
+    make_notebook(root / "demo.ipynb", CELLS)
+    (root / "no_jupyter.py").write_text(NO_JUPYTER, encoding="utf-8")
+    assert_ok(dsops("convert", "demo.ipynb", cwd=root))
+    return root
+
+
+@pytest.fixture(scope="module")
+def script(project: Path) -> Path:
+    return project / "pipelines" / "demo" / "demo.py"
+
+
+@pytest.fixture(scope="module")
+def tree(script: Path) -> ast.Module:
+    return ast.parse(script.read_text(encoding="utf-8"))
+
+
+def assigned_literal(tree: ast.Module, name: str) -> Any:
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and [ast.unparse(t) for t in node.targets] == [name]:
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"no module-level {name} = ...")
+
+
+def function(tree: ast.Module, name: str) -> ast.FunctionDef:
+    (found,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name]
+    return found
+
+
+# --- the package ------------------------------------------------------------------------------
+def test_package_files(project: Path) -> None:
+    folder = project / "pipelines" / "demo"
+    assert {p.name for p in folder.iterdir()} == PACKAGE_FILES
+    spec = json.loads((folder / "pipeline.json").read_text())
+    assert spec["order"] == ["load", "reduce", "report"]
+    assert spec["script"] == "demo.py"
+    assert spec["notebook"] == "demo.ipynb"
+    assert spec["skipped_cells"] == [5]
+    assert [p["name"] for p in spec["parameters"]] == list(DEFAULTS)
+
+
+def test_conversion_is_byte_identical_again_and_from_another_cwd(project: Path) -> None:
+    folder = project / "pipelines" / "demo"
+    first = tree_snapshot(folder)
+    assert_ok(dsops("convert", "demo.ipynb", cwd=project))
+    assert tree_snapshot(folder) == first
+    elsewhere = project / "sub" / "dir"
+    elsewhere.mkdir(parents=True)
+    assert_ok(dsops("convert", "../../demo.ipynb", cwd=elsewhere))
+    assert tree_snapshot(folder) == first
+    assert not (elsewhere / "pipelines").exists()
+    pkg = generate_package(project / "demo.ipynb")
+    assert pkg.files == first
+
+
+def test_parameters_table_is_the_exact_literal(tree: ast.Module) -> None:
+    table = assigned_literal(tree, "PARAMETERS")
+    assert {name: default for name, (_, default) in table.items()} == DEFAULTS
+    assert {name: kind for name, (kind, _) in table.items()} == {
+        "label": "str",
+        "evil": "str",
+        "count": "int",
+        "rate": "float",
+        "flag": "bool",
+        "sizes": "list",
+        "out_name": "str",
+    }
+
+
+def test_run_signature_defaults_are_the_parameters(tree: ast.Module) -> None:
+    run = function(tree, "run")
+    names = [a.arg for a in run.args.args]
+    defaults = [ast.literal_eval(d) for d in run.args.defaults]
+    assert names == list(DEFAULTS)
+    mutable = {"sizes"}
+    assert {n: d for n, d in zip(names, defaults, strict=True) if n not in mutable} == {
+        k: v for k, v in DEFAULTS.items() if k not in mutable
+    }
+
+
+def test_parameter_values_cannot_inject_code(tree: ast.Module) -> None:
+    calls = [ast.unparse(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)]
+    assert not any(call.endswith("system") for call in calls), calls
+    strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)}
+    assert INJECTION in strings and TRICKY in strings
+
+
+def test_imports_and_self_contained_defs_are_hoisted(tree: ast.Module) -> None:
+    top_defs = {n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.ClassDef)}
+    assert {"double", "Box"} <= top_defs
+    assert "shifted" not in top_defs
+    load = function(tree, "step_load")
+    assert [n.name for n in load.body if isinstance(n, ast.FunctionDef)] == ["shifted"]
+    top_imports = {ast.unparse(n) for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)}
+    assert {"import json", "import os", "from pathlib import Path"} <= top_imports
+    assert not [n for n in ast.walk(load) if isinstance(n, ast.Import | ast.ImportFrom)]
+
+
+def test_multiline_strings_keep_their_exact_content(tree: ast.Module) -> None:
+    load = function(tree, "step_load")
+    assigned = {ast.unparse(n.targets[0]): n.value for n in load.body if isinstance(n, ast.Assign)}
+    assert ast.literal_eval(assigned["TEXT"]) == TEXT
+    assert isinstance(assigned["FANCY"], ast.JoinedStr)
+    assert "count\n  is " in ast.unparse(assigned["FANCY"]).replace("\\n", "\n")
+
+
+def test_display_magics_are_dropped_and_timing_prefix_keeps_code(script: Path) -> None:
+    text = script.read_text(encoding="utf-8")
+    for gone in ("%matplotlib", "autoreload", "%time", "%%time", "!ls", "exploring"):
+        assert gone not in text, gone
+    assert "values = [double(s) for s in sizes]" in text
+    assert "total = sum(values) * count * rate" in text
+
+
+def test_magics_in_skip_cells_leave_no_ipython_in_the_script(tmp_path: Path) -> None:
+    make_notebook(tmp_path / "k.ipynb", ["x = 1", ("!ls", ["skip"]), ("%pip list", ["skip"])])
+    script = generate_package(tmp_path / "k.ipynb").files["k.py"].decode()
+    assert "get_ipython" not in script, "IPython shim emitted for magics of skip cells"
+    assert "IPython" not in script
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["trailing  \nspaces\t\nkept", "blank\n\n\n\n\nlines kept", "a\\\nb"],
+    ids=["trailing-whitespace", "blank-lines", "backslash-newline"],
+)
+def test_multiline_string_whitespace_is_kept_exactly(tmp_path: Path, text: str) -> None:
+    source = f'value = """{text}"""\nprint(repr(value))'
+    make_notebook(tmp_path / "w.ipynb", [(source, ["step:one"])])
+    script = generate_package(tmp_path / "w.ipynb").files["w.py"].decode()
+    (tmp_path / "w.py").write_text(script, encoding="utf-8")
+    done = assert_ok(run_python(tmp_path / "w.py", cwd=tmp_path))
+    assert done.stdout == repr(ast.literal_eval(f'"""{text}"""')) + "\n"
+
+
+# --- running the script -----------------------------------------------------------------------
+def test_script_runs_with_plain_python_and_no_jupyter(project: Path, script: Path) -> None:
+    workdir = project / "run-default"
+    workdir.mkdir()
+    done = assert_ok(run_python(project / "no_jupyter.py", script, cwd=workdir))
+    result = json.loads((workdir / "result.json").read_text(encoding="utf-8"))
+    assert result == expected_result()
+    assert done.stdout.strip() == "2"  # display(len(values)); bare expressions print nothing
+
+
+def test_the_no_jupyter_check_can_fail(project: Path) -> None:
+    probe = project / "needs_jupyter.py"
+    probe.write_text("import nbformat\n", encoding="utf-8")
+    done = run_python(project / "no_jupyter.py", probe, cwd=project)
+    assert done.returncode != 0 and "blocked" in done.stderr
+
+
+def test_script_parameters_round_trip_exactly(project: Path, script: Path) -> None:
+    workdir = project / "run-changed"
+    workdir.mkdir()
+    label = "x'y\"z\n\tü — %s {0} $HOME `id`"
+    args = ["--label", label, "--evil", INJECTION + "2", "--count", "5", "--flag", "true"]
+    args += ["--sizes", "[3, 4]", "--out-name", "other.json"]
+    assert_ok(run_python(script, *args, cwd=workdir))
+    result = json.loads((workdir / "other.json").read_text(encoding="utf-8"))
+    assert result == expected_result(
+        label=label, evil=INJECTION + "2", count=5, flag=True, sizes=[3, 4]
+    )
+
+
+def test_help_lists_parameters_with_types_and_defaults(project: Path, script: Path) -> None:
+    done = assert_ok(run_python(script, "--help", cwd=project, env=clean_env(COLUMNS="300")))
+    help_text = done.stdout
+    for flag, kind, default in [
+        ("--label", "STR", repr(TRICKY)),
+        ("--evil", "STR", repr(INJECTION)),
+        ("--count", "INT", "3"),
+        ("--rate", "FLOAT", "0.5"),
+        ("--flag", "BOOL", "False"),
+        ("--sizes", "LIST", "[1, 2]"),
+        ("--out-name", "STR", "'result.json'"),
+    ]:
+        assert f"{flag} {kind}" in help_text, flag
+        assert f"{kind.lower()} (default: {default})" in help_text, (flag, help_text)
+    assert "--step" in help_text and "--workdir" in help_text
+
+
+@pytest.mark.parametrize(
+    "args", [["--count", "abc"], ["--sizes", "{1: 2}"], ["--flag", "maybe"], ["--nope", "1"]]
+)
+def test_script_rejects_bad_values(project: Path, script: Path, args: list[str]) -> None:
+    done = run_python(script, *args, cwd=project)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert not (project / "result.json").exists()
+
+
+def test_steps_one_by_one_through_a_workdir(project: Path, script: Path) -> None:
+    cwd = project / "stepwise"
+    cwd.mkdir()
+    for step in ("load", "reduce", "report"):
+        assert_ok(run_python(script, "--step", step, "--workdir", "wd", "--count", "4", cwd=cwd))
+        if step == "load":
+            assert not (cwd / "result.json").exists()
+    with open(cwd / "wd" / "values.pkl", "rb") as handle:
+        assert pickle.load(handle) == [2, 4]
+    assert (cwd / "wd" / "total.pkl").is_file()
+    assert not list((cwd / "wd").glob("*.partial"))
+    result = json.loads((cwd / "result.json").read_text(encoding="utf-8"))
+    assert result == expected_result(count=4)
+
+
+def test_step_with_a_missing_input_is_a_clear_error(project: Path, script: Path) -> None:
+    cwd = project / "missing"
+    cwd.mkdir()
+    done = run_python(script, "--step", "report", "--workdir", "empty", cwd=cwd)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "--step load" in done.stderr or "--step reduce" in done.stderr
+    assert not (cwd / "result.json").exists()
+
+
+def test_step_needs_a_workdir_and_a_known_name(project: Path, script: Path) -> None:
+    done = run_python(script, "--step", "load", cwd=project)
+    assert done.returncode == 2 and "--workdir" in done.stderr
+    done = run_python(script, "--step", "nope", "--workdir", "w", cwd=project)
+    assert done.returncode == 2 and "invalid choice" in done.stderr
+
+
+# --- what cannot become plain Python ------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("source", "shown"),
+    [
+        ("!ls -la", "!ls -la"),
+        ("x = 1\n%pip install numpy", "%pip install numpy"),
+        ("files = !ls", "files = !ls"),
+        ("%%bash\necho hi", "%%bash"),
+        ("%cd /tmp", "%cd /tmp"),
+    ],
+)
+def test_shell_and_unknown_magics_are_conversion_errors(
+    tmp_path: Path, source: str, shown: str
+) -> None:
+    make_notebook(tmp_path / "m.ipynb", [("a = 1", ["step:one"]), Markdown("x"), source])
+    before = tree_snapshot(tmp_path)
+    line = error_line(dsops("convert", "m.ipynb", cwd=tmp_path), 2)
+    assert "m.ipynb, cell 3" in line and f"`{shown}`" in line and "--keep-magics" in line
+    assert tree_snapshot(tmp_path) == before
+
+
+def test_keep_magics_keeps_them_as_ipython_calls(tmp_path: Path) -> None:
+    make_notebook(tmp_path / "m.ipynb", ["x = 1\n%pip --version\nlisting = !echo hi"])
+    assert_ok(dsops("convert", "m.ipynb", "--keep-magics", cwd=tmp_path))
+    script = (tmp_path / "pipelines" / "m" / "m.py").read_text(encoding="utf-8")
+    ast.parse(script)
+    assert "get_ipython().run_line_magic('pip', '--version')" in script
+    assert "listing = get_ipython().getoutput('echo hi')" in script
+
+
+def test_skip_cells_may_hold_anything(tmp_path: Path) -> None:
+    make_notebook(tmp_path / "s.ipynb", ["x = 1", ("!ls\n%pip install y\nnot python (", ["skip"])])
+    assert_ok(dsops("convert", "s.ipynb", cwd=tmp_path))
+
+
+def test_names_the_script_needs_cannot_be_redefined(tmp_path: Path) -> None:
+    path = make_notebook(tmp_path / "r.ipynb", ["def main():\n    return 1", "x = main()"])
+    with pytest.raises(ConversionError, match="'main'"):
+        generate_package(path)
+    path = make_notebook(tmp_path / "p.ipynb", [("step = 1", ["parameters"]), "print(step)"])
+    with pytest.raises(ConversionError, match="--step"):
+        generate_package(path)
+
+
+def test_zero_config_notebook_converts_to_one_step(tmp_path: Path) -> None:
+    make_notebook(tmp_path / "plain.ipynb", ["n = 6", "print(n * 7)"])
+    assert_ok(dsops("convert", "plain.ipynb", cwd=tmp_path))
+    script = tmp_path / "pipelines" / "plain" / "plain.py"
+    assert assert_ok(run_python(script, cwd=tmp_path)).stdout == "42\n"
+    assert assert_ok(run_python(script, "--step", "main", "--workdir", "w", cwd=tmp_path)).stdout
+    assert json.loads((script.parent / "pipeline.json").read_text())["order"] == ["main"]
+
+
+def test_out_option_writes_elsewhere(tmp_path: Path) -> None:
+    make_notebook(tmp_path / "plain.ipynb", ["print(1)"])
+    assert_ok(dsops("convert", "plain.ipynb", "--out", "built/here", cwd=tmp_path))
+    assert {p.name for p in (tmp_path / "built" / "here").iterdir()} == {
+        "plain.py",
+        "pipeline.json",
+        "requirements.lock",
+        "Dockerfile",
+        ".dockerignore",
+    }
+    assert not (tmp_path / "pipelines").exists()
+
+
+def test_lock_pins_the_imported_distributions(tmp_path: Path) -> None:
+    from importlib.metadata import version
+
+    make_notebook(tmp_path / "y.ipynb", ["import yaml\nimport json\nprint(yaml.safe_dump({}))"])
+    lock = generate_package(tmp_path / "y.ipynb").files["requirements.lock"].decode()
+    assert f"PyYAML=={version('PyYAML')}" in lock.splitlines()
+    assert "json" not in [line.split("==")[0] for line in lock.splitlines()]
+
+
+def test_step_local_functions_cannot_cross_a_workdir_and_say_so(tmp_path: Path) -> None:
+    """A def reading step data stays in its step: the whole script runs it, but a closure cannot
+    be pickled into a workdir, so a stepwise run stops with one clear line and no partial file."""
+    make_notebook(
+        tmp_path / "f.ipynb",
+        [
+            ("scale = 3\ndef scaled(v):\n    return v * scale", ["step:make"]),
+            ("print(scaled(2))", ["step:use"]),
+        ],
+    )
+    assert_ok(dsops("convert", "f.ipynb", cwd=tmp_path))
+    script = tmp_path / "pipelines" / "f" / "f.py"
+    assert assert_ok(run_python(script, cwd=tmp_path)).stdout == "6\n"
+    first = run_python(script, "--step", "make", "--workdir", "w", cwd=tmp_path)
+    assert first.returncode == 1
+    assert "Traceback" not in first.stderr, first.stderr
+    assert first.stderr.strip().count("\n") == 0, first.stderr
+    assert "step make cannot hand scaled to later steps" in first.stderr
+    assert not list((tmp_path / "w").glob(".*.partial")), "half-written pickle left behind"
+
+
+def test_copy_of_a_package_runs_anywhere(project: Path, script: Path, tmp_path: Path) -> None:
+    """The script needs nothing from the notebook's folder: copied alone, it still runs."""
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    copied = Path(shutil.copy(script, alone / "demo.py"))
+    assert_ok(run_python(copied, "--out-name", "r.json", cwd=alone))
+    assert json.loads((alone / "r.json").read_text())["total"] == 9.0
+
+
+@pytest.mark.parametrize("name", ["_load", "_any"])
+def test_notebook_helpers_never_collide_with_the_script_runtime(tmp_path: Path, name: str) -> None:
+    """A notebook's own helper must not be silently replaced by the generated CLI's helpers:
+    the script either keeps the notebook's function or refuses to convert, naming it."""
+    source = f"import json\n\n\ndef {name}(text):\n    return ('mine', json.loads(text))\n"
+    make_notebook(tmp_path / "u.ipynb", [source, f"print({name}('[1, 2]'))"])
+    try:
+        files = generate_package(tmp_path / "u.ipynb").files
+    except ConversionError as err:
+        assert repr(name) in str(err)
+        return
+    (tmp_path / "u.py").write_bytes(files["u.py"])
+    done = run_python(tmp_path / "u.py", cwd=tmp_path)
+    assert done.stdout == "('mine', [1, 2])\n", done.stderr[-300:]

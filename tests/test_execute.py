@@ -1,0 +1,204 @@
+"""Papermill runs in real kernels: run records, chosen steps, coerced parameters, failures.
+
+Kernel starts are the slow part (seconds each), so each run is made once per module and several
+tests read its results.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+
+from dsops_jupyter.errors import ExecutionError
+from dsops_jupyter.events import Event
+from dsops_jupyter.execute import RunRecord, run_notebook
+from dsops_jupyter.notebook import read_pipeline
+from tests.helpers import (
+    Markdown,
+    dsops,
+    executed_sources,
+    git,
+    init_repo,
+    make_notebook,
+    notebook_outputs,
+)
+
+INJECTION = '"); import os; os.system("x") #'
+CELLS = [
+    Markdown("# A small pipeline with side effects we can observe"),
+    ("alpha = 1.0\nseed = 1\nlabel = 'x'", ["parameters"]),
+    "import json\nfrom pathlib import Path\n\nimport yaml",
+    ("data = [1, 2, 3]\nPath('load.done').write_text('1')", ["step:load"]),
+    ("Path('skip.done').write_text('1')", ["skip"]),
+    (
+        "doubled = [d * alpha for d in data]\n"
+        "print('alpha', type(alpha).__name__, repr(alpha), seed, repr(label))\n"
+        "Path('double.done').write_text(json.dumps(doubled))",
+        ["step:double"],
+    ),
+    ("Path('report.done').write_text(yaml.safe_dump(sum(doubled)))", ["step:report"]),
+    ("Path('other.done').write_text(str(seed))", ["step:other"]),
+]
+FAILING = [
+    ("x = 1", ["parameters"]),
+    Markdown("Markdown cells count: the failing cell is cell 4."),
+    ("a = x + 1\nprint(a)", ["step:one"]),
+    ("b = a\nc = 1 / 0\nprint(c)", ["step:two"]),
+    ("Path('never').write_text('1')", ["step:three"]),
+]
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunRecord, Path, list[Event]]:
+    """Every step, in-process, inside a Git repository, with coerced parameters."""
+    root = tmp_path_factory.mktemp("execute")
+    make_notebook(root / "pipe.ipynb", CELLS)
+    init_repo(root)
+    cwd = root / "cwd"
+    cwd.mkdir()
+    events: list[Event] = []
+    record = run_notebook(
+        root / "pipe.ipynb",
+        parameters={"alpha": "2", "label": INJECTION},
+        out_dir=root / "out",
+        cwd=cwd,
+        on_event=events.append,
+    )
+    return record, cwd, events
+
+
+@pytest.fixture(scope="module")
+def step_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    """`dsops run --step double -f params.yaml -p alpha 3 --json` through the CLI."""
+    root = tmp_path_factory.mktemp("step-run")
+    make_notebook(root / "pipe.ipynb", CELLS)
+    (root / "params.yaml").write_text("alpha: 5\nseed: 7\nlabel: from yaml\n", encoding="utf-8")
+    done = dsops(
+        "run", "pipe.ipynb", "--step", "double", "-f", "params.yaml", "-p", "alpha", "3",
+        "--out", "out", "--json", cwd=root,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout), root
+
+
+# --- a full run --------------------------------------------------------------------------------
+def test_every_step_ran_and_skip_cells_did_not(full_run: tuple) -> None:
+    record, cwd, _ = full_run
+    assert record.status == "succeeded"
+    assert [s["name"] for s in record.steps] == ["load", "double", "report", "other"]
+    assert all(s["status"] == "succeeded" for s in record.steps)
+    assert {p.name for p in cwd.iterdir()} == {
+        "load.done",
+        "double.done",
+        "report.done",
+        "other.done",
+    }
+    assert json.loads((cwd / "double.done").read_text()) == [2.0, 4.0, 6.0]
+
+
+def test_cli_string_parameters_reach_the_kernel_typed(full_run: tuple) -> None:
+    record, _, _ = full_run
+    text = notebook_outputs(record.output_notebook)
+    assert f"alpha float 2.0 1 {INJECTION!r}" in text
+
+
+def test_run_record(full_run: tuple) -> None:
+    record, _, _ = full_run
+    assert record.output_notebook.is_file()
+    assert record.record_path == record.output_notebook.parent / "run.json"
+    data = json.loads(record.record_path.read_text(encoding="utf-8"))
+    assert data["status"] == "succeeded"
+    assert data["parameters"] == {"alpha": 2.0, "seed": 1, "label": INJECTION}
+    assert [(s["name"], s["status"]) for s in data["steps"]] == [
+        ("load", "succeeded"),
+        ("double", "succeeded"),
+        ("report", "succeeded"),
+        ("other", "succeeded"),
+    ]
+    assert all(isinstance(s["duration"], float) and s["duration"] >= 0 for s in data["steps"])
+    notebook = Path(data["notebook"])
+    assert data["content_hash"] == read_pipeline(notebook).content_hash
+    assert data["git"]["commit"] == git(notebook.parent, "rev-parse", "HEAD")
+    assert data["python"] == platform.python_version()
+    assert data["packages"]["PyYAML"] == version("PyYAML")
+    assert data["packages"]["papermill"] == version("papermill")
+    assert data["duration"] > 0
+
+
+def test_progress_events(full_run: tuple) -> None:
+    _, _, events = full_run
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "stage" and kinds[-1] == "result"
+    fractions = [e.fraction for e in events if e.kind == "progress" and e.fraction is not None]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    assert any(e.kind == "log" and "alpha float 2.0" in e.message for e in events)
+
+
+def test_the_source_notebook_is_untouched(full_run: tuple) -> None:
+    record, _, _ = full_run
+    nb = json.loads(Path(record.notebook).read_text(encoding="utf-8"))
+    assert all(c.get("outputs", []) == [] for c in nb["cells"])
+
+
+# --- chosen steps --------------------------------------------------------------------------------
+def test_step_runs_it_and_its_upstream_only(step_run: tuple) -> None:
+    data, root = step_run
+    assert [s["name"] for s in data["steps"]] == ["load", "double"]
+    ran = "\n".join(executed_sources(Path(data["output_notebook"])))
+    assert "data = [1, 2, 3]" in ran and "doubled = " in ran
+    assert "report.done" not in ran and "other.done" not in ran and "skip.done" not in ran
+    assert (root / "load.done").is_file() and (root / "double.done").is_file()
+    assert not (root / "report.done").exists()
+    assert not (root / "other.done").exists()
+    assert not (root / "skip.done").exists()
+
+
+def test_yaml_parameters_with_p_winning(step_run: tuple) -> None:
+    data, root = step_run
+    assert data["parameters"] == {"alpha": 3.0, "seed": 7, "label": "from yaml"}
+    text = notebook_outputs(Path(data["output_notebook"]))
+    assert "alpha float 3.0 7 'from yaml'" in text
+    assert json.loads((root / "double.done").read_text()) == [3.0, 6.0, 9.0]
+    assert Path(data["output_notebook"]).parent == root / "out"
+    assert json.loads((root / "out" / "run.json").read_text())["status"] == "succeeded"
+
+
+# --- failures ----------------------------------------------------------------------------------
+def test_failing_cell_through_the_cli(tmp_path: Path) -> None:
+    make_notebook(tmp_path / "fail.ipynb", FAILING)
+    done = dsops("run", "fail.ipynb", "--out", "out", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, done.stderr
+    line = errors[0]
+    assert "step 'two'" in line, line
+    assert "line 2 `c = 1 / 0`" in line and "ZeroDivisionError" in line, line
+    kept = tmp_path / "out" / "fail.ipynb"
+    assert kept.is_file() and str(kept) in line
+    record = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert record["status"] == "failed"
+    assert [(s["name"], s["status"]) for s in record["steps"]] == [
+        ("one", "succeeded"),
+        ("two", "failed"),
+        ("three", "not run"),
+    ]
+    assert not (tmp_path / "never").exists()
+    assert "cell 4" in line, line  # the notebook's 4th cell (markdown counts), as people count
+
+
+def test_failing_cell_after_injected_parameters(tmp_path: Path) -> None:
+    """papermill adds an injected-parameters cell: the error must still name the right cell."""
+    make_notebook(tmp_path / "fail.ipynb", FAILING)
+    with pytest.raises(ExecutionError) as caught:
+        run_notebook(tmp_path / "fail.ipynb", parameters={"x": 5}, out_dir=tmp_path / "out")
+    err = caught.value
+    assert err.exit_code == 1
+    assert err.output_path and Path(err.output_path).is_file()
+    assert "`c = 1 / 0`" in str(err)
+    assert err.step == "two", str(err)
+    assert "step 'two', cell 4," in str(err)
