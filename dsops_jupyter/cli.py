@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--strict", action="store_true", help="also fail for notebooks that were never converted"
     )
+    sub.add_argument(
+        "--full", action="store_true", help="regenerate every package instead of trusting hashes"
+    )
 
     sub = command("package", cmd_package, "convert, commit and build a Docker image")
     _package_options(sub)
@@ -263,13 +266,15 @@ def cmd_versions(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from dsops_jupyter.check import check_paths
 
-    report = check_paths(args.paths, strict=args.strict)
+    report = check_paths(args.paths, strict=args.strict, full=args.full)
     if args.json:
         _print_json(report.to_json())
     else:
         for item in report.items:
             if item.diff:
                 sys.stdout.write(item.diff)
+            if item.status == "ok":
+                continue
             print(
                 f"{item.status:>10}  {item.notebook}" + (f"  ({item.note})" if item.note else ""),
                 file=sys.stderr,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import hashlib
 import io
 import json
 import re
@@ -31,6 +32,8 @@ class GeneratedPackage:
     pipeline: Any = field(default=None, repr=False)
 
 
+# Bump whenever the generated files change for the same notebook: `dsops check` trusts a
+# package's recorded hashes only when its format is the current one.
 SCRIPT_FORMAT = 1
 RESERVED = frozenset({"run", "run_step", "main", "STEPS", "PARAMETERS"})
 RESERVED_PARAMETERS = frozenset({"step", "workdir", "help", "h"})
@@ -93,17 +96,29 @@ def render_files(pipeline: Pipeline, config: Config) -> dict[str, bytes]:
     """The notebook-derived files (script and spec): fast, no environment lookups."""
     _check_convertible(pipeline, config.keep_magics)
     notebook = _relative(pipeline.notebook_path, config.root)
+    script = render_script(pipeline, notebook).encode("utf-8")
     spec = {
         "format": SCRIPT_FORMAT,
         **pipeline.to_json(),
         "notebook": notebook,
         "script": f"{pipeline.name}.py",
         "order": [s.name for s in pipeline.steps],
+        "keep_magics": config.keep_magics,
+        "script_sha256": hashlib.sha256(script).hexdigest(),
     }
-    return {
-        f"{pipeline.name}.py": render_script(pipeline, notebook).encode("utf-8"),
-        "pipeline.json": (json.dumps(spec, indent=2, sort_keys=True) + "\n").encode("utf-8"),
-    }
+    spec["spec_sha256"] = spec_digest(spec)
+    return {f"{pipeline.name}.py": script, "pipeline.json": spec_bytes(spec)}
+
+
+def spec_bytes(spec: dict[str, Any]) -> bytes:
+    return (json.dumps(spec, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+def spec_digest(spec: dict[str, Any]) -> str:
+    """Digest of the spec without its own digest field: `check` trusts only untouched specs."""
+    return hashlib.sha256(
+        spec_bytes({k: v for k, v in spec.items() if k != "spec_sha256"})
+    ).hexdigest()
 
 
 def _relative(path: Path, root: Path) -> str:

@@ -101,8 +101,28 @@ def test_drift_exits_1_with_a_unified_diff(project: Path) -> None:
     assert "\n-    'alpha': ('float', 1.0),\n" in out
     assert "\n+    'alpha': ('float', 2.5),\n" in out
     assert "second.py" in out and "first.py" not in out
-    assert "drift  nbs/second.ipynb" in done.stderr and "ok  nbs/first.ipynb" in done.stderr
+    assert "drift  nbs/second.ipynb" in done.stderr and "first.ipynb" not in done.stderr
+    assert "1 drift, 1 ok" in done.stderr
     assert "dsops convert" in done.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize("edited", ["script", "spec"])
+def test_hand_edits_defeat_the_hash_fast_path(project: Path, edited: str) -> None:
+    """The notebook is unchanged, so its content hash matches: an edited script (or spec, with
+    the script hash field itself rewritten) must still be caught and shown as a diff."""
+    convert_all(project)
+    package = project / "gen" / "first"  # [tool.dsops] output = "gen"
+    if edited == "script":
+        script = package / "first.py"
+        script.write_text(script.read_text().replace("def run(", "def run(  "))
+    else:
+        spec = json.loads((package / "pipeline.json").read_text())
+        spec["order"] = list(reversed(spec["order"]))
+        (package / "pipeline.json").write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
+    done = dsops("check", cwd=project)
+    assert done.returncode == 1, done.stderr
+    assert "drift  nbs/first.ipynb" in done.stderr
+    assert done.stdout.startswith("--- ")
 
 
 def test_hand_edited_or_deleted_script_is_drift(project: Path) -> None:
