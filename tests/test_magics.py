@@ -277,7 +277,6 @@ def git(cwd: Path, *args: str) -> str:
 
 
 def test_package_magic_commits_a_version(tmp_path: Path, monkeypatch):
-    pytest.importorskip("dsops_jupyter.package")
     repo = tmp_path / "repo"
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")

@@ -26,8 +26,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
-pytest.importorskip("playwright.sync_api")
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.helpers import copy_example, git, init_repo
@@ -161,7 +159,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+        pytest.fail("Debian's chromium is not installed (apt-get install chromium; .ci/run does)")
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield launched
@@ -273,8 +271,7 @@ def test_mark_step_and_package_notebook(page: Page, lab: Lab) -> None:
 
 def test_unchanged_notebook_keeps_its_version(page: Page, lab: Lab) -> None:
     """Runs after the test above (same server): packaging again makes no new version."""
-    if not git(lab.root, "tag", "--list", "dsops/wine/*"):
-        pytest.skip("needs the version made by test_mark_step_and_package_notebook")
+    assert git(lab.root, "tag", "--list", "dsops/wine/*"), "needs the version made above"
     open_notebook(page, lab)
     before = git(lab.root, "rev-parse", "HEAD")
     shown = package_from_toolbar(page)
