@@ -76,7 +76,8 @@ def generate_package(
     files = render_files(pipeline, config)
     lock = lock_for(pipeline)
     files["requirements.lock"] = lock.render()
-    files.update(image.render_recipe(pipeline, config.base_image, image_parameters))
+    base = config.base_image or image.default_base_image(lock.python)  # the kernel's Python
+    files.update(image.render_recipe(pipeline, base, image_parameters))
     directory = (out_dir or config.package_dir(pipeline.name)).resolve()
     return GeneratedPackage(pipeline.name, directory, files, path, pipeline.content_hash, pipeline)
 

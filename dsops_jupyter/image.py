@@ -1,0 +1,507 @@
+"""Image recipe (Dockerfile), build, smoke run and listing through the Docker SDK.
+
+The recipe is rendered at convert time and committed with the package, so it holds nothing that
+depends on the version (commit, time): those arrive as build args of its one LABEL instruction,
+placed just before the code so they never invalidate the dependency layers. The build context
+is made in memory from the generated files only, so nothing else (notebook outputs, .git, .env)
+can reach the image.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import sys
+import tarfile
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from string import Template
+from typing import Any
+
+from dsops_jupyter import events
+from dsops_jupyter.errors import BuildError, EngineUnavailableError, ImageError
+from dsops_jupyter.events import OnEvent
+
+DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+LABEL_PREFIX = "org.opencontainers.image."
+DSOPS_LABEL = "io.dsops."
+WORKDIR = "/work"
+LOG_TAIL = 6
+
+# A Docker image reference, [registry[:port]/]path[:tag][@sha256:<64 hex>]: no spaces or quotes,
+# so it cannot break out of the FROM line or the LABEL value.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REFERENCE = re.compile(
+    rf"^(?:[a-zA-Z0-9.-]+(?::\d+)?/)?{_COMPONENT}(?:/{_COMPONENT})*"
+    r"(?::(?P<tag>\w[\w.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
+)
+_STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+class _AtTemplate(Template):
+    """`@{name}` placeholders: Dockerfiles use `$VAR` themselves."""
+
+    delimiter = "@"
+
+
+@dataclass
+class ImageInfo:
+    """A built image as `dsops images` shows it; version/commit/created come from its labels."""
+
+    id: str
+    tags: list[str]
+    size: int
+    version: str = ""
+    commit: str = ""
+    created: str = ""
+    name: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SmokeResult:
+    """What a smoke run printed; `workdir` holds the container's /work when it was copied out."""
+
+    exit_code: int
+    log: list[str] = field(default_factory=list)
+    workdir: Path | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["workdir"] = str(self.workdir) if self.workdir else None
+        return data
+
+
+# --- recipe ------------------------------------------------------------------------------------
+def default_base_image(python_version: str | None = None) -> str:
+    """A slim official Python image with the kernel's minor version (the lock's wheels fit it)."""
+    if python_version is None:
+        python_version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    parts = python_version.strip().split(".")
+    if len(parts) < 2 or not all(p.isdigit() for p in parts[:2]):
+        raise ImageError(f"cannot derive a base image from Python version {python_version!r}")
+    return f"python:{parts[0]}.{parts[1]}-slim"
+
+
+def check_base_image(reference: str) -> str:
+    """Refuse references that are not a plain image name, tag or digest (they end up in FROM)."""
+    reference = reference.strip()
+    match = _REFERENCE.match(reference)
+    if not match or not (match["tag"] or match["digest"]):
+        raise ImageError(
+            f"invalid base image {reference!r}: pin it as name:tag or name@sha256:<digest> "
+            "(--base-image or [tool.dsops] base-image)"
+        )
+    return reference
+
+
+def cli_args(
+    parameters: Mapping[str, Any] | None, types: Mapping[str, str] | None = None
+) -> list[str]:
+    """Parameters as the generated script's options (`--alpha 0.7`), in a stable order.
+
+    Each value is spelled the way the script's option type parses it: strings as they are,
+    bools `true`/`false`, other values (and anything typed `any`) as Python literals.
+    """
+    args: list[str] = []
+    for key in sorted(parameters or {}):
+        text = _arg_text(parameters[key], (types or {}).get(key))  # type: ignore[index]
+        option = f"--{key.replace('_', '-')}"
+        # `--x=-1`: argparse would read a separate "-..." value as an option.
+        args += [f"{option}={text}"] if text.startswith("-") else [option, text]
+    return args
+
+
+def _arg_text(value: Any, kind: str | None) -> str:
+    if kind == "any":
+        return repr(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else repr(value)
+
+
+def parameter_types(pipeline: Any) -> dict[str, str]:
+    return {p.name: p.type for p in getattr(pipeline, "parameters", [])}
+
+
+def render_recipe(
+    pipeline: Any, base_image: str | None = None, parameters: dict[str, Any] | None = None
+) -> dict[str, bytes]:
+    """Dockerfile and .dockerignore for a pipeline: deterministic text, committed with it."""
+    base = check_base_image(base_image or default_base_image())
+    values = {
+        "base_image": base,
+        "name": pipeline.name,
+        "script": f"{pipeline.name}.py",
+        "notebook": Path(pipeline.notebook_path).name,
+        "cmd": json.dumps(cli_args(parameters, parameter_types(pipeline))),
+    }
+    return {
+        "Dockerfile": _render("Dockerfile.tmpl", values),
+        ".dockerignore": _render("dockerignore.tmpl", values),
+    }
+
+
+def _render(template: str, values: Mapping[str, str]) -> bytes:
+    text = (resources.files("dsops_jupyter") / "templates" / template).read_text("utf-8")
+    return _AtTemplate(text).substitute(values).encode()
+
+
+def recipe_base_image(dockerfile: bytes) -> str:
+    """The image the recipe builds FROM (the one the package was rendered for)."""
+    for line in dockerfile.decode().splitlines():
+        if line.upper().startswith("FROM "):
+            return line.split()[1]
+    raise ImageError("the generated Dockerfile has no FROM line: run `dsops convert` again")
+
+
+def context_files(files: Mapping[str, bytes]) -> dict[str, bytes]:
+    """The generated files the recipe's .dockerignore lets in (an allow-list), and nothing else."""
+    ignore = files.get(".dockerignore", b"").decode().splitlines()
+    allowed = {line[1:].strip() for line in ignore if line.startswith("!")}
+    return {name: data for name, data in files.items() if name in allowed}
+
+
+def build_context(files: Mapping[str, bytes]) -> io.BytesIO:
+    """A tar of the allowed files with fixed metadata, so unchanged files hit the layer cache."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in sorted(context_files(files).items()):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            tar.addfile(info, io.BytesIO(data))
+    buffer.seek(0)
+    return buffer
+
+
+# --- engine ------------------------------------------------------------------------------------
+def engine_address() -> str:
+    return os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
+
+
+def connect() -> Any:
+    """A client for the engine DOCKER_HOST (or the default socket) names, known to answer."""
+    import docker  # lazy: the SDK pulls in requests; most commands never need it
+
+    try:
+        client = docker.from_env(timeout=600)
+        client.ping()
+    except Exception as err:  # DockerException, requests' ConnectionError, socket errors
+        raise EngineUnavailableError(
+            f"no Docker engine at {engine_address()}: start one or set "
+            "DOCKER_HOST=unix:///path/docker.sock (or tcp://...)"
+        ) from err
+    return client
+
+
+def repository_name(name: str) -> str:
+    """Docker repository names are lowercase; pipeline names are Python identifiers."""
+    return name.lower().strip("_") or "pipeline"
+
+
+def image_tags(name: str, version: Any, registry: str | None = None) -> list[str]:
+    """`<name>:v<N>` and `<name>:<short-sha>` (prefixed with the registry when pushing)."""
+    repo = repository_name(name)
+    if registry:
+        repo = f"{registry.rstrip('/')}/{repo}"
+    return [f"{repo}:v{version.number}", f"{repo}:{version.short}"]
+
+
+def image_labels(pkg: Any, version: Any, base_image: str) -> dict[str, str]:
+    """The image's labels for a version; `created` is the version commit's time, never the clock.
+
+    Nothing host-specific: the notebook is its project-relative path, the source the `origin`
+    remote ("" without one). The Dockerfile sets them from build args (`build_args`).
+    """
+    args = build_args(pkg, version)
+    return {
+        LABEL_PREFIX + "title": pkg.name,
+        LABEL_PREFIX + "base.name": base_image,
+        LABEL_PREFIX + "source": args["DSOPS_SOURCE"],
+        LABEL_PREFIX + "revision": args["DSOPS_REVISION"],
+        LABEL_PREFIX + "version": args["DSOPS_VERSION"],
+        LABEL_PREFIX + "created": args["DSOPS_CREATED"],
+        DSOPS_LABEL + "name": pkg.name,
+        DSOPS_LABEL + "notebook": args["DSOPS_NOTEBOOK"],
+        DSOPS_LABEL + "tag": args["DSOPS_TAG"],
+    }
+
+
+def build_args(pkg: Any, version: Any) -> dict[str, str]:
+    """Values of the recipe's version ARGs: they only feed its one LABEL instruction."""
+    created = datetime.fromtimestamp(int(version.epoch), tz=timezone.utc)
+    return {
+        "DSOPS_SOURCE": source_url(Path(pkg.directory)),
+        "DSOPS_REVISION": version.commit,
+        "DSOPS_VERSION": f"v{version.number}",
+        "DSOPS_CREATED": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "DSOPS_NOTEBOOK": notebook_label(pkg.files, Path(pkg.notebook_path)),
+        "DSOPS_TAG": version.tag,
+    }
+
+
+def notebook_label(files: Mapping[str, bytes], notebook_path: Path) -> str:
+    """The notebook's project-relative path, as pipeline.json records it."""
+    try:
+        return str(json.loads(files["pipeline.json"])["notebook"])
+    except (KeyError, ValueError, TypeError):
+        return notebook_path.name
+
+
+def source_url(directory: Path) -> str:
+    """The repository's `origin` URL without credentials; "" when it has none."""
+    import git
+
+    try:
+        with git.Repo(directory, search_parent_directories=True) as repo:
+            url = repo.remote("origin").url
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError, ValueError):
+        return ""
+    return re.sub(r"^([a-z+]+://)[^/@]*@", r"\1", url)
+
+
+# --- build -------------------------------------------------------------------------------------
+def build_image(
+    pkg: Any,
+    version: Any,
+    *,
+    base_image: str | None = None,
+    on_event: OnEvent = events.ignore,
+    client: Any = None,
+) -> ImageInfo:
+    """Build the committed package's recipe; every log line is an event, each step a progress."""
+    files = pkg.files
+    if "Dockerfile" not in files:
+        raise ImageError(f"{pkg.name} has no Dockerfile: run `dsops convert` again")
+    base = recipe_base_image(files["Dockerfile"])
+    if base_image and check_base_image(base_image) != base:
+        raise ImageError(
+            f"{pkg.name}'s Dockerfile builds FROM {base}, not {base_image}: convert again "
+            "with --base-image to change it"
+        )
+    client = client or connect()
+    tags = image_tags(pkg.name, version)
+    label = f"{pkg.name} v{version.number}"
+    stream = client.api.build(
+        fileobj=build_context(files),
+        custom_context=True,
+        tag=tags[0],
+        buildargs=build_args(pkg, version),
+        network_mode="host",
+        rm=True,
+        forcerm=True,
+        pull=False,
+        decode=True,
+    )
+    image_id = _follow_build(stream, label, on_event)
+    for tag in tags[1:]:
+        repo, _, tag_name = tag.rpartition(":")
+        client.api.tag(image_id, repo, tag_name)
+    info = describe(client.images.get(image_id))
+    events.result(on_event, f"built {', '.join(info.tags)}", **info.to_json())
+    return info
+
+
+def _follow_build(stream: Iterable[dict[str, Any]], label: str, on_event: OnEvent) -> str:
+    """Turn the engine's build stream into events; the image id, or BuildError."""
+    tail: list[str] = []
+    step = ""
+    image_id = ""
+    for line, chunk in _lines(stream):
+        if chunk.get("error") or chunk.get("errorDetail"):
+            message = chunk.get("error") or chunk["errorDetail"].get("message", "")
+            last = " | ".join(tail[-LOG_TAIL:])
+            raise BuildError(
+                f"image build of {label} failed at {step or 'the start'}: {message.strip()}"
+                f" — last log lines: {last or '(none)'}"
+            )
+        if "aux" in chunk and "ID" in chunk["aux"]:
+            image_id = chunk["aux"]["ID"]
+        if line is None:
+            continue
+        events.log(on_event, line)
+        if line.strip():
+            tail.append(line.strip())
+        match = _STEP.match(line)
+        if match:
+            number, total = int(match[1]), int(match[2])
+            step = f"step {number}/{total} `{match[3].strip()}`"
+            events.progress(on_event, (number - 1) / total, f"step {number}/{total}")
+    if not image_id:
+        raise BuildError(f"image build of {label} ended without an image id")
+    events.progress(on_event, 1.0, "built")
+    return image_id
+
+
+def _lines(stream: Iterable[dict[str, Any]]) -> Iterator[tuple[str | None, dict[str, Any]]]:
+    """Whole log lines out of `stream` chunks (the engine splits lines across chunks)."""
+    pending = ""
+    for chunk in stream:
+        text = chunk.get("stream") or ""
+        if "status" in chunk:  # pulls report status lines, not stream text
+            text = f"{chunk['status']} {chunk.get('progress', '')}".rstrip() + "\n"
+        pending += text
+        *complete, pending = pending.split("\n")
+        for line in complete:
+            yield _ANSI.sub("", line).rstrip("\r"), {}
+        yield None, chunk
+    if pending:
+        yield _ANSI.sub("", pending), {}
+
+
+def describe(image: Any) -> ImageInfo:
+    """ImageInfo from an SDK image: size from the engine, version facts from the labels."""
+    labels = image.labels or {}
+    return ImageInfo(
+        id=image.id,
+        tags=sorted(image.tags, key=_tag_order),
+        size=int(image.attrs.get("Size", 0)),
+        version=labels.get(LABEL_PREFIX + "version", ""),
+        commit=labels.get(LABEL_PREFIX + "revision", ""),
+        created=labels.get(LABEL_PREFIX + "created", ""),
+        name=labels.get(DSOPS_LABEL + "name", ""),
+    )
+
+
+def _tag_order(tag: str) -> tuple[bool, str]:
+    """`:vN` tags before `:<sha>` tags, so the first tag is the readable one."""
+    return (not re.search(r":v\d+$", tag), tag)
+
+
+# --- run / list / push -------------------------------------------------------------------------
+def smoke_run(
+    image: Any,
+    parameters: Mapping[str, Any] | None = None,
+    on_event: OnEvent = events.ignore,
+    *,
+    copy_out: Path | None = None,
+    types: Mapping[str, str] | None = None,
+    client: Any = None,
+) -> SmokeResult:
+    """Run the image once without network (given parameters, else its baked defaults).
+
+    Streams the container's output as log events; ImageError when it exits non-zero. With
+    `copy_out`, the container's work directory (the script's results) is copied there first.
+    """
+    client = client or connect()
+    ref = image if isinstance(image, str) else image.id
+    command = cli_args(parameters, types) if parameters else None
+    container = client.containers.create(ref, command=command, network_mode="none")
+    try:
+        container.start()
+        log = []
+        for line in _container_lines(container):
+            events.log(on_event, line)
+            log.append(line)
+        code = int(container.wait().get("StatusCode", -1))
+        workdir = _copy_workdir(container, copy_out) if copy_out else None
+    finally:
+        container.remove(force=True)
+    if code != 0:
+        last = " | ".join(x.strip() for x in log[-LOG_TAIL:] if x.strip())
+        raise ImageError(
+            f"smoke run of {_display(image)} failed with exit code {code}: {last or '(no output)'}"
+        )
+    events.result(on_event, f"smoke run of {_display(image)} passed", exit_code=code)
+    return SmokeResult(exit_code=code, log=log, workdir=workdir)
+
+
+def _display(image: Any) -> str:
+    """The first tag of an ImageInfo (or oci.ReproducibleImage), else the reference given."""
+    return image if isinstance(image, str) else (image.tags or [image.id])[0]
+
+
+def _container_lines(container: Any) -> Iterator[str]:
+    pending = b""
+    for chunk in container.logs(stream=True, follow=True):
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            yield line.decode("utf-8", "replace").rstrip("\r")
+    if pending:
+        yield pending.decode("utf-8", "replace")
+
+
+def _copy_workdir(container: Any, target: Path) -> Path:
+    """Extract the stopped container's /work into `target` (its files, without the folder)."""
+    stream, _ = container.get_archive(WORKDIR + "/.")
+    data = io.BytesIO(b"".join(stream))
+    target.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=data) as tar:
+        tar.extractall(target, filter="data")
+    return target
+
+
+def list_images(
+    notebook_path: str | Path, name: str | None = None, *, client: Any = None
+) -> list[ImageInfo]:
+    """The images built from a notebook's versions, oldest version first.
+
+    Found by label (project-relative notebook path, pipeline name), then kept only when their
+    revision is a version of this repository: another clone's `wine.ipynb` is not this one.
+    """
+    from dsops_jupyter.config import load_config
+    from dsops_jupyter.errors import NotARepositoryError
+    from dsops_jupyter.vcs import list_versions
+
+    path = Path(notebook_path).resolve()
+    relative = _relative_to(path, load_config(path).root)
+    client = client or connect()
+    filters = [f"{DSOPS_LABEL}notebook={relative}"]
+    if name:
+        filters.append(f"{DSOPS_LABEL}name={name}")
+    images = [describe(image) for image in client.images.list(filters={"label": filters})]
+    try:
+        commits = {v.commit for v in list_versions(path, name)}
+        images = [i for i in images if i.commit in commits]
+    except NotARepositoryError:
+        pass
+    return sorted(images, key=lambda i: (i.name, _version_number(i.version), i.id))
+
+
+def _relative_to(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return path.name
+
+
+def _version_number(version: str) -> int:
+    return int(version[1:]) if re.fullmatch(r"v\d+", version) else -1
+
+
+def push_image(
+    info: ImageInfo,
+    registry: str,
+    version: Any,
+    on_event: OnEvent = events.ignore,
+    *,
+    client: Any = None,
+) -> list[str]:
+    """Tag the image for `registry` and push both tags; ImageError naming the registry if not."""
+    client = client or connect()
+    pushed = []
+    for tag in image_tags(info.name, version, registry):
+        repo, _, tag_name = tag.rpartition(":")
+        client.api.tag(info.id, repo, tag_name)
+        try:
+            for chunk in client.api.push(repo, tag=tag_name, stream=True, decode=True):
+                if "error" in chunk:
+                    raise ImageError(f"push of {tag} failed: {chunk['error'].strip()}")
+                if "status" in chunk:
+                    events.log(on_event, f"{chunk['status']} {chunk.get('progress', '')}".strip())
+        except ImageError:
+            raise
+        except Exception as err:  # the SDK raises APIError / requests errors before streaming
+            raise ImageError(f"push of {tag} to {registry} failed: {err}") from err
+        pushed.append(tag)
+    events.result(on_event, f"pushed {', '.join(pushed)}", tags=pushed)
+    return pushed

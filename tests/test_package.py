@@ -1,0 +1,153 @@
+"""package_notebook: convert -> commit -> build -> smoke, as the CLI, magics and server call it.
+
+The engine-free tests point DOCKER_HOST at a socket that does not exist, which proves that
+`--no-build` never needs an engine; the docker tests use the session's private dockerd.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from dsops_jupyter import vcs
+from dsops_jupyter.errors import ImageError, ParameterError
+from dsops_jupyter.package import PackageResult, package_notebook
+from tests.docker_engine import ensure_rootfs_tarball
+from tests.helpers import assert_ok, clean_env, dsops, git, init_repo, make_notebook, tree_snapshot
+from tests.test_image import NO_ENGINE, Recorder, tiny_repo
+
+PACKAGE_FILES = {"tiny.py", "pipeline.json", "requirements.lock", "Dockerfile", ".dockerignore"}
+
+
+@pytest.fixture
+def no_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", NO_ENGINE)
+
+
+@pytest.mark.usefixtures("no_engine")
+def test_no_build_commits_the_package_with_its_recipe(tmp_path: Path) -> None:
+    notebook = tiny_repo(tmp_path / "p")
+    recorder = Recorder()
+    result = package_notebook(
+        notebook, parameters={"repeat": "3", "fail": "no"}, build=False, on_event=recorder
+    )
+    assert isinstance(result, PackageResult)
+    assert result.created and result.version.tag == "dsops/tiny/v1" and result.image is None
+    assert result.script == result.package_dir / "tiny.py"
+    assert {p.name for p in result.package_dir.iterdir()} == PACKAGE_FILES
+    dockerfile = (result.package_dir / "Dockerfile").read_text()
+    assert 'CMD ["--fail", "false", "--repeat", "3"]' in dockerfile  # coerced, then baked
+    committed = git(notebook.parent, "show", "--name-only", "--format=", result.version.commit)
+    assert set(committed.split()) == {f"pipelines/tiny/{name}" for name in PACKAGE_FILES}
+    stages = [e.message for e in recorder.of("stage")]
+    assert stages[:2] == ["Converting tiny.ipynb", "Committing tiny"]
+    data = result.to_json()
+    assert data["version"]["tag"] == "dsops/tiny/v1" and data["image"] is None
+    assert json.loads(json.dumps(data)) == data  # plain JSON for the server and --json
+
+    again = package_notebook(notebook, parameters={"repeat": 3, "fail": False}, build=False)
+    assert not again.created and again.version == result.version
+    assert [v.tag for v in vcs.list_versions(notebook)] == ["dsops/tiny/v1"]
+
+
+@pytest.mark.usefixtures("no_engine")
+def test_bad_parameters_fail_before_anything_is_written(tmp_path: Path) -> None:
+    notebook = tiny_repo(tmp_path / "p")
+    before = tree_snapshot(notebook.parent)
+    with pytest.raises(ParameterError, match="parameter repeat expects int"):
+        package_notebook(notebook, parameters={"repeat": "many"})
+    with pytest.raises(ParameterError, match="has no parameter 'colour'"):
+        package_notebook(notebook, parameters={"colour": "red"}, build=False)
+    assert tree_snapshot(notebook.parent) == before
+    assert git(notebook.parent, "tag", "--list") == ""
+
+
+@pytest.mark.usefixtures("no_engine")
+def test_no_commit_writes_the_recipe_only_without_build(tmp_path: Path) -> None:
+    notebook = tiny_repo(tmp_path / "p")
+    with pytest.raises(ImageError, match="built from a committed version"):
+        package_notebook(notebook, commit=False)
+    assert not (notebook.parent / "pipelines").exists()
+    result = package_notebook(notebook, commit=False, build=False)
+    assert result.version is None and not result.created
+    assert {p.name for p in result.package_dir.iterdir()} == PACKAGE_FILES
+    assert git(notebook.parent, "tag", "--list") == ""
+    assert git(notebook.parent, "log", "--format=%s") == "tiny"
+
+
+@pytest.mark.usefixtures("no_engine")
+def test_unresolved_imports_are_reported(tmp_path: Path) -> None:
+    repo = init_repo(tmp_path / "p", commit=False)
+    notebook = make_notebook(
+        repo / "odd.ipynb",
+        ["import json\nimport not_a_real_module_xyz", ("x = 1", ["step:one"])],
+    )
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "odd")
+    recorder = Recorder()
+    result = package_notebook(notebook, build=False, on_event=recorder)
+    assert result.unresolved_imports == ["not_a_real_module_xyz"]
+    assert any(
+        line.startswith("warning: odd imports not_a_real_module_xyz")
+        and "not in requirements.lock" in line
+        for line in recorder.log()
+    )
+
+
+@pytest.mark.usefixtures("no_engine")
+def test_a_base_image_file_needs_the_daemonless_builder(tmp_path: Path) -> None:
+    notebook = tiny_repo(tmp_path / "p")
+    archive = tmp_path / "base.tar"
+    archive.write_bytes(b"not really")
+    with pytest.raises(ImageError, match="only --reproducible/--output builds read image"):
+        package_notebook(notebook, base_image=str(archive))
+    assert not (notebook.parent / "pipelines").exists()
+
+
+def test_output_archive_is_assembled_without_an_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--output` with a base archive: oci.build_reproducible, no Dockerfile build, no engine."""
+    monkeypatch.setenv("DOCKER_HOST", NO_ENGINE)
+    notebook = tiny_repo(tmp_path / "p")
+    out = tmp_path / "tiny.tar"
+    result = package_notebook(
+        notebook, base_image=str(ensure_rootfs_tarball()), output=out, parameters={"repeat": 2}
+    )
+    assert result.output == out and result.image.archive == out and not result.image.loaded
+    assert result.image.tags == ["tiny:v1", f"tiny:{result.version.short}"]
+    assert result.image.commit == result.version.commit
+    with tarfile.open(out) as tar:
+        assert {"index.json", "oci-layout", "manifest.json"} <= set(tar.getnames())
+    assert result.to_json()["image"]["reproducible"] is True
+
+
+@pytest.mark.docker
+def test_reproducible_image_is_loaded_and_smoke_run(docker_engine: object, tmp_path: Path) -> None:
+    notebook = tiny_repo(tmp_path / "p")
+    result = package_notebook(
+        notebook,
+        base_image=str(ensure_rootfs_tarball()),
+        reproducible=True,
+        smoke=True,
+        parameters={"repeat": 2},
+    )
+    assert result.image.loaded and result.smoke.log == ["hello hello"]
+
+
+@pytest.mark.docker
+def test_cli_package_prints_image_id_tags_and_size(docker_base_image: str, tmp_path: Path) -> None:
+    notebook = tiny_repo(tmp_path / "p")
+    args = ("package", notebook, "--base-image", docker_base_image, "-p", "repeat", "2")
+    done = assert_ok(dsops(*args, "--smoke", cwd=notebook.parent, env=clean_env()))
+    short = vcs.list_versions(notebook)[0].short
+    assert f"tags:    tiny:v1, tiny:{short}" in done.stdout
+    assert "image:   sha256:" in done.stdout and " MB" in done.stdout
+    assert "Step 12/12 : COPY tiny.py pipeline.json /opt/dsops/" in done.stderr  # build log
+    assert "hello hello" in done.stderr  # the smoke run's output
+    done = assert_ok(dsops(*args, "--json", cwd=notebook.parent, env=clean_env()))
+    data = json.loads(done.stdout)
+    assert data["created"] is False and data["image"]["tags"][0] == "tiny:v1"
