@@ -39,13 +39,11 @@ RESERVED = frozenset({"run", "run_step", "main", "STEPS", "PARAMETERS"})
 RESERVED_PARAMETERS = frozenset({"step", "workdir", "help", "h"})
 _RUNTIME = Path(__file__).parent / "templates" / "script_runtime.py.txt"
 _DISPLAY_FALLBACK = """
-try:
-    from IPython.display import display
-except ImportError:  # plain Python: print what the notebook would display
 
-    def display(*objs, **kwargs):
-        for obj in objs:
-            print(obj)
+def display(*objs, **kwargs):
+    \"\"\"The notebook's display(): outside IPython it prints, so the script needs no IPython.\"\"\"
+    for obj in objs:
+        print(obj)
 """
 _IPYTHON_SHIM = '''
 

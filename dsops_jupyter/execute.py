@@ -13,7 +13,8 @@ import platform
 import re
 import subprocess
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -79,14 +80,24 @@ def run_notebook(
     output = out_dir / path.name
     events.stage(on_event, f"Running {len(chosen)} step(s) of {path.name}: {', '.join(chosen)}")
     started, clock = datetime.now(timezone.utc), time.perf_counter()
-    with ThreadPoolExecutor(max_workers=1) as pool:  # capture the environment while cells run
-        environment = pool.submit(_environment, pipeline, path)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        environment: list[Future[dict[str, Any]]] = []
+
+        def capture_environment() -> None:
+            """Started with the first cell: the kernel is up and this process idles on it, so
+            the capture costs no wall time (before, it fought papermill's import for the GIL)."""
+            if not environment:
+                environment.append(pool.submit(_environment, pipeline, path))
+
         failure = None
         try:
-            executed = _papermill(nb, output, values, kernel_name, cwd or path.parent, on_event)
+            executed = _papermill(
+                nb, output, values, kernel_name, cwd or path.parent, on_event, capture_environment
+            )
         except Exception as err:  # papermill raises several types; map them after the record
             failure, executed = err, _read_output(output, nb)
-        details = environment.result()
+        capture_environment()
+        details = environment[0].result()
     record = RunRecord(
         notebook=str(path),
         output_notebook=output,
@@ -158,6 +169,7 @@ def _papermill(
     kernel_name: str | None,
     cwd: Path,
     on_event: OnEvent,
+    on_first_cell: Callable[[], None],
 ) -> dict[str, Any]:
     import nbformat
     import papermill
@@ -176,6 +188,7 @@ def _papermill(
         resources={"metadata": {"path": str(cwd)}},
         dsops_on_event=on_event,
         dsops_total=total,
+        dsops_on_first_cell=on_first_cell,
     )
 
 
@@ -186,20 +199,29 @@ def _register_engine() -> None:
     class DsopsEngine(NBClientEngine):
         @classmethod
         def execute_managed_notebook(
-            cls, nb_man, kernel_name, dsops_on_event=events.ignore, dsops_total=1, **kwargs
+            cls,
+            nb_man,
+            kernel_name,
+            dsops_on_event=events.ignore,
+            dsops_total=1,
+            dsops_on_first_cell=lambda: None,
+            **kwargs,
         ):
-            _report_cells(nb_man, dsops_on_event, max(dsops_total, 1))
+            _report_cells(nb_man, dsops_on_event, max(dsops_total, 1), dsops_on_first_cell)
             return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
 
     papermill_engines.register(ENGINE_NAME, DsopsEngine)
 
 
-def _report_cells(nb_man: Any, on_event: OnEvent, total: int) -> None:
+def _report_cells(
+    nb_man: Any, on_event: OnEvent, total: int, on_first_cell: Callable[[], None]
+) -> None:
     start, complete = nb_man.cell_start, nb_man.cell_complete
     done = [0]
 
     def cell_start(cell: Any, cell_index: int | None = None, **kwargs: Any) -> None:
         start(cell, cell_index=cell_index, **kwargs)
+        on_first_cell()
         label = cell.get("metadata", {}).get("dsops", {}).get("step", "parameters")
         events.progress(on_event, done[0] / total, f"step {label}")
 
