@@ -43,7 +43,7 @@ from typing import IO, Any
 from dsops_jupyter import wheelhouse as wh
 from dsops_jupyter.errors import ImageError
 from dsops_jupyter.events import OnEvent, ignore, log, progress, result, stage
-from dsops_jupyter.image import cli_args, image_tags
+from dsops_jupyter.image import cli_args, image_tags, source_url
 
 MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -1034,7 +1034,7 @@ def image_labels(pkg: Any, version: Any, base: BaseImage) -> dict[str, str]:
         "io.dsops.tag": version.tag,
         "io.dsops.notebook": _notebook(pkg),
     }
-    source = _origin_url(Path(pkg.directory))
+    source = source_url(Path(pkg.directory))
     if source:
         labels["org.opencontainers.image.source"] = source
     return labels
@@ -1045,18 +1045,6 @@ def _notebook(pkg: Any) -> str:
     with contextlib.suppress(KeyError, ValueError, AttributeError):
         return str(json.loads(pkg.files["pipeline.json"])["notebook"])
     return Path(getattr(pkg, "notebook_path", f"{pkg.name}.ipynb")).name
-
-
-def _origin_url(directory: Path) -> str:
-    """The ``origin`` remote without credentials; "" without one (a file URL is host-specific)."""
-    import git
-
-    try:
-        with git.Repo(directory, search_parent_directories=True) as repo:
-            url = repo.remote("origin").url
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError, ValueError):
-        return ""
-    return re.sub(r"^([a-z+]+://)[^/@]*@", r"\1", url)
 
 
 def _env_value(env: list[str], key: str) -> str:
