@@ -43,7 +43,8 @@ from typing import IO, Any
 from dsops_jupyter import wheelhouse as wh
 from dsops_jupyter.errors import ImageError
 from dsops_jupyter.events import OnEvent, ignore, log, progress, result, stage
-from dsops_jupyter.image import cli_args, image_tags, source_url
+from dsops_jupyter.image import cli_args, image_tags
+from dsops_jupyter.image import image_labels as recipe_labels
 
 MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -1022,29 +1023,11 @@ def image_config(
 
 
 def image_labels(pkg: Any, version: Any, base: BaseImage) -> dict[str, str]:
-    """The recipe's OCI labels, minus anything host-dependent (absolute paths, the clock)."""
-    labels = {
-        "org.opencontainers.image.title": pkg.name,
-        "org.opencontainers.image.version": f"v{version.number}",
-        "org.opencontainers.image.revision": version.commit,
-        "org.opencontainers.image.created": rfc3339(int(version.epoch)),
-        "org.opencontainers.image.base.name": base.name,
-        "org.opencontainers.image.base.digest": base.digest,
-        "io.dsops.name": pkg.name,
-        "io.dsops.tag": version.tag,
-        "io.dsops.notebook": _notebook(pkg),
-    }
-    source = source_url(Path(pkg.directory))
-    if source:
-        labels["org.opencontainers.image.source"] = source
-    return labels
-
-
-def _notebook(pkg: Any) -> str:
-    """The notebook path relative to the project root, as pipeline.json records it."""
-    with contextlib.suppress(KeyError, ValueError, AttributeError):
-        return str(json.loads(pkg.files["pipeline.json"])["notebook"])
-    return Path(getattr(pkg, "notebook_path", f"{pkg.name}.ipynb")).name
+    """The Dockerfile build's labels (one source of truth), plus the base's digest; an empty
+    ``source`` (no origin remote) is left out rather than recorded as ""."""
+    labels = recipe_labels(pkg, version, base.name)
+    labels["org.opencontainers.image.base.digest"] = base.digest
+    return {key: value for key, value in labels.items() if value}
 
 
 def _env_value(env: list[str], key: str) -> str:
