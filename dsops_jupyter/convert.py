@@ -177,7 +177,7 @@ def render_script(pipeline: Pipeline, notebook: str) -> str:
         parts.append('_os.environ.setdefault("MPLBACKEND", "Agg")  # no screen in a script\n')
     if imports:
         parts.append("\n".join(imports) + "\n")
-    if _reads_undefined(pipeline, "display"):
+    if "display" in pipeline.free_reads and "display" not in pipeline.bound_names:
         parts.append(_DISPLAY_FALLBACK)
     if any(cell.unsupported for cell in _converted_cells(pipeline)):
         parts.append(_IPYTHON_SHIM)
@@ -216,18 +216,6 @@ def _module_level(pipeline: Pipeline) -> tuple[list[str], list[str], list[tuple[
     return [f + "\n" for f in futures], imports, shared
 
 
-def _reads_undefined(pipeline: Pipeline, name: str) -> bool:
-    """True when the notebook uses ``name`` without importing or defining it."""
-    reads = writes = False
-    codes = [code for _, code in pipeline.hoisted]
-    codes += [code for step in pipeline.steps for _, code in step.body]
-    for code in codes:
-        names = flow.scan(ast.parse(code).body)
-        reads = reads or name in names.reads
-        writes = writes or name in names.writes
-    return reads and not writes
-
-
 def _parameters_table(pipeline: Pipeline) -> str:
     rows = "".join(f"    {p.name!r}: ({p.type!r}, {p.default!r}),\n" for p in pipeline.parameters)
     body = f"{{\n{rows}}}" if rows else "{}"
@@ -261,6 +249,8 @@ def _indent(code: str, prefix: str = "    ") -> str:
 
 
 def _lines_inside_strings(code: str) -> set[int]:
+    if '"""' not in code and "'''" not in code and "\\\n" not in code:
+        return set()  # no string can span lines: skip tokenizing (most step bodies)
     inside: set[int] = set()
     starts: list[int] = []
     try:

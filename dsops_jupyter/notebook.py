@@ -65,6 +65,8 @@ class Cell:
     code: str = ""
     unsupported: list[str] = field(default_factory=list)  # magics plain Python cannot run
     tree: ast.Module | None = None
+    kept: list[ast.stmt] = field(default_factory=list)  # statements left in the step
+    hoisted: list[ast.stmt] = field(default_factory=list)  # statements moved to module level
 
     @property
     def label(self) -> str:
@@ -112,6 +114,8 @@ class Pipeline:
     content_hash: str
     hoisted: list[tuple[int, str]]  # (cell index, code) placed at module level, imports first
     warnings: list[str] = field(default_factory=list)
+    free_reads: set[str] = field(default_factory=set)  # names any code reads before binding
+    bound_names: set[str] = field(default_factory=set)  # names any code binds
 
     def step(self, name: str) -> Step:
         for step in self.steps:
@@ -241,7 +245,10 @@ def _classify(index: int, raw: dict[str, Any], where: str) -> Cell:
     if first.strip().startswith("%%dsops"):
         _apply_magic_line(cell, first.strip(), label)
         source = rest
-    cell.code, cell.unsupported = python_code(source)
+    try:  # most cells are plain Python: parse once, keep the tree
+        cell.tree, cell.code = ast.parse(source), source
+    except SyntaxError:
+        cell.code, cell.unsupported = python_code(source)
     return cell
 
 
@@ -362,7 +369,7 @@ def read_pipeline(path: str | Path, *, name: str | None = None) -> Pipeline:
         if raw.get("cell_type") == "code"
     ]
     for cell in cells:
-        if cell.role == "skip" or cell.role == "injected":
+        if cell.role in ("skip", "injected") or cell.tree is not None:
             continue
         try:
             cell.tree = ast.parse(cell.code)
@@ -382,13 +389,12 @@ def read_pipeline(path: str | Path, *, name: str | None = None) -> Pipeline:
         content_hash=content_hash(nb),
         hoisted=hoisted,
     )
-    pipeline.steps = [s for s in steps if s.name != IMPLICIT_STEP or _has_code(s)]
+    by_index = {c.index: c for c in cells}
+    pipeline.steps = [
+        s for s in steps if s.name != IMPLICIT_STEP or any(by_index[i].kept for i in s.cells)
+    ]
     _analyse_flow(pipeline, hoisted_names, where)
     return pipeline
-
-
-def _has_code(step: Step) -> bool:
-    return any(ast.parse(code).body for _, code in step.body)
 
 
 def _parameters(cells: list[Cell], where: str) -> list[Parameter]:
@@ -486,6 +492,8 @@ def _hoist(cells: list[Cell], steps: list[Step]) -> tuple[list[tuple[int, str]],
         if cell.role not in ("step", "continue", "metrics"):
             continue
         kept, moved = _split_cell(cell, hoist_ids)
+        cell.kept = [n for n in cell.tree.body if id(n) not in hoist_ids]  # type: ignore[union-attr]
+        cell.hoisted = [node for node, _ in moved]
         for node, text in moved:
             target = import_code if isinstance(node, ast.Import | ast.ImportFrom) else other_code
             target.append((cell.index, text))
@@ -533,10 +541,17 @@ def _analyse_flow(pipeline: Pipeline, module_names: set[str], where: str) -> Non
     """Fill reads/writes/inputs/outputs and dependencies; order steps; detect cycles."""
     param_names = {p.name for p in pipeline.parameters}
     known = flow.BUILTINS | module_names | KNOWN_NAMES
+    by_index = {c.index: c for c in pipeline.cells}
+    module = flow.scan(
+        [n for c in pipeline.cells for n in (c.tree.body if c.role == "shared" else c.hoisted)]  # type: ignore[union-attr]
+    )
+    pipeline.free_reads.update(module.reads)
+    pipeline.bound_names.update(module.writes)
     last_writer: dict[str, str] = {}
     for step in pipeline.steps:  # notebook order defines who wrote a name last
-        trees = [ast.parse(code) for _, code in step.body]
-        names = flow.scan([stmt for tree in trees for stmt in tree.body])
+        names = flow.scan([n for i in step.cells for n in by_index[i].kept])
+        pipeline.free_reads.update(names.reads)
+        pipeline.bound_names.update(names.writes)
         step.writes = [n for n in names.writes if n not in module_names]
         for name in names.reads:
             if name in last_writer:
