@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest_plugins = ["tests.docker_engine", "pytest_jupyter.jupyter_server"]
+pytest_plugins = ["tests.docker_engine"]
 
 
 @pytest.fixture(autouse=True)

@@ -12,6 +12,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
+# jp_fetch, jp_serverapp and their hooks, for these tests only: their autouse event-loop
+# fixture must not reach the Playwright browser tests.
+from pytest_jupyter.jupyter_server import *  # noqa: F403
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO_ROOT / "examples"
 
