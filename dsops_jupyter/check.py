@@ -108,8 +108,7 @@ def _packages_by_notebook(config: Config) -> dict[str, list[tuple[Path, dict[str
 
 def _hashes_hold(notebook: Path, package: Path, spec: dict[str, Any], config: Config) -> bool:
     """True when the package is provably what the current generator makes of this notebook."""
-    from dsops_jupyter.convert import SCRIPT_FORMAT, spec_digest
-    from dsops_jupyter.notebook import content_hash
+    from dsops_jupyter.spec import SCRIPT_FORMAT, content_hash, spec_digest
 
     if spec.get("format") != SCRIPT_FORMAT or spec.get("keep_magics") != config.keep_magics:
         return False

@@ -14,11 +14,13 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dsops_jupyter import __version__
 from dsops_jupyter.errors import DsopsError, ParameterError
-from dsops_jupyter.events import Event, OnEvent
+
+if TYPE_CHECKING:  # events imports dataclasses (and inspect): not needed to start
+    from dsops_jupyter.events import Event, OnEvent
 
 EPILOG = """exit codes: 0 success, 1 the run/build/check failed, 2 bad input, 130 interrupted.
 docs: `dsops COMMAND --help`; settings live in [tool.dsops] of your pyproject.toml."""

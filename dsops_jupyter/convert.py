@@ -18,6 +18,7 @@ from dsops_jupyter.config import Config, load_config
 from dsops_jupyter.errors import ConversionError
 from dsops_jupyter.fsutil import write_files
 from dsops_jupyter.notebook import Cell, Pipeline, Step, read_pipeline
+from dsops_jupyter.spec import SCRIPT_FORMAT, spec_bytes, spec_digest
 
 
 @dataclass
@@ -32,9 +33,6 @@ class GeneratedPackage:
     pipeline: Any = field(default=None, repr=False)
 
 
-# Bump whenever the generated files change for the same notebook: `dsops check` trusts a
-# package's recorded hashes only when its format is the current one.
-SCRIPT_FORMAT = 1
 RESERVED = frozenset({"run", "run_step", "main", "STEPS", "PARAMETERS"})
 RESERVED_PARAMETERS = frozenset({"step", "workdir", "help", "h"})
 _RUNTIME = Path(__file__).parent / "templates" / "script_runtime.py.txt"
@@ -107,17 +105,6 @@ def render_files(pipeline: Pipeline, config: Config) -> dict[str, bytes]:
     }
     spec["spec_sha256"] = spec_digest(spec)
     return {f"{pipeline.name}.py": script, "pipeline.json": spec_bytes(spec)}
-
-
-def spec_bytes(spec: dict[str, Any]) -> bytes:
-    return (json.dumps(spec, indent=2, sort_keys=True) + "\n").encode("utf-8")
-
-
-def spec_digest(spec: dict[str, Any]) -> str:
-    """Digest of the spec without its own digest field: `check` trusts only untouched specs."""
-    return hashlib.sha256(
-        spec_bytes({k: v for k, v in spec.items() if k != "spec_sha256"})
-    ).hexdigest()
 
 
 def _relative(path: Path, root: Path) -> str:

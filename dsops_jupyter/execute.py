@@ -26,8 +26,8 @@ from dsops_jupyter.errors import ExecutionError
 from dsops_jupyter.events import OnEvent
 from dsops_jupyter.fsutil import atomic_write
 from dsops_jupyter.notebook import Pipeline, load_notebook, read_pipeline
-from dsops_jupyter.notebook import source_of as notebook_source
 from dsops_jupyter.params import coerce_parameters
+from dsops_jupyter.spec import source_of as notebook_source
 
 ENGINE_NAME = "dsops"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

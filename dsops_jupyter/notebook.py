@@ -8,7 +8,6 @@ indices into the notebook's cell list.
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
 import keyword
 import re
@@ -20,6 +19,7 @@ from typing import Any
 from dsops_jupyter import flow
 from dsops_jupyter.errors import MarkerError, NotebookError, ParameterError, UnknownStepError
 from dsops_jupyter.params import Parameter, parse_parameters_cell
+from dsops_jupyter.spec import content_hash, source_of
 
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 PIPELINE_NAME = re.compile(r"[a-z_][a-z0-9_]*\Z")
@@ -194,22 +194,6 @@ def _upgrade(nb: dict[str, Any], path: Path) -> dict[str, Any]:
             f"{path.name} is nbformat {nb['nbformat']} and cannot be upgraded ({err}); "
             f"open and save it in JupyterLab to upgrade it"
         ) from None
-
-
-def source_of(cell: dict[str, Any]) -> str:
-    source = cell.get("source", "")
-    return "".join(source) if isinstance(source, list) else source
-
-
-def content_hash(nb: dict[str, Any]) -> str:
-    """Hash of what defines the pipeline: code and tags, not outputs or execution counts."""
-    parts = [
-        [source_of(c), sorted(c.get("metadata", {}).get("tags", []))]
-        for c in nb["cells"]
-        if c.get("cell_type") == "code"
-    ]
-    digest = hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode("utf-8"))
-    return "sha256:" + digest.hexdigest()
 
 
 def pipeline_name(path: Path, name: str | None = None) -> str:

@@ -1,0 +1,42 @@
+"""Identity of a generated package: the package format, hashes of the notebook and the spec.
+
+Kept apart from the converter so `dsops check` can verify a package's recorded hashes without
+importing the parser and code generator (its fast path is mostly process start-up).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+# Bump whenever the generated files change for the same notebook: `dsops check` trusts a
+# package's recorded hashes only when its format is the current one.
+SCRIPT_FORMAT = 1
+
+
+def source_of(cell: dict[str, Any]) -> str:
+    source = cell.get("source", "")
+    return "".join(source) if isinstance(source, list) else source
+
+
+def content_hash(nb: dict[str, Any]) -> str:
+    """Hash of what defines the pipeline: code and tags, not outputs or execution counts."""
+    parts = [
+        [source_of(c), sorted(c.get("metadata", {}).get("tags", []))]
+        for c in nb["cells"]
+        if c.get("cell_type") == "code"
+    ]
+    digest = hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode("utf-8"))
+    return "sha256:" + digest.hexdigest()
+
+
+def spec_bytes(spec: dict[str, Any]) -> bytes:
+    return (json.dumps(spec, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+def spec_digest(spec: dict[str, Any]) -> str:
+    """Digest of the spec without its own digest field: `check` trusts only untouched specs."""
+    rest = {k: v for k, v in spec.items() if k != "spec_sha256"}
+    canonical = json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
