@@ -81,8 +81,9 @@ def check_paths(paths: list[Path], *, strict: bool = False, full: bool = False) 
 def _notebooks(paths: list[Path], config: Config, packages: dict[str, Any]) -> list[Path]:
     """The given paths; else the configured notebooks and every notebook with a package."""
     if not paths:
-        known = {config.root / name for name in packages}
-        return sorted({p.resolve() for p in [*config.notebook_paths(), *known]})
+        # Both come from the (resolved) root: no realpath per notebook, sorted as strings.
+        found = {str(p) for p in config.notebook_paths()} | {str(config.root / n) for n in packages}
+        return [Path(name) for name in sorted(found)]
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
@@ -158,9 +159,10 @@ def _diff(path: Path, expected: bytes) -> str:
 
 
 def _relative(path: Path, root: Path) -> str:
-    for candidate in (path, path.resolve()):
+    """Paths found under the root need no realpath (a syscall per component); others do."""
+    for candidate in (path, None):
         try:
-            return candidate.relative_to(root).as_posix()
+            return (candidate or path.resolve()).relative_to(root).as_posix()
         except ValueError:
             continue
     return str(path)

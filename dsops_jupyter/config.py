@@ -39,7 +39,7 @@ class Config:
         found: set[Path] = set()
         for pattern in self.notebooks:
             found.update(p for p in self.root.glob(pattern) if p.suffix == ".ipynb")
-        return sorted(found)
+        return sorted(found, key=str)
 
 
 def find_root(start: Path) -> tuple[Path, dict]:
