@@ -27,7 +27,7 @@ from dsops_jupyter.events import OnEvent
 from dsops_jupyter.fsutil import atomic_write
 from dsops_jupyter.notebook import Pipeline, load_notebook, read_pipeline
 from dsops_jupyter.params import coerce_parameters
-from dsops_jupyter.spec import source_of as notebook_source
+from dsops_jupyter.spec import source_of
 
 ENGINE_NAME = "dsops"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -143,7 +143,7 @@ def runnable_notebook(pipeline: Pipeline, nb: dict[str, Any], chosen: list[str])
             label, cell["source"] = "shared", "\n\n".join(hoisted[index])
         else:
             continue
-        source = notebook_source(cell)
+        source = source_of(cell)
         if source.lstrip().startswith("%%dsops"):  # markers are read by dsops, not the kernel
             cell["source"] = source.lstrip().partition("\n")[2]
         if role == "parameters":  # papermill injects after the cell *tagged* parameters
