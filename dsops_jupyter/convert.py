@@ -122,10 +122,9 @@ def _check_convertible(pipeline: Pipeline, keep_magics: bool) -> None:
                 f"{where}, {cell.label}: `{cell.unsupported[0]}` is IPython syntax plain Python "
                 f"cannot run; rewrite it in Python, mark the cell skip, or pass --keep-magics"
             )
-    defined = {
-        name for _, code in pipeline.hoisted for name in flow.scan(ast.parse(code).body).writes
-    }
-    clash = defined & (RESERVED | _runtime_names() | {f"step_{s.name}" for s in pipeline.steps})
+    clash = pipeline.module_names & (
+        RESERVED | _runtime_names() | {f"step_{s.name}" for s in pipeline.steps}
+    )
     if clash:
         raise ConversionError(
             f"{where} defines {sorted(clash)[0]!r}, a name the generated script needs; rename it"

@@ -113,6 +113,7 @@ class Pipeline:
     parameters: list[Parameter]
     content_hash: str
     hoisted: list[tuple[int, str]]  # (cell index, code) placed at module level, imports first
+    module_names: set[str] = field(default_factory=set)  # names the hoisted code defines
     warnings: list[str] = field(default_factory=list)
     free_reads: set[str] = field(default_factory=set)  # names any code reads before binding
     bound_names: set[str] = field(default_factory=set)  # names any code binds
@@ -372,12 +373,13 @@ def read_pipeline(path: str | Path, *, name: str | None = None) -> Pipeline:
         parameters=parameters,
         content_hash=content_hash(nb),
         hoisted=hoisted,
+        module_names=hoisted_names,
     )
     by_index = {c.index: c for c in cells}
     pipeline.steps = [
         s for s in steps if s.name != IMPLICIT_STEP or any(by_index[i].kept for i in s.cells)
     ]
-    _analyse_flow(pipeline, hoisted_names, where)
+    _analyse_flow(pipeline)
     return pipeline
 
 
@@ -521,9 +523,10 @@ def _split_cell(cell: Cell, hoist_ids: set[int]) -> tuple[str, list[tuple[ast.st
     return kept, moved
 
 
-def _analyse_flow(pipeline: Pipeline, module_names: set[str], where: str) -> None:
+def _analyse_flow(pipeline: Pipeline) -> None:
     """Fill reads/writes/inputs/outputs and dependencies; order steps; detect cycles."""
     param_names = {p.name for p in pipeline.parameters}
+    module_names = pipeline.module_names
     known = flow.BUILTINS | module_names | KNOWN_NAMES
     by_index = {c.index: c for c in pipeline.cells}
     module = flow.scan(
