@@ -92,7 +92,7 @@ def convert(path: str | Path, **options: Any) -> GeneratedPackage:
 def render_files(pipeline: Pipeline, config: Config) -> dict[str, bytes]:
     """The notebook-derived files (script and spec): fast, no environment lookups."""
     _check_convertible(pipeline, config.keep_magics)
-    notebook = _relative(pipeline.notebook_path, config.root)
+    notebook = project_path(pipeline.notebook_path, config.root)
     script = render_script(pipeline, notebook).encode("utf-8")
     spec = {
         "format": SCRIPT_FORMAT,
@@ -107,7 +107,8 @@ def render_files(pipeline: Pipeline, config: Config) -> dict[str, bytes]:
     return {f"{pipeline.name}.py": script, "pipeline.json": spec_bytes(spec)}
 
 
-def _relative(path: Path, root: Path) -> str:
+def project_path(path: Path, root: Path) -> str:
+    """The notebook path as pipeline.json and image labels record it: relative to the root."""
     try:
         return path.resolve().relative_to(root.resolve()).as_posix()
     except ValueError:

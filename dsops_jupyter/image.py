@@ -235,14 +235,18 @@ def image_labels(pkg: Any, version: Any, base_image: str) -> dict[str, str]:
     }
 
 
+def rfc3339(epoch: int) -> str:
+    """SOURCE_DATE_EPOCH as the RFC 3339 UTC time OCI configs and labels use."""
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def build_args(pkg: Any, version: Any) -> dict[str, str]:
     """Values of the recipe's version ARGs: they only feed its one LABEL instruction."""
-    created = datetime.fromtimestamp(int(version.epoch), tz=timezone.utc)
     return {
         "DSOPS_SOURCE": source_url(Path(pkg.directory)),
         "DSOPS_REVISION": version.commit,
         "DSOPS_VERSION": f"v{version.number}",
-        "DSOPS_CREATED": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "DSOPS_CREATED": rfc3339(int(version.epoch)),
         "DSOPS_NOTEBOOK": notebook_label(pkg.files, Path(pkg.notebook_path)),
         "DSOPS_TAG": version.tag,
     }
@@ -449,11 +453,12 @@ def list_images(
     revision is a version of this repository: another clone's `wine.ipynb` is not this one.
     """
     from dsops_jupyter.config import load_config
+    from dsops_jupyter.convert import project_path
     from dsops_jupyter.errors import NotARepositoryError
     from dsops_jupyter.vcs import list_versions
 
     path = Path(notebook_path).resolve()
-    relative = _relative_to(path, load_config(path).root)
+    relative = project_path(path, load_config(path).root)
     client = client or connect()
     filters = [f"{DSOPS_LABEL}notebook={relative}"]
     if name:
@@ -465,13 +470,6 @@ def list_images(
     except NotARepositoryError:
         pass
     return sorted(images, key=lambda i: (i.name, _version_number(i.version), i.id))
-
-
-def _relative_to(path: Path, root: Path) -> str:
-    try:
-        return path.relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return path.name
 
 
 def _version_number(version: str) -> int:

@@ -19,7 +19,6 @@ digest is the image ID an engine reports after loading it.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import gzip
 import hashlib
 import io
@@ -43,7 +42,7 @@ from typing import IO, Any
 from dsops_jupyter import wheelhouse as wh
 from dsops_jupyter.errors import ImageError
 from dsops_jupyter.events import OnEvent, ignore, log, progress, result, stage
-from dsops_jupyter.image import cli_args, image_tags
+from dsops_jupyter.image import cli_args, image_tags, rfc3339
 from dsops_jupyter.image import image_labels as recipe_labels
 
 MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -70,11 +69,6 @@ def canonical_json(value: Any) -> bytes:
 
 def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def rfc3339(epoch: int) -> str:
-    """SOURCE_DATE_EPOCH as the RFC 3339 UTC time OCI configs and labels use."""
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _hex(digest: str) -> str:
