@@ -70,11 +70,11 @@ def check_paths(paths: list[Path], *, strict: bool = False, full: bool = False) 
             report.items.append(Item(key, "missing", note="never converted"))
             continue
         for package, spec in found:
-            trusted = not full and _hashes_hold(notebook, package, spec, config)
-            item = Item(key, "ok", _relative(package, config.root), note="hashes match")
-            report.items.append(
-                item if trusted else _check_one(notebook, key, package, spec, config)
-            )
+            if not full and _hashes_hold(notebook, package, spec, config):
+                shown = _relative(package, config.root)
+                report.items.append(Item(key, "ok", shown, note="hashes match"))
+            else:
+                report.items.append(_check_one(notebook, key, package, spec, config))
     return report
 
 
@@ -160,9 +160,11 @@ def _diff(path: Path, expected: bytes) -> str:
 
 def _relative(path: Path, root: Path) -> str:
     """Paths found under the root need no realpath (a syscall per component); others do."""
-    for candidate in (path, None):
-        try:
-            return (candidate or path.resolve()).relative_to(root).as_posix()
-        except ValueError:
-            continue
-    return str(path)
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        pass
+    try:
+        return path.resolve().relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
