@@ -239,6 +239,8 @@ def _classify(index: int, raw: dict[str, Any], where: str) -> Cell:
 
 def _apply_tag(cell: Cell, tag: str, label: str) -> None:
     kind, sep, value = tag.partition(":")
+    if sep and kind in ("step", "block") and not value:
+        return  # Kale's empty ``block:`` (its extension writes it): the cell continues the step
     if sep and kind in ("step", "block"):
         _set_step(cell, check_step_name(value, label), label)
     elif sep and kind in ("after", "prev"):

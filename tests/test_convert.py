@@ -332,6 +332,24 @@ def test_script_rejects_bad_values(project: Path, script: Path, args: list[str])
     assert not (project / "result.json").exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--flag", "maybe"], "argument --flag: expected true or false, got 'maybe'"),
+        (["--count", "abc"], "argument --count: invalid int value: 'abc'"),
+        (["--sizes", "{1: 2}"], "argument --sizes: expected a list written in Python"),
+        (["--sizes", "[1,"], "argument --sizes: expected a list written in Python"),
+    ],
+)
+def test_script_errors_speak_the_users_names(
+    project: Path, script: Path, args: list[str], message: str
+) -> None:
+    done = run_python(script, *args, cwd=project)
+    assert done.returncode == 2
+    assert message in done.stderr, done.stderr
+    assert "_dsops" not in done.stderr and "Traceback" not in done.stderr
+
+
 def test_steps_one_by_one_through_a_workdir(project: Path, script: Path) -> None:
     cwd = project / "stepwise"
     cwd.mkdir()

@@ -186,6 +186,28 @@ def test_kale_tags_are_read(tmp_path: Path) -> None:
     assert pipeline.step("first").parameters == ["k"]
 
 
+@pytest.mark.parametrize("empty", ["block:", "step:"])
+def test_kale_empty_block_tag_continues_the_previous_step(tmp_path: Path, empty: str) -> None:
+    """Kale's extension writes an empty ``block:`` tag; Kale reads it as "no step name"."""
+    pipeline = pipeline_of(
+        tmp_path,
+        [
+            ("a = 1", ["block:first"]),
+            ("b = a + 1", [empty]),
+            ("c = b * 2", ["block:second", "prev:first"]),
+            ("d = c", [empty, "limit:memory:1Gi"]),
+        ],
+    )
+    assert steps_of(pipeline) == {"first": [0, 1], "second": [2, 3]}
+    assert pipeline.step("second").extras == {"limit": ["memory:1Gi"]}
+    assert pipeline.step("second").reads == ["b"]
+
+
+def test_kale_empty_block_before_any_step_is_the_setup_step(tmp_path: Path) -> None:
+    pipeline = pipeline_of(tmp_path, [("x = 1", ["block:"]), ("print(x)", ["block:use"])])
+    assert steps_of(pipeline) == {"setup": [0], "use": [1]}
+
+
 def test_kale_example_reads_unchanged() -> None:
     pipeline = read_pipeline(EXAMPLES / "iris_kale.ipynb")
     assert [s.name for s in pipeline.steps] == ["load_data", "split", "train_model", "evaluate"]
