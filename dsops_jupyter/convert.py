@@ -5,10 +5,8 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
-import io
 import json
 import re
-import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ from dsops_jupyter import flow
 from dsops_jupyter.config import Config, load_config
 from dsops_jupyter.errors import ConversionError
 from dsops_jupyter.fsutil import write_files
-from dsops_jupyter.notebook import Cell, Pipeline, Step, read_pipeline
+from dsops_jupyter.notebook import Cell, Pipeline, Step, indent_code, read_pipeline
 from dsops_jupyter.spec import SCRIPT_FORMAT, spec_bytes, spec_digest
 
 
@@ -215,43 +213,20 @@ def _step_function(step: Step) -> str:
     plural = "s" if len(step.cells) > 1 else ""
     doc = f'    """Step {step.name} (cell{plural} {cells})."""'
     lines = [f"\n\ndef step_{step.name}({args}):", doc]
+    for index, source, code in step.rebound:
+        lines += [
+            f"    # cell {index + 1} again: step {source} defines it, this step uses it",
+            indent_code(code.strip("\n")),
+        ]
     for index, code in step.body:
         code = code.strip("\n")
         if code.strip():
-            lines += [f"    # cell {index + 1}", _indent(code)]
+            lines += [f"    # cell {index + 1}", indent_code(code)]
     if step.outputs:
         lines.append(f"    return {', '.join(step.outputs)}")
     elif not any(code.strip() for _, code in step.body):
         lines.append("    pass")
     return "\n".join(lines) + "\n"
-
-
-def _indent(code: str, prefix: str = "    ") -> str:
-    """Indent code into a function body, leaving the inside of multi-line strings untouched."""
-    inside = _lines_inside_strings(code)
-    return "\n".join(
-        line if number in inside else (prefix + line if line.strip() else "")
-        for number, line in enumerate(code.split("\n"), 1)
-    )
-
-
-def _lines_inside_strings(code: str) -> set[int]:
-    if '"""' not in code and "'''" not in code and "\\\n" not in code:
-        return set()  # no string can span lines: skip tokenizing (most step bodies)
-    inside: set[int] = set()
-    starts: list[int] = []
-    try:
-        for token in tokenize.generate_tokens(io.StringIO(code).readline):
-            name = tokenize.tok_name[token.type]
-            if name == "FSTRING_START":
-                starts.append(token.start[0])
-            elif name == "FSTRING_END":
-                inside.update(range(starts.pop() + 1, token.end[0] + 1))
-            elif token.type == tokenize.STRING and token.end[0] > token.start[0]:
-                inside.update(range(token.start[0] + 1, token.end[0] + 1))
-    except (tokenize.TokenError, SyntaxError, IndexError):
-        pass
-    return inside
 
 
 def _run_function(pipeline: Pipeline) -> str:

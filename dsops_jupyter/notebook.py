@@ -8,17 +8,20 @@ indices into the notebook's cell list.
 from __future__ import annotations
 
 import ast
+import io
 import json
 import keyword
 import re
 import shlex
+import tokenize
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dsops_jupyter import flow
+from dsops_jupyter import flow, order
 from dsops_jupyter.errors import MarkerError, NotebookError, ParameterError, UnknownStepError
-from dsops_jupyter.params import Parameter, parse_parameters_cell
+from dsops_jupyter.params import Parameter, read_parameters_cell
 from dsops_jupyter.spec import content_hash, source_of
 
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -34,6 +37,8 @@ ROLE_TAGS = {
     "injected-parameters": "injected",
 }
 IMPLICIT_STEP = "setup"
+# Wraps the computed lines of a parameters cell (bound, called and deleted: never hoisted).
+PARAMETERS_CELL_FUNCTION = "_parameters_cell"
 ZERO_CONFIG_STEP = "main"
 # Names a notebook may read without defining them (IPython's namespace, our display fallback).
 KNOWN_NAMES = frozenset({"display", "get_ipython", "In", "Out", "_", "__", "___"})
@@ -65,8 +70,14 @@ class Cell:
     code: str = ""
     unsupported: list[str] = field(default_factory=list)  # magics plain Python cannot run
     tree: ast.Module | None = None
-    kept: list[ast.stmt] = field(default_factory=list)  # statements left in the step
+    kept: list[ast.stmt] = field(default_factory=list)  # run in the step (first: re-bound defs)
     hoisted: list[ast.stmt] = field(default_factory=list)  # statements moved to module level
+    computes: list[str] = field(default_factory=list)  # parameters cell: names its code binds
+
+    @property
+    def in_step(self) -> bool:
+        """Its code runs inside a step (a parameters cell only for its computed lines)."""
+        return self.role in ("step", "continue", "metrics") or bool(self.computes)
 
     @property
     def label(self) -> str:
@@ -87,6 +98,8 @@ class Step:
     parameters: list[str] = field(default_factory=list)
     inferred: list[str] = field(default_factory=list)
     depends_on: list[str] = field(default_factory=list)
+    # (cell index, step that defines it, code): definitions this step runs again, see _hoist
+    rebound: list[tuple[int, str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -114,6 +127,7 @@ class Pipeline:
     content_hash: str
     hoisted: list[tuple[int, str]]  # (cell index, code) placed at module level, imports first
     module_names: set[str] = field(default_factory=set)  # names the hoisted code defines
+    computed: list[str] = field(default_factory=list)  # bound by code in the parameters cell
     warnings: list[str] = field(default_factory=list)
     free_reads: set[str] = field(default_factory=set)  # names any code reads before binding
     bound_names: set[str] = field(default_factory=set)  # names any code binds
@@ -147,6 +161,7 @@ class Pipeline:
             "content_hash": self.content_hash,
             "steps": [step.to_json() for step in self.steps],
             "parameters": [p.to_json() for p in self.parameters],
+            "computed": self.computed,
             "shared_cells": sorted({index for index, _ in self.hoisted}),
             "skipped_cells": self.skipped_cells,
             "warnings": self.warnings,
@@ -344,6 +359,34 @@ def _line_as_python(line: str, unsupported: list[str]) -> str:
     return line
 
 
+def indent_code(code: str, prefix: str = "    ") -> str:
+    """Indent code into a function body, leaving the inside of multi-line strings untouched."""
+    inside = _lines_inside_strings(code)
+    return "\n".join(
+        line if number in inside else (prefix + line if line.strip() else "")
+        for number, line in enumerate(code.split("\n"), 1)
+    )
+
+
+def _lines_inside_strings(code: str) -> set[int]:
+    if '"""' not in code and "'''" not in code and "\\\n" not in code:
+        return set()  # no string can span lines: skip tokenizing (most step bodies)
+    inside: set[int] = set()
+    starts: list[int] = []
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(code).readline):
+            name = tokenize.tok_name[token.type]
+            if name == "FSTRING_START":
+                starts.append(token.start[0])
+            elif name == "FSTRING_END":
+                inside.update(range(starts.pop() + 1, token.end[0] + 1))
+            elif token.type == tokenize.STRING and token.end[0] > token.start[0]:
+                inside.update(range(token.start[0] + 1, token.end[0] + 1))
+    except (tokenize.TokenError, SyntaxError, IndexError):
+        pass
+    return inside
+
+
 # --- assembling the pipeline -----------------------------------------------------------------
 def read_pipeline(path: str | Path, *, name: str | None = None) -> Pipeline:
     """The pipeline a notebook describes; raises a DsopsError naming the cell for bad markers."""
@@ -364,7 +407,7 @@ def read_pipeline(path: str | Path, *, name: str | None = None) -> Pipeline:
             raise NotebookError(
                 f"{where}, {cell.label}, line {err.lineno}: syntax error ({err.msg})"
             ) from None
-    parameters = _parameters(cells, where)
+    parameters, computed = _parameters(cells, where)
     steps = _group_steps(cells, where)
     hoisted, hoisted_names = _hoist(cells, steps)
     pipeline = Pipeline(
@@ -373,6 +416,7 @@ def read_pipeline(path: str | Path, *, name: str | None = None) -> Pipeline:
         cells=cells,
         steps=steps,
         parameters=parameters,
+        computed=computed,
         content_hash=content_hash(nb),
         hoisted=hoisted,
         module_names=hoisted_names,
@@ -382,17 +426,59 @@ def read_pipeline(path: str | Path, *, name: str | None = None) -> Pipeline:
         s for s in steps if s.name != IMPLICIT_STEP or any(by_index[i].kept for i in s.cells)
     ]
     _analyse_flow(pipeline)
+    _depend_on_rebound_definitions(pipeline)
     return pipeline
 
 
-def _parameters(cells: list[Cell], where: str) -> list[Parameter]:
+def _depend_on_rebound_definitions(pipeline: Pipeline) -> None:
+    """A step that runs another step's definition again still comes after that step: a
+    papermill run of it alone (``dsops run --step``) must run the defining cell first."""
+    changed = False
+    for step in pipeline.steps:
+        for _, source, _ in step.rebound:
+            if source not in step.depends_on:
+                step.depends_on.append(source)
+                changed = True
+    if changed:
+        by_name = {s.name: s for s in pipeline.steps}
+        notebook_order = sorted(pipeline.steps, key=lambda s: s.cells[0])
+        names = flow.topological_order(
+            [s.name for s in notebook_order], {s.name: s.depends_on for s in pipeline.steps}
+        )
+        pipeline.steps = [by_name[name] for name in names]
+
+
+def _parameters(cells: list[Cell], where: str) -> tuple[list[Parameter], list[str]]:
+    """The literal parameters and the computed names of the (one) parameters cell.
+
+    A cell with computed lines keeps them as code, wrapped so that they see the cell's own
+    literals, not the given values, exactly as papermill runs the cell before its injected one.
+    """
     marked = [c for c in cells if c.role == "parameters"]
     if len(marked) > 1:
         numbers = ", ".join(str(c.index + 1) for c in marked)
         raise ParameterError(f"{where}: cells {numbers} are all marked parameters; keep one")
     if not marked:
-        return []
-    return parse_parameters_cell(marked[0].code, marked[0].index + 1, where)
+        return [], []
+    cell = marked[0]
+    found = read_parameters_cell(cell.code, cell.index + 1, where)
+    if found.computed:
+        cell.computes = found.computed
+        cell.code = _computed_parameters_code(cell.code, found.computed)
+        cell.tree = ast.parse(cell.code)
+    return found.parameters, found.computed
+
+
+def _computed_parameters_code(code: str, computed: list[str]) -> str:
+    names = ", ".join(computed)
+    return (
+        f"def {PARAMETERS_CELL_FUNCTION}():\n"
+        f'    """The parameters cell as papermill runs it: before the given values."""\n'
+        f"{indent_code(code.strip(chr(10)))}\n"
+        f"    return {names}\n\n\n"
+        f"{names} = {PARAMETERS_CELL_FUNCTION}()\n"
+        f"del {PARAMETERS_CELL_FUNCTION}\n"
+    )
 
 
 def _group_steps(cells: list[Cell], where: str) -> list[Step]:
@@ -409,12 +495,12 @@ def _group_steps(cells: list[Cell], where: str) -> list[Step]:
                     f"{first}; step names must be unique"
                 )
             current = steps[cell.step] = Step(name=cell.step)  # type: ignore[index]
-        elif cell.role in ("continue", "metrics") and current is None:
+        elif cell.in_step and current is None:
             current = steps.setdefault(
                 IMPLICIT_STEP if has_steps else ZERO_CONFIG_STEP,
                 Step(name=IMPLICIT_STEP if has_steps else ZERO_CONFIG_STEP),
             )
-        elif cell.role not in ("step", "continue", "metrics"):
+        elif not cell.in_step:
             continue
         assert current is not None
         current.cells.append(cell.index)
@@ -432,65 +518,164 @@ def _group_steps(cells: list[Cell], where: str) -> list[Step]:
 
 
 def _hoist(cells: list[Cell], steps: list[Step]) -> tuple[list[tuple[int, str]], set[str]]:
-    """Move imports and self-contained defs to module level; the rest stays in its step.
+    """Move what is provably order-independent to module level; the rest stays in its step.
 
-    A top-level def/class is hoisted only if everything it reads is an import, another hoisted
-    definition or a builtin, so moving it never changes what it sees.
+    Shared cells (Kale's ``imports``/``functions``) run at module level as Kale runs them. From
+    step cells only imports and def/class statements that ``_movable`` proves may run first
+    move. A function or import left in a step that a later step uses is run again there
+    (``_rebind_definitions``), so each step, alone in its own process, has it too.
     """
     by_index = {c.index: c for c in cells}
-    shared = [c for c in cells if c.role == "shared"]
+    in_steps = {i for step in steps for i in step.cells}
+    running = [c for c in cells if c.role in ("shared", "parameters") or c.index in in_steps]
+    counts = order.binding_counts(n for c in running for n in c.tree.body)  # type: ignore[union-attr]
+    hoist_ids = _movable(running, in_steps, counts)
     module_names: set[str] = set()
-    for cell in shared:
-        module_names.update(flow.scan(cell.tree.body).writes)  # type: ignore[union-attr]
-    step_cells = [by_index[i] for step in steps for i in step.cells]
-    imports = {
-        id(node)
-        for cell in step_cells
-        for node in cell.tree.body  # type: ignore[union-attr]
-        if isinstance(node, ast.Import | ast.ImportFrom) and _alone_on_its_lines(node, cell)
-    }
-    for cell in step_cells:
-        for node in cell.tree.body:  # type: ignore[union-attr]
-            if id(node) in imports:
-                module_names.update(flow.scan([node]).writes)
-    candidates = {
-        id(node): node
-        for cell in step_cells
-        for node in cell.tree.body  # type: ignore[union-attr]
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
-        and _alone_on_its_lines(node, cell)
-    }
-    allowed = flow.BUILTINS | module_names | {n.name for n in candidates.values()}
-    changed = True
-    while changed:  # drop defs that read step data, until nothing changes
-        changed = False
-        for key, node in list(candidates.items()):
-            if not set(flow.scan([node]).reads) <= allowed:
-                del candidates[key]
-                allowed = allowed - {node.name} | module_names
-                changed = True
-    hoist_ids = imports | set(candidates)
-    module_names |= {n.name for n in candidates.values()}
+    for cell in running:
+        if cell.role == "shared":
+            module_names.update(flow.scan(cell.tree.body).writes)  # type: ignore[union-attr]
     import_code: list[tuple[int, str]] = []
     other_code: list[tuple[int, str]] = []
+    original = {c.index: c.code for c in cells}
     for cell in cells:
         if cell.role == "shared":
             other_code.append((cell.index, cell.code))
             continue
-        if cell.role not in ("step", "continue", "metrics"):
+        if not cell.in_step:
             continue
         kept, moved = _split_cell(cell, hoist_ids)
         cell.kept = [n for n in cell.tree.body if id(n) not in hoist_ids]  # type: ignore[union-attr]
         cell.hoisted = [node for node, _ in moved]
         for node, text in moved:
+            module_names.update(flow.scan([node]).writes)
             target = import_code if isinstance(node, ast.Import | ast.ImportFrom) else other_code
             target.append((cell.index, text))
         cell.code = kept
     for step in steps:
         step.body = [(i, by_index[i].code) for i in step.cells]
+    stable = {n for n, count in counts.items() if count == 1} | module_names | flow.BUILTINS
+    _rebind_definitions(steps, by_index, original, stable)
     seen: set[str] = set()
     unique_imports = [(i, t) for i, t in import_code if not (t in seen or seen.add(t))]
     return unique_imports + other_code, module_names
+
+
+def _movable(running: list[Cell], in_steps: set[int], counts: Counter[str]) -> set[int]:
+    """ids of the step statements that may run first, at module level, changing nothing.
+
+    An import or def/class qualifies when every name it binds is bound by it alone in the
+    notebook (identical imports count once), it sits alone on its lines, and:
+    - an import of anything outside the standard library comes before every statement that may
+      change what imports find (sys.path, cwd, environment, files, importlib, magics);
+    - a def/class reads, when defined and when called, only builtins the notebook never
+      rebinds and names that move too.
+    Code that binds names invisibly (exec, globals(), magics) moves nothing but __future__.
+    """
+    statements = [(c, n) for c in running for n in c.tree.body]  # type: ignore[union-attr]
+    nodes = [n for _, n in statements]
+    futures = {
+        id(n)
+        for c, n in statements
+        if c.index in in_steps and isinstance(n, ast.ImportFrom) and n.module == "__future__"
+    }
+    if order.is_dynamic(nodes):
+        return futures
+    barriers = order.ImportBarriers(nodes)
+    imports: dict[int, ast.Import | ast.ImportFrom] = {}
+    blocked: set[str] = set()  # names of which some import must stay where it is
+    after_barrier = False
+    for cell, node in statements:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names = [name for name, _ in order.import_bindings(node)]
+            if (
+                cell.index in in_steps
+                and _alone_on_its_lines(node, cell)
+                and (not after_barrier or order.imports_stdlib_only(node))
+            ):
+                imports[id(node)] = node
+            else:
+                blocked.update(names)
+        after_barrier = after_barrier or barriers.is_barrier(node)
+    moved = {
+        key
+        for key, node in imports.items()
+        if all(counts[n] == 1 and n not in blocked for n, _ in order.import_bindings(node))
+    }
+    imported = {n for key in moved for n, _ in order.import_bindings(imports[key])}
+    shared = {
+        name
+        for cell in running
+        if cell.role == "shared"
+        for name in flow.scan(cell.tree.body).writes  # type: ignore[union-attr]
+        if counts[name] == 1
+    }
+    candidates = {
+        id(node): node
+        for cell, node in statements
+        if cell.index in in_steps
+        and isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+        and counts[node.name] == 1
+        and _alone_on_its_lines(node, cell)
+        and not barriers.is_barrier(node)
+    }
+    base = (flow.BUILTINS | {"display"}) - set(counts) | imported | shared
+    changed = True
+    while changed:  # drop definitions that read step data, until nothing changes
+        changed = False
+        allowed = base | {n.name for n in candidates.values()}
+        for key, node in list(candidates.items()):
+            if not set(flow.scan([node]).reads) <= allowed:
+                del candidates[key]
+                changed = True
+    return futures | moved | set(candidates)
+
+
+def _rebind_definitions(
+    steps: list[Step], by_index: dict[int, Cell], original: dict[int, str], stable: set[str]
+) -> None:
+    """A later step that uses a function or import another step defined runs it again itself.
+
+    Pickle cannot carry a function defined in another process's ``__main__`` through the
+    workdir, and the notebook's function reads its globals when called, not when defined. So
+    the definition is run again at the top of the step that uses it: in a whole run and one
+    step at a time alike it then sees the values this step sees, as the notebook's did. Only
+    definitions that give the same result again qualify (``order.rebindable``); anything else
+    is passed on as a value.
+    """
+    latest: dict[str, tuple[Step, Cell, ast.stmt]] = {}
+    for step in steps:  # notebook order
+        cells = [by_index[i] for i in step.cells]
+        own = [n for c in cells for n in c.kept]
+        copies: dict[int, tuple[Step, Cell, ast.stmt]] = {}
+        while True:  # a copied function may need further definitions
+            reads = flow.scan([n for _, _, n in copies.values()] + own).reads
+            wanted = {id(latest[n][2]): latest[n] for n in reads if n in latest}
+            if wanted.keys() <= copies.keys():
+                break
+            copies.update(wanted)
+        ordered = sorted(copies.values(), key=lambda c: (c[1].index, c[2].lineno))
+        step.rebound = [
+            (cell.index, source.name, _statement_text(node, cell, original[cell.index]))
+            for source, cell, node in ordered
+        ]
+        if cells and ordered:
+            cells[0].kept[:0] = [node for _, _, node in ordered]
+        for cell in cells:
+            for node in cell.kept[len(ordered) if cell is cells[0] else 0 :]:
+                rebinds = order.rebindable(node, stable)
+                for name in order.bound_names(node) | set(flow.scan([node]).writes):
+                    if rebinds:
+                        latest[name] = (step, cell, node)
+                    else:
+                        latest.pop(name, None)
+
+
+def _statement_text(node: ast.stmt, cell: Cell, code: str) -> str:
+    """A top-level statement's own source lines (or its unparsed form if it shares a line)."""
+    if not _alone_on_its_lines(node, cell):
+        return ast.unparse(node)
+    lines = code.split("\n")
+    return "\n".join(lines[_first_line(node) - 1 : node.end_lineno])
 
 
 def _alone_on_its_lines(node: ast.stmt, cell: Cell) -> bool:

@@ -458,24 +458,45 @@ def test_lock_pins_the_imported_distributions(tmp_path: Path) -> None:
     assert "json" not in [line.split("==")[0] for line in lock.splitlines()]
 
 
-def test_step_local_functions_cannot_cross_a_workdir_and_say_so(tmp_path: Path) -> None:
-    """A def reading step data stays in its step: the whole script runs it, but a closure cannot
-    be pickled into a workdir, so a stepwise run stops with one clear line and no partial file."""
+def test_step_functions_are_run_again_by_the_steps_that_use_them(tmp_path: Path) -> None:
+    """A def reading step data stays in its step. A later step that calls it runs the def again
+    (pickle cannot carry a function into another process), so it reads that step's values at
+    call time, as the notebook's function reads its globals: 20 here, in papermill too."""
     make_notebook(
         tmp_path / "f.ipynb",
         [
-            ("scale = 3\ndef scaled(v):\n    return v * scale", ["step:make"]),
-            ("print(scaled(2))", ["step:use"]),
+            ("scale = 3\ndef scaled(v):\n    return v * scale\nprint(scaled(2))", ["step:make"]),
+            ("scale = 10\nprint(scaled(2))", ["step:use"]),
         ],
     )
     assert_ok(dsops("convert", "f.ipynb", cwd=tmp_path))
     script = tmp_path / "pipelines" / "f" / "f.py"
-    assert assert_ok(run_python(script, cwd=tmp_path)).stdout == "6\n"
+    assert assert_ok(run_python(script, cwd=tmp_path)).stdout == "6\n20\n"
+    first = assert_ok(run_python(script, "--step", "make", "--workdir", "w", cwd=tmp_path))
+    second = assert_ok(run_python(script, "--step", "use", "--workdir", "w", cwd=tmp_path))
+    assert first.stdout + second.stdout == "6\n20\n"
+    spec = json.loads((script.parent / "pipeline.json").read_text())
+    assert spec["steps"][1]["depends_on"] == ["make"]
+
+
+def test_values_that_cannot_cross_a_workdir_say_so(tmp_path: Path) -> None:
+    """A class is never run again (its instances must keep it): passed on as a value, a class
+    local to a step cannot be pickled, so a stepwise run stops with one clear line."""
+    make_notebook(
+        tmp_path / "c.ipynb",
+        [
+            ("scale = 3\nclass Box:\n    factor = scale", ["step:make"]),
+            ("print(Box.factor)", ["step:use"]),
+        ],
+    )
+    assert_ok(dsops("convert", "c.ipynb", cwd=tmp_path))
+    script = tmp_path / "pipelines" / "c" / "c.py"
+    assert assert_ok(run_python(script, cwd=tmp_path)).stdout == "3\n"
     first = run_python(script, "--step", "make", "--workdir", "w", cwd=tmp_path)
     assert first.returncode == 1
     assert "Traceback" not in first.stderr, first.stderr
     assert first.stderr.strip().count("\n") == 0, first.stderr
-    assert "step make cannot hand scaled to later steps" in first.stderr
+    assert "step make cannot hand Box to later steps" in first.stderr
     assert not list((tmp_path / "w").glob(".*.partial")), "half-written pickle left behind"
 
 
