@@ -15,6 +15,7 @@ from dsops_jupyter import flow
 from dsops_jupyter.config import Config, load_config
 from dsops_jupyter.errors import ConversionError
 from dsops_jupyter.fsutil import write_files
+from dsops_jupyter.ipysyntax import WRITEFILE_HELPER
 from dsops_jupyter.notebook import Cell, Pipeline, Step, indent_code, read_pipeline
 from dsops_jupyter.spec import SCRIPT_FORMAT, spec_bytes, spec_digest
 
@@ -44,10 +45,28 @@ def display(*objs, **kwargs):
 _IPYTHON_SHIM = '''
 
 def get_ipython():
-    """The notebook used IPython magics (kept with --keep-magics): they need IPython."""
+    """The notebook's magics (kept with --keep-magics) run in IPython, seeing the names of the
+    step that runs them, as the notebook's magics see its namespace."""
+    import sys
     from IPython.core.interactiveshell import InteractiveShell
 
-    return InteractiveShell.instance()
+    shell = InteractiveShell.instance()
+    caller = sys._getframe(1)
+    shell.user_ns.update(caller.f_globals)
+    shell.user_ns.update(caller.f_locals)
+    return shell
+'''
+_WRITEFILE = f'''
+
+def {WRITEFILE_HELPER}(filename, text, append=False):
+    """%%writefile in plain Python: the file and the message IPython's magic gives."""
+    filename = _os.path.expanduser(filename)
+    if _os.path.exists(filename):
+        print(("Appending to " if append else "Overwriting ") + filename)
+    else:
+        print("Writing " + filename)
+    with open(filename, "a" if append else "w", encoding="utf-8") as handle:
+        handle.write(text)
 '''
 
 
@@ -91,7 +110,7 @@ def render_files(pipeline: Pipeline, config: Config) -> dict[str, bytes]:
     """The notebook-derived files (script and spec): fast, no environment lookups."""
     _check_convertible(pipeline, config.keep_magics)
     notebook = project_path(pipeline.notebook_path, config.root)
-    script = render_script(pipeline, notebook).encode("utf-8")
+    script = render_script(pipeline, notebook, config.keep_magics).encode("utf-8")
     spec = {
         "format": SCRIPT_FORMAT,
         **pipeline.to_json(),
@@ -150,7 +169,7 @@ def _converted_cells(pipeline: Pipeline) -> list[Cell]:
 
 
 # --- the script -------------------------------------------------------------------------------
-def render_script(pipeline: Pipeline, notebook: str) -> str:
+def render_script(pipeline: Pipeline, notebook: str, keep_magics: bool = False) -> str:
     futures, imports, shared = _module_level(pipeline)
     parts = [
         _header(pipeline, notebook),
@@ -164,11 +183,14 @@ def render_script(pipeline: Pipeline, notebook: str) -> str:
         parts.append("\n".join(imports) + "\n")
     if "display" in pipeline.free_reads and "display" not in pipeline.bound_names:
         parts.append(_DISPLAY_FALLBACK)
-    if any(cell.unsupported for cell in _converted_cells(pipeline)):
+    cells = _converted_cells(pipeline)
+    if keep_magics and any(cell.unsupported or cell.magic_code for cell in cells):
         parts.append(_IPYTHON_SHIM)
+    if any(WRITEFILE_HELPER in code for step in pipeline.steps for _, code in step.body):
+        parts.append(_WRITEFILE)
     parts += [f"\n# cell {index + 1}\n{code.strip()}\n" for index, code in shared]
     parts.append(_parameters_table(pipeline))
-    parts += [_step_function(step) for step in pipeline.steps]
+    parts += [_step_function(step, keep_magics) for step in pipeline.steps]
     parts.append(_run_function(pipeline))
     parts.append(_steps_table(pipeline))
     parts.append(_RUNTIME.read_text(encoding="utf-8"))
@@ -207,7 +229,7 @@ def _parameters_table(pipeline: Pipeline) -> str:
     return f"\n# The notebook's parameters: name -> (type, default).\nPARAMETERS = {body}\n"
 
 
-def _step_function(step: Step) -> str:
+def _step_function(step: Step, keep_magics: bool = False) -> str:
     args = ", ".join(name for name, _ in step.inputs)
     cells = ", ".join(str(i + 1) for i in step.cells)
     plural = "s" if len(step.cells) > 1 else ""
@@ -218,7 +240,7 @@ def _step_function(step: Step) -> str:
             f"    # cell {index + 1} again: step {source} defines it, this step uses it",
             indent_code(code.strip("\n")),
         ]
-    for index, code in step.body:
+    for index, code in step.magic_body if keep_magics else step.body:
         code = code.strip("\n")
         if code.strip():
             lines += [f"    # cell {index + 1}", indent_code(code)]

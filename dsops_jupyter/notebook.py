@@ -8,19 +8,18 @@ indices into the notebook's cell list.
 from __future__ import annotations
 
 import ast
-import io
 import json
 import keyword
 import re
 import shlex
-import tokenize
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dsops_jupyter import flow, order
+from dsops_jupyter import flow, ipysyntax, order
 from dsops_jupyter.errors import MarkerError, NotebookError, ParameterError, UnknownStepError
+from dsops_jupyter.ipysyntax import indent_code
 from dsops_jupyter.params import Parameter, read_parameters_cell
 from dsops_jupyter.spec import content_hash, source_of
 
@@ -41,18 +40,8 @@ IMPLICIT_STEP = "setup"
 PARAMETERS_CELL_FUNCTION = "_parameters_cell"
 ZERO_CONFIG_STEP = "main"
 # Names a notebook may read without defining them (IPython's namespace, our display fallback).
-KNOWN_NAMES = frozenset({"display", "get_ipython", "In", "Out", "_", "__", "___"})
-
-# Magics that only change how results look: dropped from scripts. %time/%%time keep their code.
-DISPLAY_LINE_MAGICS = frozenset(
-    {"matplotlib", "config", "autoreload", "load_ext", "reload_ext", "aimport", "timeit", "pylab"}
-)
-TIMING_PREFIXES = frozenset({"time"})
-DISPLAY_CELL_MAGICS = frozenset({"time", "capture"})
-_LINE_MAGIC = re.compile(r"^(?P<indent>\s*)%(?P<name>\w+)\b ?(?P<args>.*)$")
-_SHELL = re.compile(r"^(?P<indent>\s*)(?:(?P<target>[\w.]+)\s*=\s*)?!(?P<cmd>.*)$")
-_ASSIGNED_MAGIC = re.compile(
-    r"^(?P<indent>\s*)(?P<target>[\w.]+)\s*=\s*%(?P<name>\w+)\b ?(?P<args>.*)$"
+KNOWN_NAMES = frozenset(
+    {"display", "get_ipython", "In", "Out", "_", "__", "___", ipysyntax.WRITEFILE_HELPER}
 )
 
 
@@ -73,6 +62,7 @@ class Cell:
     kept: list[ast.stmt] = field(default_factory=list)  # run in the step (first: re-bound defs)
     hoisted: list[ast.stmt] = field(default_factory=list)  # statements moved to module level
     computes: list[str] = field(default_factory=list)  # parameters cell: names its code binds
+    magic_code: str | None = None  # code in the step with --keep-magics, when it differs
 
     @property
     def in_step(self) -> bool:
@@ -91,6 +81,7 @@ class Step:
     after: list[str] = field(default_factory=list)
     extras: dict[str, list[str]] = field(default_factory=dict)
     body: list[tuple[int, str]] = field(default_factory=list)  # (cell index, code) kept in the step
+    magic_body: list[tuple[int, str]] = field(default_factory=list)  # the same, --keep-magics
     reads: list[str] = field(default_factory=list)
     writes: list[str] = field(default_factory=list)
     inputs: list[tuple[str, str | None]] = field(default_factory=list)  # (name, step or None=param)
@@ -309,82 +300,20 @@ def _apply_magic_line(cell: Cell, line: str, label: str) -> None:
 
 
 # --- magics -----------------------------------------------------------------------------------
-def python_code(source: str) -> tuple[str, list[str]]:
-    """Cell source as plain Python: display-only magics dropped, others kept as IPython calls.
+def python_code(source: str, *, keep_magics: bool = False) -> tuple[str, list[str]]:
+    """Cell source as plain Python, and the magics plain Python cannot run (see ipysyntax).
 
-    Returns the code and the magics plain Python cannot run (empty for ordinary code). Source
-    that already parses as Python is returned untouched, so a ``%`` inside a string is safe.
+    Source that already parses as Python is returned untouched, so a ``%`` inside a string
+    is safe; IPython is imported only for cells that need its transformer.
     """
-    try:
-        ast.parse(source)
-        return source, []
-    except SyntaxError:
-        pass
-    lines = source.split("\n")
-    unsupported: list[str] = []
-    first = lines[0].strip()
-    if first.startswith("%%"):
-        name, _, args = first[2:].partition(" ")
-        if name in DISPLAY_CELL_MAGICS and not (name == "capture" and args.strip()):
-            lines = ["", *lines[1:]]
-        else:
-            unsupported.append(first)
-            body = "\n".join(lines[1:])
-            call = f"get_ipython().run_cell_magic({name!r}, {args!r}, {body!r})"
-            return call + "\n" * (len(lines) - 1), unsupported
-    return "\n".join(_line_as_python(line, unsupported) for line in lines), unsupported
+    found = ipysyntax.translate(source)
+    return (found.kept if keep_magics else found.code), found.unsupported
 
 
-def _line_as_python(line: str, unsupported: list[str]) -> str:
-    match = _LINE_MAGIC.match(line)
-    if match:
-        indent, name, args = match["indent"], match["name"], match["args"]
-        if name in TIMING_PREFIXES and args.strip():
-            return indent + args
-        if name in DISPLAY_LINE_MAGICS:
-            return indent + "pass" if indent else ""
-        unsupported.append(line.strip())
-        return f"{indent}get_ipython().run_line_magic({name!r}, {args!r})"
-    match = _SHELL.match(line)
-    if match:
-        unsupported.append(line.strip())
-        if match["target"]:
-            return f"{match['indent']}{match['target']} = get_ipython().getoutput({match['cmd']!r})"
-        return f"{match['indent']}get_ipython().system({match['cmd']!r})"
-    match = _ASSIGNED_MAGIC.match(line)
-    if match:
-        unsupported.append(line.strip())
-        call = f"get_ipython().run_line_magic({match['name']!r}, {match['args']!r})"
-        return f"{match['indent']}{match['target']} = {call}"
-    return line
-
-
-def indent_code(code: str, prefix: str = "    ") -> str:
-    """Indent code into a function body, leaving the inside of multi-line strings untouched."""
-    inside = _lines_inside_strings(code)
-    return "\n".join(
-        line if number in inside else (prefix + line if line.strip() else "")
-        for number, line in enumerate(code.split("\n"), 1)
-    )
-
-
-def _lines_inside_strings(code: str) -> set[int]:
-    if '"""' not in code and "'''" not in code and "\\\n" not in code:
-        return set()  # no string can span lines: skip tokenizing (most step bodies)
-    inside: set[int] = set()
-    starts: list[int] = []
-    try:
-        for token in tokenize.generate_tokens(io.StringIO(code).readline):
-            name = tokenize.tok_name[token.type]
-            if name == "FSTRING_START":
-                starts.append(token.start[0])
-            elif name == "FSTRING_END":
-                inside.update(range(starts.pop() + 1, token.end[0] + 1))
-            elif token.type == tokenize.STRING and token.end[0] > token.start[0]:
-                inside.update(range(token.start[0] + 1, token.end[0] + 1))
-    except (tokenize.TokenError, SyntaxError, IndexError):
-        pass
-    return inside
+def _without_marker(source: str) -> str:
+    """The cell's code without a first ``%%dsops`` marker line (as _classify reads it)."""
+    first, _, rest = source.partition("\n")
+    return rest if first.strip().startswith("%%dsops") else source
 
 
 # --- assembling the pipeline -----------------------------------------------------------------
@@ -543,7 +472,11 @@ def _hoist(cells: list[Cell], steps: list[Step]) -> tuple[list[tuple[int, str]],
             continue
         if not cell.in_step:
             continue
-        kept, moved = _split_cell(cell, hoist_ids)
+        kept, moved = _split_cell(cell, hoist_ids, cell.code)
+        if not cell.computes and cell.code != _without_marker(cell.source):
+            with_magics = ipysyntax.translate(_without_marker(cell.source)).kept
+            if with_magics != cell.code:  # same lines, extension magics kept: split alike
+                cell.magic_code = _split_cell(cell, hoist_ids, with_magics)[0]
         cell.kept = [n for n in cell.tree.body if id(n) not in hoist_ids]  # type: ignore[union-attr]
         cell.hoisted = [node for node, _ in moved]
         for node, text in moved:
@@ -553,6 +486,7 @@ def _hoist(cells: list[Cell], steps: list[Step]) -> tuple[list[tuple[int, str]],
         cell.code = kept
     for step in steps:
         step.body = [(i, by_index[i].code) for i in step.cells]
+        step.magic_body = [(i, by_index[i].magic_code or by_index[i].code) for i in step.cells]
     stable = {n for n, count in counts.items() if count == 1} | module_names | flow.BUILTINS
     _rebind_definitions(steps, by_index, original, stable)
     seen: set[str] = set()
@@ -696,9 +630,11 @@ def _first_line(node: ast.stmt) -> int:
     return min([node.lineno, *(d.lineno for d in decorators)])
 
 
-def _split_cell(cell: Cell, hoist_ids: set[int]) -> tuple[str, list[tuple[ast.stmt, str]]]:
-    """Cut hoisted statements (whole lines) out of the cell's code."""
-    lines = cell.code.split("\n")
+def _split_cell(
+    cell: Cell, hoist_ids: set[int], code: str
+) -> tuple[str, list[tuple[ast.stmt, str]]]:
+    """Cut hoisted statements (whole lines of the cell's tree) out of ``code``."""
+    lines = code.split("\n")
     moved: list[tuple[ast.stmt, str]] = []
     drop: set[int] = set()
     for node in cell.tree.body:  # type: ignore[union-attr]
