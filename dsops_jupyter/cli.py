@@ -174,6 +174,9 @@ def cmd_steps(args: argparse.Namespace) -> int:
         print("parameters:")
         for p in pipeline.parameters:
             print(f"  {p.name}: {p.type} = {p.default!r}")
+    if pipeline.computed:
+        names = ", ".join(pipeline.computed)
+        print(f"computed: {names} (code of the parameters cell, run as papermill runs it)")
     print("steps, in run order:")
     for number, step in enumerate(pipeline.steps, 1):
         cells = ", ".join(str(i + 1) for i in step.cells)
@@ -187,6 +190,8 @@ def cmd_steps(args: argparse.Namespace) -> int:
         ):
             if names:
                 print(f"       {label}: {', '.join(names)}")
+    for note in pipeline.notes:
+        print(f"note: {note}")
     for warning in pipeline.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return 0

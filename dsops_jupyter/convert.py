@@ -42,6 +42,9 @@ def display(*objs, **kwargs):
     for obj in objs:
         print(obj)
 """
+# A kernel imports modules from the folder it started in (papermill: the notebook's): so does
+# the script, or `%%writefile mylib.py` then `import mylib` would work only in the notebook.
+_KERNEL_PATH = "if _os.getcwd() not in _sys.path:\n    _sys.path.insert(1, _os.getcwd())\n"
 _IPYTHON_SHIM = '''
 
 def get_ipython():
@@ -159,7 +162,7 @@ def _check_convertible(pipeline: Pipeline, keep_magics: bool) -> None:
 def _runtime_names() -> frozenset[str]:
     """Module-level names of the script's own machinery, which notebook code must not replace."""
     names = flow.scan(ast.parse(_RUNTIME.read_text(encoding="utf-8")).body).writes
-    return frozenset({*names, "_argparse", "_ast", "_os", "_pickle", "_Path"})
+    return frozenset({*names, "_argparse", "_ast", "_os", "_pickle", "_sys", "_Path"})
 
 
 def _converted_cells(pipeline: Pipeline) -> list[Cell]:
@@ -175,7 +178,8 @@ def render_script(pipeline: Pipeline, notebook: str, keep_magics: bool = False) 
         _header(pipeline, notebook),
         *futures,
         "import argparse as _argparse\nimport ast as _ast\nimport os as _os\n"
-        "import pickle as _pickle\nfrom pathlib import Path as _Path\n",
+        "import pickle as _pickle\nimport sys as _sys\nfrom pathlib import Path as _Path\n",
+        _KERNEL_PATH,
     ]
     if any(re.match(r"\s*(import|from)\s+matplotlib\b", text) for text in imports):
         parts.append('_os.environ.setdefault("MPLBACKEND", "Agg")  # no screen in a script\n')
@@ -235,6 +239,10 @@ def _step_function(step: Step, keep_magics: bool = False) -> str:
     plural = "s" if len(step.cells) > 1 else ""
     doc = f'    """Step {step.name} (cell{plural} {cells})."""'
     lines = [f"\n\ndef step_{step.name}({args}):", doc]
+    if step.replays:
+        lines.append("    if _STEP_ALONE:  # a fresh process: set it up as the earlier steps did")
+        for index, source, code in step.replays:
+            lines += [f"        # cell {index + 1} (step {source})", indent_code(code, " " * 8)]
     for index, source, code in step.rebound:
         lines += [
             f"    # cell {index + 1} again: step {source} defines it, this step uses it",

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from dsops_jupyter import __version__, events
+from dsops_jupyter import __version__, events, ipysyntax
 from dsops_jupyter.config import load_config
 from dsops_jupyter.errors import ExecutionError
 from dsops_jupyter.events import OnEvent
@@ -145,7 +145,9 @@ def runnable_notebook(pipeline: Pipeline, nb: dict[str, Any], chosen: list[str])
             continue
         source = source_of(cell)
         if source.lstrip().startswith("%%dsops"):  # markers are read by dsops, not the kernel
-            cell["source"] = source.lstrip().partition("\n")[2]
+            source = cell["source"] = source.lstrip().partition("\n")[2]
+        if ipysyntax.drives_dsops(source):  # %load_ext dsops_jupyter, %dsops: live tools only
+            cell["source"] = ipysyntax.without_dsops_lines(source)
         if role == "parameters":  # papermill injects after the cell *tagged* parameters
             tags = cell.setdefault("metadata", {}).setdefault("tags", [])
             tags.append("parameters") if "parameters" not in tags else None

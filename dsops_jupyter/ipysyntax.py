@@ -51,6 +51,18 @@ def drives_dsops(source: str) -> bool:
     return "dsops" in source and bool(_DSOPS_LINE.search(source))
 
 
+def without_dsops_lines(source: str) -> str:
+    """The cell for a papermill run: lines that drive dsops itself become blank (or ``pass``)."""
+    if not drives_dsops(source):
+        return source
+    lines = source.split("\n")
+    for number, line in enumerate(lines):
+        if _DSOPS_LINE.match(line):
+            indent = line[: len(line) - len(line.lstrip())]
+            lines[number] = f"{indent}pass" if indent else ""
+    return "\n".join(lines)
+
+
 def translate(source: str) -> Translation:
     """The cell as plain Python (see the module docstring); Python source is returned as is."""
     try:

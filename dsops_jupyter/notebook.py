@@ -91,6 +91,8 @@ class Step:
     depends_on: list[str] = field(default_factory=list)
     # (cell index, step that defines it, code): definitions this step runs again, see _hoist
     rebound: list[tuple[int, str, str]] = field(default_factory=list)
+    # (cell index, step, code): process set-up of earlier steps, rerun when this step runs alone
+    replays: list[tuple[int, str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -119,6 +121,7 @@ class Pipeline:
     hoisted: list[tuple[int, str]]  # (cell index, code) placed at module level, imports first
     module_names: set[str] = field(default_factory=set)  # names the hoisted code defines
     computed: list[str] = field(default_factory=list)  # bound by code in the parameters cell
+    notes: list[str] = field(default_factory=list)  # what dsops leaves out, said once
     warnings: list[str] = field(default_factory=list)
     free_reads: set[str] = field(default_factory=set)  # names any code reads before binding
     bound_names: set[str] = field(default_factory=set)  # names any code binds
@@ -153,6 +156,7 @@ class Pipeline:
             "steps": [step.to_json() for step in self.steps],
             "parameters": [p.to_json() for p in self.parameters],
             "computed": self.computed,
+            "notes": self.notes,
             "shared_cells": sorted({index for index, _ in self.hoisted}),
             "skipped_cells": self.skipped_cells,
             "warnings": self.warnings,
@@ -356,7 +360,20 @@ def read_pipeline(path: str | Path, *, name: str | None = None) -> Pipeline:
     ]
     _analyse_flow(pipeline)
     _depend_on_rebound_definitions(pipeline)
+    pipeline.notes += _dsops_lines_note(cells)
     return pipeline
+
+
+def _dsops_lines_note(cells: list[Cell]) -> list[str]:
+    """Lines that drive dsops itself are tools for the live notebook: say once they are left out."""
+    numbers = [str(c.index + 1) for c in cells if ipysyntax.drives_dsops(_without_marker(c.source))]
+    if not numbers:
+        return []
+    plural = "s" if len(numbers) > 1 else ""
+    return [
+        f"cell{plural} {', '.join(numbers)}: lines that drive dsops itself (%load_ext "
+        f"dsops_jupyter, %dsops) are left out of pipelines, scripts and runs"
+    ]
 
 
 def _depend_on_rebound_definitions(pipeline: Pipeline) -> None:
@@ -489,6 +506,7 @@ def _hoist(cells: list[Cell], steps: list[Step]) -> tuple[list[tuple[int, str]],
         step.magic_body = [(i, by_index[i].magic_code or by_index[i].code) for i in step.cells]
     stable = {n for n, count in counts.items() if count == 1} | module_names | flow.BUILTINS
     _rebind_definitions(steps, by_index, original, stable)
+    _replay_process_state(steps, by_index, original, module_names | flow.BUILTINS)
     seen: set[str] = set()
     unique_imports = [(i, t) for i, t in import_code if not (t in seen or seen.add(t))]
     return unique_imports + other_code, module_names
@@ -602,6 +620,29 @@ def _rebind_definitions(
                         latest[name] = (step, cell, node)
                     else:
                         latest.pop(name, None)
+
+
+def _replay_process_state(
+    steps: list[Step], by_index: dict[int, Cell], original: dict[int, str], module: set[str]
+) -> None:
+    """What earlier steps did to the process (sys.path, cwd, environment) is done again when a
+    step runs alone in a fresh process, so its imports and relative paths find what the
+    notebook's did. Only statements reading module-level names qualify (they run before the
+    step's inputs exist); a whole run never runs them twice."""
+    statements = [n for c in by_index.values() if c.tree is not None for n in c.tree.body]
+    aliases = order.import_aliases(statements)
+    earlier: list[tuple[int, str, str]] = []
+    for step in steps:  # notebook order
+        step.replays = list(earlier)
+        for index in step.cells:
+            cell = by_index[index]
+            for node in cell.kept:
+                if (
+                    order.sets_process_state(node, aliases)
+                    and set(flow.scan([node]).reads) <= module
+                ):
+                    text = _statement_text(node, cell, original[index])
+                    earlier.append((index, step.name, text))
 
 
 def _statement_text(node: ast.stmt, cell: Cell, code: str) -> str:

@@ -266,3 +266,31 @@ def rebindable(stmt: ast.stmt, stable: set[str]) -> bool:
     defaults = [*stmt.args.defaults, *(d for d in stmt.args.kw_defaults if d is not None)]
     reads = flow.scan([ast.Expr(value=d) for d in defaults]).reads
     return set(reads) <= stable
+
+
+# Calls that set up the process for the code after them (imports, paths, environment). A step
+# run alone in a fresh process runs the ones earlier steps ran (see notebook._replays).
+_PROCESS_STATE_CALLS = frozenset(
+    {
+        "sys.path.insert",
+        "sys.path.append",
+        "sys.path.extend",
+        "site.addsitedir",
+        "os.chdir",
+        "os.environ.update",
+        "os.environ.setdefault",
+        "os.putenv",
+    }
+)
+
+
+def sets_process_state(stmt: ast.stmt, aliases: dict[str, str]) -> bool:
+    """``sys.path.insert(0, "src")``, ``os.environ["X"] = "1"``, ``os.chdir(d)`` and the like."""
+    if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):
+        return dotted_name(stmt.value.func, aliases) in _PROCESS_STATE_CALLS
+    if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
+        target = stmt.targets[0]
+        return (
+            isinstance(target, ast.Subscript) and dotted_name(target.value, aliases) == "os.environ"
+        )
+    return False

@@ -7,18 +7,23 @@ unimportable), one step at a time through a workdir, and checked with ``ast``.
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import pickle
 import shutil
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from dsops_jupyter.convert import generate_package
+from dsops_jupyter.convert import convert, generate_package
 from dsops_jupyter.errors import ConversionError
+from dsops_jupyter.execute import run_notebook
 from tests.helpers import (
     JUPYTER_MODULES,
+    REPO_ROOT,
     Markdown,
     assert_ok,
     clean_env,
@@ -523,3 +528,122 @@ def test_notebook_helpers_never_collide_with_the_script_runtime(tmp_path: Path, 
     (tmp_path / "u.py").write_bytes(files["u.py"])
     done = run_python(tmp_path / "u.py", cwd=tmp_path)
     assert done.stdout == "('mine', [1, 2])\n", done.stderr[-300:]
+
+
+# --- probes: papermill, the whole script and the script step by step agree ----------------------
+PROBES = REPO_ROOT / "tests" / "corpus" / "probes"
+CONVERT_PROBES = sorted(
+    path.name
+    for pattern in ("order_*.ipynb", "kale_*.ipynb", "params_*.ipynb", "magics_*.ipynb")
+    for path in PROBES.glob(pattern)
+)
+# Probes also run with changed parameters (as `papermill -p NAME VALUE` / `--NAME VALUE`).
+PROBE_PARAMETERS = {"params_computed.ipynb": {"a": "5", "ratio": "2"}}
+RESULT = Path("outputs") / "result.json"
+
+
+def papermill_result(notebook: Path, parameters: dict[str, str], cwd: Path) -> dict[str, Any]:
+    cwd.mkdir()
+    record = run_notebook(notebook, parameters=parameters, out_dir=cwd / "run", cwd=cwd)
+    assert record.status == "succeeded"
+    return json.loads((cwd / RESULT).read_text(encoding="utf-8"))
+
+
+def script_result(script: Path, args: list[str], cwd: Path) -> dict[str, Any]:
+    cwd.mkdir()
+    done = run_python(script, *args, cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    return json.loads((cwd / RESULT).read_text(encoding="utf-8"))
+
+
+def stepwise_result(script: Path, order: list[str], args: list[str], cwd: Path) -> dict[str, Any]:
+    """One process per step, in pipeline.json order, passing data only through the workdir."""
+    cwd.mkdir()
+    for step in order:
+        done = run_python(script, "--step", step, "--workdir", "work", *args, cwd=cwd)
+        assert done.returncode == 0, f"step {step}: {done.stderr}"
+    return json.loads((cwd / RESULT).read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def probe_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], dict | str]:
+    root = tmp_path_factory.mktemp("probes")
+    jobs: dict[tuple[str, str], tuple[Callable[..., dict], tuple]] = {}
+    for name in CONVERT_PROBES:
+        folder = root / Path(name).stem
+        folder.mkdir()
+        notebook = Path(shutil.copy(PROBES / name, folder / name))
+        pkg = convert(notebook)
+        script = pkg.directory / f"{pkg.name}.py"
+        order = json.loads(pkg.files["pipeline.json"])["order"]
+        variants = {"": {}, "-changed": PROBE_PARAMETERS.get(name)}
+        for suffix, values in variants.items():
+            if values is None:
+                continue
+            args = [a for k, v in values.items() for a in (f"--{k.replace('_', '-')}", v)]
+            jobs[(name, f"papermill{suffix}")] = (
+                papermill_result,
+                (notebook, values, folder / f"pm{suffix}"),
+            )
+            jobs[(name, f"script{suffix}")] = (script_result, (script, args, folder / f"s{suffix}"))
+            jobs[(name, f"stepwise{suffix}")] = (
+                stepwise_result,
+                (script, order, args, folder / f"w{suffix}"),
+            )
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        futures = {key: pool.submit(fn, *args) for key, (fn, args) in jobs.items()}
+        return {key: _outcome(future) for key, future in futures.items()}
+
+
+def _outcome(future: Future) -> dict[str, Any] | str:
+    try:
+        return future.result()
+    except BaseException as err:  # reported by the test that reads it
+        return f"{type(err).__name__}: {err}"
+
+
+def probe_result(runs: dict, notebook: str, kind: str) -> dict[str, Any]:
+    found = runs[(notebook, kind)]
+    assert isinstance(found, dict), f"{kind} run of {notebook} failed: {found}"
+    return found
+
+
+PROBE_KINDS = [
+    (name, suffix)
+    for name in CONVERT_PROBES
+    for suffix in ("", "-changed")
+    if not suffix or name in PROBE_PARAMETERS
+]
+
+
+@pytest.mark.parametrize(("notebook", "suffix"), PROBE_KINDS)
+def test_probe_script_equals_papermill(probe_runs: dict, notebook: str, suffix: str) -> None:
+    expected = probe_result(probe_runs, notebook, f"papermill{suffix}")
+    assert probe_result(probe_runs, notebook, f"script{suffix}") == expected
+
+
+@pytest.mark.parametrize(("notebook", "suffix"), PROBE_KINDS)
+def test_probe_stepwise_equals_papermill(probe_runs: dict, notebook: str, suffix: str) -> None:
+    expected = probe_result(probe_runs, notebook, f"papermill{suffix}")
+    assert probe_result(probe_runs, notebook, f"stepwise{suffix}") == expected
+
+
+def test_probes_give_the_notebooks_own_answers(probe_runs: dict) -> None:
+    """Guards against every run being equally wrong: what each probe's notebook computes."""
+    got = functools.partial(probe_result, probe_runs)
+    assert got("order_redefinition.ipynb", "papermill") == {"first": 2, "second": 101, "again": 102}
+    assert got("order_syspath.ipynb", "papermill") == {"value": 21, "where": "src"}
+    assert got("order_writefile.ipynb", "papermill") == {"value": 45.0}
+    assert got("kale_empty_block.ipynb", "papermill")["total"] == round(3 * 12.566371, 6) + 1
+    assert got("params_computed.ipynb", "papermill-changed") == {
+        "a": 5,
+        "b": 2,
+        "label": "run-1",
+        "ratio": 2.0,
+        "scaled": [2.0, 4.0],
+    }
+    timing = got("magics_timing.ipynb", "papermill")
+    assert (timing["x"], timing["z"], timing["w"], timing["half"]) == (45, 0, 45, 22.5)
+    assert timing["note"] == "keep %cd /tmp\n!rm -rf nothing\n"
+    assert timing["q"] is False and timing["r"] is False
+    assert got("magics_dsops.ipynb", "papermill") == {"total": 6}
