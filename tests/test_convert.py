@@ -20,7 +20,8 @@ import pytest
 
 from dsops_jupyter.convert import convert, generate_package
 from dsops_jupyter.errors import ConversionError
-from dsops_jupyter.execute import run_notebook
+from dsops_jupyter.execute import run_notebook, runnable_notebook
+from dsops_jupyter.notebook import load_notebook, read_pipeline
 from tests.helpers import (
     JUPYTER_MODULES,
     REPO_ROOT,
@@ -647,3 +648,97 @@ def test_probes_give_the_notebooks_own_answers(probe_runs: dict) -> None:
     assert timing["note"] == "keep %cd /tmp\n!rm -rf nothing\n"
     assert timing["q"] is False and timing["r"] is False
     assert got("magics_dsops.ipynb", "papermill") == {"total": 6}
+
+
+# --- order, magics and dsops' own lines -----------------------------------------------------------
+def script_of(tmp_path: Path, cells: list, *options: str) -> tuple[Path, str]:
+    make_notebook(tmp_path / "o.ipynb", cells)
+    assert_ok(dsops("convert", "o.ipynb", *options, cwd=tmp_path))
+    script = tmp_path / "pipelines" / "o" / "o.py"
+    return script, script.read_text(encoding="utf-8")
+
+
+def test_identical_imports_are_hoisted_once_and_rebinding_stays_in_order(tmp_path: Path) -> None:
+    script, text = script_of(
+        tmp_path,
+        [
+            ("import json\nimport math as m\nout = [m.floor(2.5)]", ["step:one"]),
+            ("import json\nm = 10\nout.append(m)\nprint(json.dumps(out))", ["step:two"]),
+        ],
+    )
+    tree = ast.parse(text)
+    top = [ast.unparse(n) for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
+    assert top.count("import json") == 1
+    assert "import math as m" not in top, "m is bound twice: it must stay in its step"
+    assert assert_ok(run_python(script, cwd=tmp_path)).stdout == "[2, 10]\n"
+
+
+def test_imports_after_a_side_effect_stay_in_their_step(tmp_path: Path) -> None:
+    """After a statement that may change what imports find, only standard modules move."""
+    _, text = script_of(
+        tmp_path,
+        [
+            ('import os\nos.environ["PROBE_FLAG"] = "1"\nimport yaml\nimport csv', ["step:one"]),
+            ("print(yaml.safe_dump([1]), csv.QUOTE_ALL, os.sep)", ["step:two"]),
+        ],
+    )
+    tree = ast.parse(text)
+    top = [ast.unparse(n) for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
+    assert "import os" in top and "import csv" in top
+    assert "import yaml" not in top
+    two = function(tree, "step_two")
+    assert "import yaml" in [ast.unparse(n) for n in two.body]  # run again where it is used
+
+
+def test_ipython_syntax_becomes_what_ipython_runs(tmp_path: Path) -> None:
+    """%%timeit cells, x? help and magic-looking text inside strings: each once refused, left
+    as a syntax error or rewritten."""
+    script, text = script_of(
+        tmp_path,
+        [
+            ("total = 3\ntotal?\n%timeit total = 0", ["step:one"]),
+            ("%%timeit\ntotal = 99", []),
+            ('s = """\n%cd /nowhere\n!rm -rf x\n"""\n%time n = len(s)\nprint(total, n)', []),
+        ],
+    )
+    assert "%cd /nowhere\n!rm -rf x" in text
+    expected = f"3 {len(chr(10) + '%cd /nowhere' + chr(10) + '!rm -rf x' + chr(10))}\n"
+    assert assert_ok(run_python(script, cwd=tmp_path)).stdout == expected
+
+
+def test_dsops_own_lines_are_left_out_and_said_once(tmp_path: Path) -> None:
+    make_notebook(
+        tmp_path / "d.ipynb",
+        ["%load_ext dsops_jupyter", "x = 2\n%dsops steps\nprint(x)"],
+    )
+    assert_ok(dsops("convert", "d.ipynb", cwd=tmp_path))
+    script = tmp_path / "pipelines" / "d" / "d.py"
+    step = ast.unparse(function(ast.parse(script.read_text(encoding="utf-8")), "step_main"))
+    assert "dsops" not in step and "get_ipython" not in step, step
+    assert assert_ok(run_python(script, cwd=tmp_path)).stdout == "2\n"
+    done = assert_ok(dsops("steps", "d.ipynb", cwd=tmp_path))
+    notes = [line for line in done.stdout.splitlines() if line.startswith("note:")]
+    assert notes == [
+        "note: cells 1, 2: lines that drive dsops itself (%load_ext dsops_jupyter, %dsops) "
+        "are left out of pipelines, scripts and runs"
+    ]
+    pipeline = read_pipeline(tmp_path / "d.ipynb")
+    runnable = runnable_notebook(pipeline, load_notebook(tmp_path / "d.ipynb"), ["main"])
+    sources = [c["source"] for c in runnable["cells"]]
+    assert not any("dsops" in s for s in sources), sources
+
+
+def test_keep_magics_runs_magics_with_the_steps_names(tmp_path: Path) -> None:
+    """A kept magic sees the names of the step that runs it (a NameError before), and
+    %load_ext stays in the script."""
+    script, text = script_of(
+        tmp_path,
+        [
+            "%load_ext autoreload\n%autoreload 2\nx = 41",
+            "%%capture captured\nprint(x + 1)",
+            "name = 'world'\nfiles = !echo hello {name}\nprint(list(files), x)",
+        ],
+        "--keep-magics",
+    )
+    assert "get_ipython().run_line_magic('load_ext', 'autoreload')" in text
+    assert assert_ok(run_python(script, cwd=tmp_path)).stdout == "['hello world'] 41\n"
