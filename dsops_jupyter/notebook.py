@@ -474,8 +474,10 @@ def _hoist(cells: list[Cell], steps: list[Step]) -> tuple[list[tuple[int, str]],
     by_index = {c.index: c for c in cells}
     in_steps = {i for step in steps for i in step.cells}
     running = [c for c in cells if c.role in ("shared", "parameters") or c.index in in_steps]
-    counts = order.binding_counts(n for c in running for n in c.tree.body)  # type: ignore[union-attr]
-    hoist_ids = _movable(running, in_steps, counts)
+    statements = [n for c in running for n in c.tree.body]  # type: ignore[union-attr]
+    facts = {id(n): order.statement_facts(n) for n in statements}
+    counts = order.binding_counts(statements, facts)
+    hoist_ids = _movable(running, in_steps, counts, facts)
     module_names: set[str] = set()
     for cell in running:
         if cell.role == "shared":
@@ -505,14 +507,16 @@ def _hoist(cells: list[Cell], steps: list[Step]) -> tuple[list[tuple[int, str]],
         step.body = [(i, by_index[i].code) for i in step.cells]
         step.magic_body = [(i, by_index[i].magic_code or by_index[i].code) for i in step.cells]
     stable = {n for n, count in counts.items() if count == 1} | module_names | flow.BUILTINS
-    _rebind_definitions(steps, by_index, original, stable)
+    _rebind_definitions(steps, by_index, original, stable, facts)
     _replay_process_state(steps, by_index, original, module_names | flow.BUILTINS)
     seen: set[str] = set()
     unique_imports = [(i, t) for i, t in import_code if not (t in seen or seen.add(t))]
     return unique_imports + other_code, module_names
 
 
-def _movable(running: list[Cell], in_steps: set[int], counts: Counter[str]) -> set[int]:
+def _movable(
+    running: list[Cell], in_steps: set[int], counts: Counter[str], facts: dict[int, order.Facts]
+) -> set[int]:
     """ids of the step statements that may run first, at module level, changing nothing.
 
     An import or def/class qualifies when every name it binds is bound by it alone in the
@@ -530,9 +534,9 @@ def _movable(running: list[Cell], in_steps: set[int], counts: Counter[str]) -> s
         for c, n in statements
         if c.index in in_steps and isinstance(n, ast.ImportFrom) and n.module == "__future__"
     }
-    if order.is_dynamic(nodes):
+    if any(facts[id(n)].dynamic for n in nodes):
         return futures
-    barriers = order.ImportBarriers(nodes)
+    barriers = order.ImportBarriers(nodes, facts)
     imports: dict[int, ast.Import | ast.ImportFrom] = {}
     blocked: set[str] = set()  # names of which some import must stay where it is
     after_barrier = False
@@ -583,7 +587,11 @@ def _movable(running: list[Cell], in_steps: set[int], counts: Counter[str]) -> s
 
 
 def _rebind_definitions(
-    steps: list[Step], by_index: dict[int, Cell], original: dict[int, str], stable: set[str]
+    steps: list[Step],
+    by_index: dict[int, Cell],
+    original: dict[int, str],
+    stable: set[str],
+    facts: dict[int, order.Facts],
 ) -> None:
     """A later step that uses a function or import another step defined runs it again itself.
 
@@ -615,7 +623,7 @@ def _rebind_definitions(
         for cell in cells:
             for node in cell.kept[len(ordered) if cell is cells[0] else 0 :]:
                 rebinds = order.rebindable(node, stable)
-                for name in order.bound_names(node) | set(flow.scan([node]).writes):
+                for name in facts[id(node)].bound | facts[id(node)].mutated:
                     if rebinds:
                         latest[name] = (step, cell, node)
                     else:

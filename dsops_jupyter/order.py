@@ -12,7 +12,8 @@ from __future__ import annotations
 import ast
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from dsops_jupyter import flow
 
@@ -56,6 +57,7 @@ _IMPORT_STATE_CALLS = (
     "setattr",
     "get_ipython",
 )
+_IMPORT_STATE_PREFIXES = tuple(p for p in _IMPORT_STATE_CALLS if p.endswith("."))
 # Method names that write files (``Path(...).write_text``, ``handle.write``, archives).
 _WRITING_METHODS = frozenset(
     {
@@ -74,8 +76,10 @@ _WRITING_METHODS = frozenset(
 )
 # State an assignment or ``del`` may change for later imports.
 _IMPORT_STATE_TARGETS = ("sys.", "os.environ")
-# Names whose use makes every binding untraceable: nothing but __future__ is hoisted.
-_DYNAMIC = frozenset({"exec", "eval", "globals", "vars", "locals", "get_ipython", "__import__"})
+# Calls that may bind any name (``vars``/``locals`` only without arguments): after them no
+# static reading can tell what a name holds, so nothing but __future__ is hoisted.
+_DYNAMIC = frozenset({"exec", "globals", "get_ipython", "__import__"})
+_DYNAMIC_WITHOUT_ARGUMENTS = frozenset({"vars", "locals"})
 # Decorators a re-bound def may carry: re-applying them changes no result.
 _PURE_DECORATORS = frozenset(
     {
@@ -106,78 +110,157 @@ def dotted_name(node: ast.AST, aliases: dict[str, str]) -> str | None:
 
 
 def import_aliases(statements: Iterable[ast.stmt]) -> dict[str, str]:
-    """Local name -> module for every import in the notebook (``import numpy as np``)."""
+    """Local name -> module for the notebook's top-level imports (``import numpy as np``)."""
     aliases: dict[str, str] = {}
-    for stmt in statements:
-        for node in ast.walk(stmt):
-            if isinstance(node, ast.Import):
-                for alias in node.names:
-                    if alias.asname:
-                        aliases[alias.asname] = alias.name
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                for alias in node.names:
-                    aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+    for node in statements:
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname:
+                    aliases[alias.asname] = alias.name
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
     return aliases
 
 
-def executed_nodes(stmt: ast.stmt) -> Iterator[ast.AST]:
-    """The nodes a statement runs when it runs: function and lambda bodies are left out."""
-    pending: list[ast.AST] = [stmt]
+_EFFECTS = (ast.Call, ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete)
+_LEAVES = (ast.expr_context, ast.operator, ast.boolop, ast.cmpop, ast.unaryop, ast.Constant)
+
+
+@dataclass
+class Facts:
+    """What one top-level statement does, from a single walk of its tree."""
+
+    bound: set[str] = field(default_factory=set)  # module-level names it binds when it runs
+    mutated: set[str] = field(default_factory=set)  # bases of ``a.b = v`` / ``a[k] = v``
+    declared_global: set[str] = field(default_factory=set)  # ``global x`` in its functions
+    dynamic: bool = False  # exec, globals(), magics, ``import *``: binds what no one sees
+    effects: list[ast.AST] = field(default_factory=list)  # calls and stores it runs
+    deferred: dict[str, list[ast.AST]] = field(default_factory=dict)  # per function: when called
+
+
+def statement_facts(stmt: ast.stmt) -> Facts:
+    """One walk: a function's body counts as run only when the function is called."""
+    facts = Facts()
+    pending: list[tuple[ast.AST, str | None]] = [(stmt, None)]  # (node, function it is in)
     while pending:
-        node = pending.pop()
-        yield node
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            pending += [*node.decorator_list, *node.args.defaults]
-            pending += [d for d in node.args.kw_defaults if d is not None]
-        elif isinstance(node, ast.Lambda):
-            pending += [*node.args.defaults, *(d for d in node.args.kw_defaults if d)]
+        node, function = pending.pop()
+        if isinstance(node, _LEAVES):
+            continue
+        if isinstance(node, ast.Name):
+            if function is None and not isinstance(node.ctx, ast.Load):
+                facts.bound.add(node.id)
+            continue
+        _note(node, function, facts)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            args = node.args
+            outside = [*args.defaults, *(d for d in args.kw_defaults if d is not None)]
+            if isinstance(node, ast.Lambda):
+                inner, body = function or "<lambda>", [node.body]
+            else:
+                outside += node.decorator_list
+                inner, body = node.name, node.body
+            pending += [(child, function) for child in outside]
+            pending += [(child, inner) for child in body]
         else:
-            pending += list(ast.iter_child_nodes(node))
+            pending += [(child, function) for child in ast.iter_child_nodes(node)]
+    return facts
+
+
+def _note(node: ast.AST, function: str | None, facts: Facts) -> None:
+    if isinstance(node, ast.Global):
+        facts.declared_global.update(node.names)
+    elif isinstance(node, ast.ImportFrom) and any(a.name == "*" for a in node.names):
+        facts.dynamic = True
+    elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        name = node.func.id
+        if name in _DYNAMIC or (name in _DYNAMIC_WITHOUT_ARGUMENTS and not node.args):
+            facts.dynamic = True
+    if isinstance(node, _EFFECTS):
+        if function is None:
+            facts.effects.append(node)
+        else:
+            facts.deferred.setdefault(function, []).append(node)
+    if function is None:
+        _note_binding(node, facts)
+
+
+def _note_binding(node: ast.AST, facts: Facts) -> None:
+    if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store | ast.Del):
+        facts.bound.add(node.id)
+    elif isinstance(node, ast.Attribute | ast.Subscript) and isinstance(node.ctx, ast.Store):
+        base = node.value
+        while isinstance(base, ast.Attribute | ast.Subscript):
+            base = base.value
+        if isinstance(base, ast.Name):
+            facts.mutated.add(base.id)
+    elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        facts.bound.add(node.name)
+    elif isinstance(node, ast.Import | ast.ImportFrom):
+        facts.bound.update(name for name, _ in import_bindings(node))
+    elif isinstance(node, ast.ExceptHandler | ast.MatchAs | ast.MatchStar) and node.name:
+        facts.bound.add(node.name)
+    elif isinstance(node, ast.MatchMapping) and node.rest:
+        facts.bound.add(node.rest)
 
 
 class ImportBarriers:
     """Finds statements after which a non-standard-library import may find another module."""
 
-    def __init__(self, statements: list[ast.stmt]):
+    def __init__(self, statements: list[ast.stmt], facts: dict[int, Facts]):
         self.aliases = import_aliases(statements)
+        self.facts = facts
+        deferred: dict[str, list[ast.AST]] = {}
+        for stmt in statements:
+            for name, effects in facts[id(stmt)].deferred.items():
+                deferred.setdefault(name, []).extend(effects)
         self.unsafe_functions: set[str] = set()
-        defs = [n for s in statements for n in ast.walk(s) if isinstance(n, ast.FunctionDef)]
         changed = True
         while changed:  # a notebook function that changes import state taints its callers
             changed = False
-            for node in defs:
-                if node.name not in self.unsafe_functions and any(
-                    self._changes_state(child) for child in ast.walk(node)
-                ):
-                    self.unsafe_functions.add(node.name)
+            for name, effects in deferred.items():
+                if name not in self.unsafe_functions and any(map(self._changes_state, effects)):
+                    self.unsafe_functions.add(name)
                     changed = True
 
     def is_barrier(self, stmt: ast.stmt) -> bool:
-        return any(self._changes_state(node) for node in executed_nodes(stmt))
+        return any(map(self._changes_state, self.facts[id(stmt)].effects))
 
     def _changes_state(self, node: ast.AST) -> bool:
         if isinstance(node, ast.Call):
             name = dotted_name(node.func, self.aliases)
+            if name in ("open", "io.open") and _reads_only(node):
+                return False
             if isinstance(node.func, ast.Attribute) and node.func.attr in _WRITING_METHODS:
                 return True
             if name is None:
                 return False
             if name in self.unsafe_functions:
                 return True
-            return any(
-                name == p or (p.endswith(".") and name.startswith(p)) for p in _IMPORT_STATE_CALLS
-            )
-        if isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign | ast.Delete):
-            targets = node.targets if isinstance(node, ast.Assign | ast.Delete) else [node.target]
-            for target in targets:
-                base = target.value if isinstance(target, ast.Subscript) else target
-                name = dotted_name(base, self.aliases) or ""
-                if name.startswith(_IMPORT_STATE_TARGETS) or name in ("sys.path", "sys.modules"):
-                    return True
+            return name in _IMPORT_STATE_CALLS or name.startswith(_IMPORT_STATE_PREFIXES)
+        targets = node.targets if isinstance(node, ast.Assign | ast.Delete) else [node.target]  # type: ignore[attr-defined]
+        for target in targets:
+            base = target.value if isinstance(target, ast.Subscript) else target
+            name = dotted_name(base, self.aliases) or ""
+            if name.startswith(_IMPORT_STATE_TARGETS) or name in ("sys.path", "sys.modules"):
+                return True
         return False
 
 
-def binding_counts(statements: Iterable[ast.stmt]) -> Counter[str]:
+def _reads_only(call: ast.Call) -> bool:
+    """``open(path)`` / ``open(path, "rb")``: a constant mode that cannot write."""
+    modes = [k.value for k in call.keywords if k.arg == "mode"] + call.args[1:2]
+    if not modes:
+        return len(call.args) <= 1 and all(k.arg in ("encoding", "errors") for k in call.keywords)
+    mode = modes[0]
+    return (
+        isinstance(mode, ast.Constant)
+        and isinstance(mode.value, str)
+        and not (set(mode.value) & set("wax+"))
+    )
+
+
+def binding_counts(statements: Iterable[ast.stmt], facts: dict[int, Facts]) -> Counter[str]:
     """How many statements bind each module-level name (``global`` in a function counts twice).
 
     Identical imports (``import numpy as np`` in two cells) bind the same module object and
@@ -192,12 +275,9 @@ def binding_counts(statements: Iterable[ast.stmt]) -> Counter[str]:
                     seen_imports.add((name, key))
                     counts[name] += 1
             continue
-        for name in bound_names(stmt):
-            counts[name] += 1
-        for node in ast.walk(stmt):
-            if isinstance(node, ast.Global):
-                for name in node.names:
-                    counts[name] += 2
+        found = facts[id(stmt)]
+        counts.update(found.bound)
+        counts.update(dict.fromkeys(found.declared_global, 2))
     return counts
 
 
@@ -213,32 +293,6 @@ def import_bindings(stmt: ast.Import | ast.ImportFrom) -> list[tuple[str, str]]:
             key = f"{'.' * stmt.level}{stmt.module or ''}:{alias.name}"
         found.append((name, key))
     return found
-
-
-def bound_names(stmt: ast.stmt) -> set[str]:
-    """Module-level names one statement binds (stores, dels, defs, imports, except, match)."""
-    names: set[str] = set()
-    for node in executed_nodes(stmt):
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store | ast.Del):
-            names.add(node.id)
-        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            names.add(node.name)
-        elif isinstance(node, ast.Import | ast.ImportFrom):
-            names.update(name for name, _ in import_bindings(node))
-        elif isinstance(node, ast.ExceptHandler | ast.MatchAs | ast.MatchStar) and node.name:
-            names.add(node.name)
-        elif isinstance(node, ast.MatchMapping) and node.rest:
-            names.add(node.rest)
-    return names
-
-
-def is_dynamic(statements: Iterable[ast.stmt]) -> bool:
-    """Code that binds names no static reading can see (exec, globals(), magics)."""
-    return any(
-        isinstance(node, ast.Name) and node.id in _DYNAMIC
-        for stmt in statements
-        for node in ast.walk(stmt)
-    )
 
 
 def imports_stdlib_only(stmt: ast.Import | ast.ImportFrom) -> bool:
