@@ -532,7 +532,10 @@ def _movable(
     futures = {
         id(n)
         for c, n in statements
-        if c.index in in_steps and isinstance(n, ast.ImportFrom) and n.module == "__future__"
+        if c.index in in_steps
+        and isinstance(n, ast.ImportFrom)
+        and n.module == "__future__"
+        and _alone_on_its_lines(n, c)
     }
     if any(facts[id(n)].dynamic for n in nodes):
         return futures

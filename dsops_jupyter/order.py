@@ -56,6 +56,7 @@ _IMPORT_STATE_CALLS = (
     "__import__",
     "setattr",
     "get_ipython",
+    "_dsops_writefile",  # %%writefile, as ipysyntax writes it
 )
 _IMPORT_STATE_PREFIXES = tuple(p for p in _IMPORT_STATE_CALLS if p.endswith("."))
 # Method names that write files (``Path(...).write_text``, ``handle.write``, archives).

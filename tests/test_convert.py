@@ -690,6 +690,25 @@ def test_imports_after_a_side_effect_stay_in_their_step(tmp_path: Path) -> None:
     assert "import yaml" in [ast.unparse(n) for n in two.body]  # run again where it is used
 
 
+def test_a_module_written_by_writefile_is_imported_after_it(tmp_path: Path) -> None:
+    script, text = script_of(
+        tmp_path,
+        [
+            ("%%writefile probe_wf.py\nVALUE = 7\n", ["step:write"]),
+            ("import probe_wf\nprint(probe_wf.VALUE)", ["step:use"]),
+        ],
+    )
+    top = [ast.unparse(n) for n in ast.parse(text).body if isinstance(n, ast.Import)]
+    assert "import probe_wf" not in top
+    assert assert_ok(run_python(script, cwd=tmp_path)).stdout == "Writing probe_wf.py\n7\n"
+
+
+def test_steps_lists_computed_parameters(tmp_path: Path) -> None:
+    make_notebook(tmp_path / "c.ipynb", [("a = 1\nb = a * 2", ["parameters"]), "print(b)"])
+    done = assert_ok(dsops("steps", "c.ipynb", cwd=tmp_path))
+    assert "computed: b (code of the parameters cell, run as papermill runs it)" in done.stdout
+
+
 def test_ipython_syntax_becomes_what_ipython_runs(tmp_path: Path) -> None:
     """%%timeit cells, x? help and magic-looking text inside strings: each once refused, left
     as a syntax error or rewritten."""
