@@ -339,3 +339,16 @@ def test_every_corpus_notebook_records_its_origin() -> None:
         assert origin["license"] in LICENSES, f"{nb}: {origin['license']} is not redistributable"
         for name in origin.get("data", []):
             assert (CORPUS / nb).parent.joinpath(name).is_file(), f"{nb}: data {name} missing"
+
+
+def test_written_files_are_compared_as_data_where_bytes_may_differ() -> None:
+    """The comparison itself: equal data passes, a changed value fails, whatever the format."""
+    assert file_difference("m.json", b'{"a": 0.1, "b": [1, 2]}', b'{"b": [1, 2], "a": 0.1}') is None
+    assert file_difference("m.json", b'{"a": 0.3}', b'{"a": 0.30000000000000004}') is None
+    assert file_difference("m.json", b'{"a": 0.3}', b'{"a": 0.31}') is not None
+    assert file_difference("m.json", b'{"a": 1}', b'{"a": true}') is not None
+    assert file_difference("t.csv", b"x,y\n1,0.5\n", b"x,y\n1.0,0.5000000000000001\n") is None
+    assert file_difference("t.csv", b"x,y\n1,0.5\n", b"x,y\n1,0.6\n") is not None
+    assert file_difference("t.txt", b"a", b"b") is not None
+    assert file_difference("plot.png", b"a", b"b") is None
+    assert file_difference("model.bin", b"a", b"b", presence_only=True) is None
