@@ -214,26 +214,31 @@ def file_differences(expected: dict[str, bytes], got: dict[str, bytes], notebook
 
 
 def failing_cell(outcome: Outcome) -> tuple[int, str]:
-    """The index and error name of the cell papermill stopped at.
+    """The index and error name of the cell papermill blames.
 
-    The error name comes from the cell's error output, or, for errors IPython prints instead
-    of raising (an unknown magic's UsageError), from the last ``Name: message`` line it printed.
+    That is the cell papermill marked failed or, when nbclient ran on past an error (a cell
+    tagged ``raises-exception``), the first cell holding an error output: papermill raises for
+    it after the run. The error name comes from the error output, or, for errors IPython prints
+    instead of raising (an unknown magic's UsageError), from the last ``Name: message`` line.
     """
     assert outcome.executed, "papermill failed and kept no executed notebook"
     executed = json.loads(outcome.executed.read_bytes())
     original = json.loads((CORPUS / outcome.notebook).read_bytes())
-    for cell in executed["cells"]:
-        if cell.get("metadata", {}).get("papermill", {}).get("status") != "failed":
-            continue
-        source = "".join(cell["source"])
-        index = next(i for i, c in enumerate(original["cells"]) if "".join(c["source"]) == source)
-        outputs = cell.get("outputs", [])
-        names = [o["ename"] for o in outputs if o.get("output_type") == "error"]
-        printed = "".join("".join(o.get("text", "")) for o in outputs if o.get("name") == "stderr")
-        names += re.findall(r"^(\w+): ", printed, flags=re.MULTILINE)[-1:]
-        assert names, f"cell {index + 1} failed without naming an error"
-        return index, names[0]
-    raise AssertionError("papermill failed but no cell is marked failed")
+    code = [c for c in executed["cells"] if c.get("cell_type") == "code"]
+    failed = [
+        c for c in code if c.get("metadata", {}).get("papermill", {}).get("status") == "failed"
+    ]
+    erred = [c for c in code if any(o.get("output_type") == "error" for o in c.get("outputs", []))]
+    assert failed or erred, "papermill failed but no cell failed"
+    cell = (failed or erred)[0]
+    source = "".join(cell["source"])
+    index = next(i for i, c in enumerate(original["cells"]) if "".join(c["source"]) == source)
+    outputs = cell.get("outputs", [])
+    names = [o["ename"] for o in outputs if o.get("output_type") == "error"]
+    printed = "".join("".join(o.get("text", "")) for o in outputs if o.get("name") == "stderr")
+    names += re.findall(r"^(\w+): ", printed, flags=re.MULTILINE)[-1:]
+    assert names, f"cell {index + 1} failed without naming an error"
+    return index, names[0]
 
 
 def blames_a_notebook_line(message: str, outcome: Outcome) -> bool:
