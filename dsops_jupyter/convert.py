@@ -15,7 +15,7 @@ from dsops_jupyter import flow
 from dsops_jupyter.config import Config, load_config
 from dsops_jupyter.errors import ConversionError
 from dsops_jupyter.fsutil import write_files
-from dsops_jupyter.ipysyntax import WRITEFILE_HELPER
+from dsops_jupyter.ipysyntax import TIME_HELPER, TIMEIT_HELPER, WRITEFILE_HELPER
 from dsops_jupyter.notebook import Cell, Pipeline, Step, indent_code, read_pipeline
 from dsops_jupyter.spec import SCRIPT_FORMAT, spec_bytes, spec_digest
 
@@ -42,6 +42,46 @@ def display(*objs, **kwargs):
     for obj in objs:
         print(obj)
 """
+_TIMING = f'''
+
+import time as _time
+
+
+def _dsops_format_time(seconds):
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("\u00b5s", 1e-6), ("ns", 1e-9)):
+        if seconds >= scale or unit == "ns":
+            return f"{{seconds / scale:.3g}} {{unit}}"
+
+
+class {TIME_HELPER}:
+    """%time / %%time in plain Python: a clock started before the code; stop() prints IPython's
+    two timing lines (not reached when the code fails, as in IPython)."""
+
+    def __init__(self):
+        self.wall, self.cpu = _time.perf_counter(), _os.times()
+
+    def stop(self):
+        wall, cpu = _time.perf_counter() - self.wall, _os.times()
+        user, system = cpu.user - self.cpu.user, cpu.system - self.cpu.system
+        print(
+            f"CPU times: user {{_dsops_format_time(user)}}, sys: "
+            f"{{_dsops_format_time(system)}}, total: {{_dsops_format_time(user + system)}}"
+        )
+        print(f"Wall time: {{_dsops_format_time(wall)}}")
+
+    def value(self, compute):
+        result = compute()
+        self.stop()
+        return result
+
+
+def {TIMEIT_HELPER}(body):
+    """%timeit in plain Python: the body runs once (IPython repeats it), one timing line."""
+    start = _time.perf_counter()
+    body()
+    spent = _dsops_format_time(_time.perf_counter() - start)
+    print(f"{{spent}} \u00b1 0 ns per loop (mean \u00b1 std. dev. of 1 run, 1 loop each)")
+'''
 # A kernel imports modules from the folder it started in (papermill: the notebook's): so does
 # the script, or `%%writefile mylib.py` then `import mylib` would work only in the notebook.
 _KERNEL_PATH = "if _os.getcwd() not in _sys.path:\n    _sys.path.insert(1, _os.getcwd())\n"
@@ -190,8 +230,11 @@ def render_script(pipeline: Pipeline, notebook: str, keep_magics: bool = False) 
     cells = _converted_cells(pipeline)
     if keep_magics and any(cell.unsupported or cell.magic_code for cell in cells):
         parts.append(_IPYTHON_SHIM)
-    if any(WRITEFILE_HELPER in code for step in pipeline.steps for _, code in step.body):
+    bodies = [code for step in pipeline.steps for _, code in step.body]
+    if any(WRITEFILE_HELPER in code for code in bodies):
         parts.append(_WRITEFILE)
+    if any(TIME_HELPER in code for code in bodies):  # also the prefix of TIMEIT_HELPER
+        parts.append(_TIMING)
     parts += [f"\n# cell {index + 1}\n{code.strip()}\n" for index, code in shared]
     parts.append(_parameters_table(pipeline))
     parts += [_step_function(step, keep_magics) for step in pipeline.steps]

@@ -4,10 +4,11 @@ IPython's own transformer (``TransformerManager.transform_cell``, as nbconvert u
 cell into Python that calls ``get_ipython()``; each call is then replaced by what the magic
 does to the namespace, where plain Python can do it:
 
-- ``%time``/``%%time`` run their code in place (IPython runs it in the user namespace);
+- ``%time``/``%%time`` run their code in place (IPython runs it in the user namespace) and
+  print IPython's two timing lines;
   ``%timeit``/``%%timeit`` run their code once inside a function of its own, as IPython's
   timer does, so its assignments do not persist (IPython repeats it a number of times it picks
-  by timing; the script runs it once);
+  by timing; the script runs it once), and print one line "... per loop (...)";
 - ``%%writefile`` writes the same file with the same message;
 - display-only magics (``%matplotlib``, ``%config``, ``x?`` help) are dropped;
 - extension magics (``%load_ext``, ``%autoreload``) are dropped, or kept with --keep-magics;
@@ -31,7 +32,11 @@ DISPLAY_MAGICS = frozenset(
 )
 EXTENSION_MAGICS = frozenset({"load_ext", "reload_ext", "unload_ext", "autoreload", "aimport"})
 WRITEFILE_HELPER = "_dsops_writefile"
+TIME_HELPER = "_dsops_time"  # a clock: .stop() prints IPython's two timing lines
+TIME_CLOCK = "_dsops_clock"
+TIMEIT_HELPER = "_dsops_timeit_once"  # runs the body once, prints a timeit line
 TIMEIT_FUNCTION = "_dsops_timeit"
+HELPERS = (WRITEFILE_HELPER, TIME_HELPER, TIMEIT_HELPER)
 _DSOPS_LINE = re.compile(
     r"^\s*(%(load_ext|reload_ext|unload_ext)\s+dsops_jupyter\s*$|%%?dsops\b)", re.MULTILINE
 )
@@ -115,15 +120,25 @@ def _translate_cell_magic(source: str, name: str, line: str, body: str) -> Trans
     lines = source.split("\n")
     first = next(i for i, text in enumerate(lines) if text.strip().startswith("%%"))
     pad = "\n" * (first + 1)  # the body keeps its line numbers in the cell
-    if name == "time" or (name == "capture" and not line.strip()) or name == "dsops":
+    if (name == "capture" and not line.strip()) or name == "dsops":
         inner = translate(body)
         return Translation(pad + inner.code, pad + inner.kept, inner.unsupported)
+    if name == "time":  # the body stays top-level code: its imports and defs still move
+        inner = translate(body)
+        start = "\n" * first + f"{TIME_CLOCK} = {TIME_HELPER}()\n"
+        stop = f"\n{TIME_CLOCK}.stop()\n"
+        return Translation(
+            start + inner.code.rstrip("\n") + stop,
+            start + inner.kept.rstrip("\n") + stop,
+            inner.unsupported,
+        )
     if name == "timeit":
         inner = translate(body)
         setup = _TIMEIT_OPTION.sub("", " " + line).strip()
+        quiet = "-q" in line.split()
         return Translation(
-            pad + _timeit_code(setup, inner.code),
-            pad + _timeit_code(setup, inner.kept),
+            pad + _timeit_code(setup, inner.code, quiet=quiet),
+            pad + _timeit_code(setup, inner.kept, quiet=quiet),
             inner.unsupported,
         )
     if name == "writefile":
@@ -135,13 +150,14 @@ def _translate_cell_magic(source: str, name: str, line: str, body: str) -> Trans
     return Translation(code, code, [lines[first].strip()])
 
 
-def _timeit_code(setup: str, body: str, indent: str = "") -> str:
+def _timeit_code(setup: str, body: str, indent: str = "", *, quiet: bool = False) -> str:
     """IPython times the code inside a function: it reads the namespace, binds nothing in it."""
     inner = "\n".join(part for part in (setup, body.strip("\n")) if part.strip()) or "pass"
+    run = f"{TIMEIT_FUNCTION}()" if quiet else f"{TIMEIT_HELPER}({TIMEIT_FUNCTION})"
     lines = [
-        f"def {TIMEIT_FUNCTION}():  # %timeit: a scope of its own, as in IPython",
+        f"def {TIMEIT_FUNCTION}():  # IPython times the code in a scope of its own",
         indent_code(inner),
-        f"{TIMEIT_FUNCTION}()",
+        run,
         f"del {TIMEIT_FUNCTION}",
     ]
     return "\n".join(lines).replace("\n", "\n" + indent) if indent else "\n".join(lines)
@@ -192,11 +208,16 @@ class _Rewriter:
     ) -> tuple[ast.AST, str] | None:
         name, line = [*args, "", ""][:2] if kind == "run_line_magic" else ("", "")
         if kind == "run_line_magic" and name == "time" and _parses(line, statement):
-            return (statement or call), line if statement else f"({line})"
+            if statement is None:
+                return call, f"{TIME_HELPER}().value(lambda: ({line}))"
+            indent = " " * statement.col_offset
+            start = f"{TIME_CLOCK} = {TIME_HELPER}()"
+            return statement, f"{start}\n{indent}{line}\n{indent}{TIME_CLOCK}.stop()"
         if kind == "run_line_magic" and name == "timeit" and statement is not None:
             code = _TIMEIT_OPTION.sub("", " " + line).strip()
             if "-o" not in line.split() and _parses(code, statement):
-                return statement, _timeit_code("", code, " " * statement.col_offset)
+                quiet = "-q" in line.split()
+                return statement, _timeit_code("", code, " " * statement.col_offset, quiet=quiet)
         drop = kind == "run_line_magic" and (
             name in DISPLAY_MAGICS
             or name == "dsops"

@@ -41,7 +41,7 @@ PARAMETERS_CELL_FUNCTION = "_parameters_cell"
 ZERO_CONFIG_STEP = "main"
 # Names a notebook may read without defining them (IPython's namespace, our display fallback).
 KNOWN_NAMES = frozenset(
-    {"display", "get_ipython", "In", "Out", "_", "__", "___", ipysyntax.WRITEFILE_HELPER}
+    {"display", "get_ipython", "In", "Out", "_", "__", "___", *ipysyntax.HELPERS}
 )
 
 
