@@ -523,23 +523,40 @@ def _split_cell(cell: Cell, hoist_ids: set[int]) -> tuple[str, list[tuple[ast.st
     return kept, moved
 
 
+# Parameter types whose values cannot change in place: never passed on as changed.
+IMMUTABLE_TYPES = frozenset({"int", "float", "str", "bool"})
+
+
 def _analyse_flow(pipeline: Pipeline) -> None:
-    """Fill reads/writes/inputs/outputs and dependencies; order steps; detect cycles."""
+    """Fill reads/writes/inputs/outputs and dependencies; order steps; detect cycles.
+
+    A step that may change a value it reads in place writes it (see dsops_jupyter.flow), so
+    the steps reading it later get the changed value from that step and depend on it.
+    """
     param_names = {p.name for p in pipeline.parameters}
+    mutable_params = {p.name for p in pipeline.parameters if p.type not in IMMUTABLE_TYPES}
     module_names = pipeline.module_names
     known = flow.BUILTINS | module_names | KNOWN_NAMES
     by_index = {c.index: c for c in pipeline.cells}
+    context = flow.Context()  # imports and notebook functions, seen in notebook order
     module = flow.scan(
-        [n for c in pipeline.cells for n in (c.tree.body if c.role == "shared" else c.hoisted)]  # type: ignore[union-attr]
+        [n for c in pipeline.cells for n in (c.tree.body if c.role == "shared" else c.hoisted)],  # type: ignore[union-attr]
+        context=context,
     )
     pipeline.free_reads.update(module.reads)
-    pipeline.bound_names.update(module.writes)
+    pipeline.bound_names.update(module.binds)
     last_writer: dict[str, str] = {}
     for step in pipeline.steps:  # notebook order defines who wrote a name last
-        names = flow.scan([n for i in step.cells for n in by_index[i].kept])
+        names = flow.scan([n for i in step.cells for n in by_index[i].kept], context=context)
         pipeline.free_reads.update(names.reads)
-        pipeline.bound_names.update(names.writes)
-        step.writes = [n for n in names.writes if n not in module_names]
+        pipeline.bound_names.update(names.binds)
+        binds = set(names.binds)
+        step.writes = [
+            n
+            for n in names.writes
+            if n not in module_names
+            and (n in binds or n in last_writer or n in mutable_params)  # changed in place
+        ]
         for name in names.reads:
             if name in last_writer:
                 step.inputs.append((name, last_writer[name]))

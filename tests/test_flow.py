@@ -61,8 +61,9 @@ def test_function_body_contributes_only_free_names() -> None:
 
 
 def test_class_and_decorators() -> None:
-    reads, writes = names("@register(kind)\nclass Model(Base):\n    size = width\n")
-    assert set(reads) == {"register", "kind", "Base", "width"}
+    code = "@registry.register(kind)\nclass Model(Base):\n    size = width\n"
+    reads, writes = names(code)
+    assert set(reads) == {"registry", "kind", "Base", "width"}
     assert writes == ["Model"]
 
 
