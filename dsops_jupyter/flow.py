@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from dsops_jupyter.errors import CycleError
 
 BUILTINS = frozenset(dir(builtins)) | {"__file__", "__name__"}
+Roots = dict[str, None]  # an ordered set of names: scans give the same order every time
 
 # Methods that change their receiver whatever is done with their result; their arguments are
 # only read.
@@ -99,6 +100,8 @@ VIEW_CALLS = frozenset(
         *("__iter__", "__next__", "fit"),
     }
 )
+# Names IPython gives a notebook whose calls change nothing.
+KNOWN_PURE_NAMES = frozenset({"display"})
 COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
 
 
@@ -115,7 +118,7 @@ class Summary:
     parameters: frozenset[str] = frozenset()  # every parameter name
     vararg: str | None = None
     kwarg: str | None = None
-    mutated: frozenset[str] = frozenset()  # parameters and notebook names changed in place
+    mutated: tuple[str, ...] = ()  # parameters and notebook names changed in place, in order
 
 
 @dataclass
@@ -169,14 +172,14 @@ class _Scanner(ast.NodeVisitor):
         self.names = names
         self.bound = bound
         self.context = context
-        self.aliases: dict[str, set[str]] = {}
+        self.aliases: dict[str, Roots] = {}
 
     # -- aliases and in-place changes ---------------------------------------------------------
-    def _roots(self, node: ast.AST | None) -> set[str]:
-        """Outside values that ``node``'s value may be, or hold, or be a part of."""
+    def _roots(self, node: ast.AST | None) -> Roots:
+        """Outside values that ``node``'s value may be, or hold, or be a part of (in order)."""
         if isinstance(node, ast.Name):
-            own = set() if node.id in self.bound else {node.id}
-            return own | self.aliases.get(node.id, set())
+            own: Roots = {} if node.id in self.bound else {node.id: None}
+            return {**own, **self.aliases.get(node.id, {})}
         if isinstance(node, ast.Attribute | ast.Subscript | ast.Starred | ast.Await):
             return self._roots(node.value)
         if isinstance(node, ast.NamedExpr):
@@ -192,22 +195,31 @@ class _Scanner(ast.NodeVisitor):
             parts = [node.body, node.orelse]
         elif isinstance(node, COMPREHENSIONS):
             parts = [gen.iter for gen in node.generators]
-        return set().union(*map(self._roots, parts))
+        return self._all_roots(parts)
 
-    def _call_roots(self, call: ast.Call) -> set[str]:
+    def _all_roots(self, nodes: Iterable[ast.AST | None]) -> Roots:
+        found: Roots = {}
+        for node in nodes:
+            found.update(self._roots(node))
+        return found
+
+    def _call_roots(self, call: ast.Call) -> Roots:
         """What a call's result may share: views return their source, unknown code anything."""
         func = call.func
         arguments = [*call.args, *(k.value for k in call.keywords)]
         if isinstance(func, ast.Attribute):
             if func.attr not in VIEW_CALLS:
-                return set()  # library and method results are new values
-            return self._roots(func.value) | set().union(*map(self._roots, arguments))
-        if isinstance(func, ast.Name) and func.id not in self.context.functions:
-            if func.id in self.context.modules or func.id in FRESH_BUILTINS:
-                return set()
-            if func.id in PURE_CALLS:
-                return set()
-        return set().union(*map(self._roots, arguments))
+                return {}  # library and method results are new values
+            if self._is_namespace(func.value):  # np.asarray(a)
+                return self._all_roots(arguments[:1])
+            return self._all_roots([func.value, *arguments[1:]])  # d.get(k, default)
+        if (
+            isinstance(func, ast.Name)
+            and func.id not in self.context.functions
+            and (func.id in self.context.modules or func.id in FRESH_BUILTINS)
+        ):
+            return {}  # library results are new values
+        return self._all_roots(arguments)
 
     def _mutate(self, node: ast.AST | None) -> None:
         """``node``'s value may be changed in place: so are the outside values it holds."""
@@ -215,10 +227,10 @@ class _Scanner(ast.NodeVisitor):
             if name not in self.context.modules and name not in BUILTINS:
                 self.names.mutate(name)
 
-    def _alias(self, target: ast.AST, roots: set[str]) -> None:
+    def _alias(self, target: ast.AST, roots: Roots) -> None:
         """Bind the names in ``target`` as aliases of ``roots``; a container store adds them."""
         if isinstance(target, ast.Name):
-            self.aliases[target.id] = set(roots)
+            self.aliases[target.id] = dict(roots)
         elif isinstance(target, ast.Tuple | ast.List):
             for element in target.elts:
                 self._alias(element, roots)
@@ -229,37 +241,37 @@ class _Scanner(ast.NodeVisitor):
             while isinstance(base, ast.Attribute | ast.Subscript):
                 base = base.value
             if isinstance(base, ast.Name) and roots:
-                self.aliases.setdefault(base.id, set()).update(roots)
+                self.aliases[base.id] = {**self.aliases.get(base.id, {}), **roots}
 
     def _call_mutations(self, call: ast.Call, *, discarded: bool) -> None:
         """Apply the module docstring's rule to one call."""
         func = call.func
         arguments: list[ast.expr] = [*call.args, *(k.value for k in call.keywords)]
-        if isinstance(func, ast.Name) and func.id in self.context.functions:
-            self._summary_mutations(self.context.functions[func.id], call)
-            return
-        name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
-        inplace = any(
-            k.arg == "inplace" and not (isinstance(k.value, ast.Constant) and not k.value.value)
-            for k in call.keywords
-        )
-        if is_pure_call(name) and not inplace:
-            return
+        changed: list[ast.expr] = []
         if isinstance(func, ast.Name):
-            if func.id in self.context.modules:  # an imported function
-                changed = arguments if discarded else []
-            elif func.id in BUILTINS and func.id not in self.bound:
-                changed = arguments[:1] if func.id in MUTATING_BUILTINS - {"exec", "eval"} else []
-                changed = arguments if func.id in ("exec", "eval") else changed
-            else:  # a value the analysis cannot see through
+            callee = func.id
+            if callee in self.context.functions:
+                self._summary_mutations(self.context.functions[callee], call)
+            elif callee in self.context.modules:  # an imported function
+                changed = arguments if discarded and not is_pure_call(callee) else []
+            elif callee in BUILTINS and callee not in self.bound:
+                changed = arguments[:1] if callee in MUTATING_BUILTINS else []
+                changed = arguments if callee in ("exec", "eval") else changed
+            elif callee not in KNOWN_PURE_NAMES:  # a value the analysis cannot see through
                 changed = arguments
         elif isinstance(func, ast.Attribute):
+            method = func.attr
+            inplace = any(
+                k.arg == "inplace" and not (isinstance(k.value, ast.Constant) and not k.value.value)
+                for k in call.keywords
+            )
             if self._is_namespace(func.value):  # np.random.shuffle(x), sys.path.append(p)
-                changed = arguments if discarded and name not in MUTATING_METHODS else []
-            elif inplace or name in MUTATING_METHODS:
+                if discarded and method not in MUTATING_METHODS and not is_pure_call(method):
+                    changed = arguments
+            elif inplace or method in MUTATING_METHODS:
                 changed = [func.value]
-            else:
-                changed = [func.value, *arguments] if discarded else []
+            elif discarded and not is_pure_call(method):
+                changed = [func.value, *arguments]
         else:  # fns[0](x), make()(x): cannot tell
             changed = arguments
         for node in changed:
@@ -275,9 +287,10 @@ class _Scanner(ast.NodeVisitor):
 
     def _summary_mutations(self, summary: Summary, call: ast.Call) -> None:
         """A notebook function changes the arguments its body changes, and notebook names."""
-        for name in summary.mutated - summary.parameters:
-            self._mutate(ast.Name(id=name, ctx=ast.Load()))
-        changes_a_parameter = bool(summary.mutated & summary.parameters)
+        for name in summary.mutated:
+            if name not in summary.parameters:
+                self._mutate(ast.Name(id=name, ctx=ast.Load()))
+        changes_a_parameter = any(name in summary.parameters for name in summary.mutated)
         for index, arg in enumerate(call.args):
             if isinstance(arg, ast.Starred):
                 parameter = summary.vararg if changes_a_parameter else None
@@ -496,12 +509,12 @@ def summarise(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef, conte
     scanner = _Scanner(inner, set(), scope)
     for stmt in function.body:  # type: ignore[union-attr]
         scanner.visit(stmt)
-    mutated = set(inner.mutated)
+    mutated = tuple(inner.mutated)
     if isinstance(node, ast.ClassDef) and positional:  # self is the new object
-        mutated.discard(positional[0])
+        mutated = tuple(name for name in mutated if name != positional[0])
         positional = positional[1:]
     names = {*everything, *(n for n in (vararg, kwarg) if n)}
-    return Summary(positional, frozenset(names), vararg, kwarg, frozenset(mutated))
+    return Summary(positional, frozenset(names), vararg, kwarg, mutated)
 
 
 def _defaults(args: ast.arguments) -> list[ast.expr]:
