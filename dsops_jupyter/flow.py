@@ -15,7 +15,7 @@ passes the value on (an extra artifact is cheap, a wrong answer is not). The rul
   whether or not its result is used.
 - A call whose result is dropped (a statement of its own) changes its receiver and every value
   passed to it, unless its name says it only shows, saves, copies or queries (``PURE_CALLS``,
-  names containing ``plot``, or starting with ``to_``, ``save``, ``assert``, ``log_``):
+  names containing ``plot``, or starting with one of ``PURE_PREFIXES``: ``to_``, ``is``, ...):
   ``random.shuffle(deck)``, ``rng.shuffle(x)`` and ``helper(rows)`` change their arguments,
   ``print(df.head())``, ``plt.plot(x)``, ``df.to_csv(p)`` change nothing. Builtins change nothing
   except ``next``, ``setattr``, ``delattr``, ``exec`` and ``eval``.
@@ -28,7 +28,9 @@ passes the value on (an extra artifact is cheap, a wrong answer is not). The rul
   ``x = rows[0]``, ``x = d.get(k)``, ``y = arr.reshape(...)``, ``pair = [rows, other]``) changes
   that value when it is changed. Results of library calls are taken as new values, ``copy()``
   included, and so are the results of arithmetic (``rows + more`` shares elements: not seen).
-- Modules, and names no earlier step or parameter supplies, are never passed on.
+- Modules (names bound by ``import``), notebook definitions hoisted to module level, names no
+  earlier step or parameter supplies, and ``int``/``float``/``str``/``bool`` parameters never
+  changed by a step are never passed on as changed.
 """
 
 from __future__ import annotations
@@ -76,9 +78,14 @@ PURE_CALLS = frozenset(
         *("xticks", "yticks", "set_xticks", "set_yticks", "savefig", "manual_seed"),
         *("set_seed", "makedirs", "mkdir", "rmtree", "copyfile", "copytree", "move"),
         *("unlink", "chdir", "sleep", "exists", "touch", "write_text", "write_bytes"),
+        *("tolist", "toarray", "todense", "tobytes", "select_dtypes", "corrcoef", "quantile"),
+        *("idxmax", "idxmin", "argmax", "argmin", "argsort", "cumsum", "cumprod", "diff"),
+        *("shift", "rolling", "resample", "mode", "prod", "dot", "matmul", "allclose"),
+        *("crosstab", "concat", "split", "strip", "lower", "upper", "startswith", "endswith"),
+        "find",
     }
 )
-PURE_PREFIXES = ("to_", "save", "assert", "log_")
+PURE_PREFIXES = ("to_", "save", "assert", "log_", "print", "show", "read_", "get_", "is", "has")
 # Builtins that change an argument; every other builtin changes nothing.
 MUTATING_BUILTINS = frozenset({"next", "setattr", "delattr", "exec", "eval"})
 # Builtins whose result is a new value holding no part of their arguments.

@@ -191,6 +191,11 @@ def test_in_place_changes_are_writes(code: str, mutated: list[str]) -> None:
         "f = lambda r: r.append(1)",
         "for i in range(n):\n    i += 1",
         "[print(v) for v in vals]",
+        "df.columns.tolist()",
+        "df.isna().sum()",
+        "import numpy as np\nnp.unique(arr)",
+        "import pandas as pd\npd.get_dummies(df)",
+        "df.select_dtypes('number')",
     ],
 )
 def test_reading_only_changes_nothing(code: str) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from dsops_jupyter.notebook import read_pipeline
-from tests.helpers import RESULTS, three_way
+from tests.helpers import RESULTS, assert_ok, dsops, three_way
 
 PROBES = Path(__file__).parent / "corpus" / "probes"
 MUTATION_PROBES = sorted(p.name for p in PROBES.glob("mutation_*.ipynb"))
@@ -47,6 +47,15 @@ def test_the_mutating_step_passes_the_value_on(probe: str) -> None:
     assert mutator in pipeline.step(reader).depends_on
     order = [s.name for s in pipeline.steps]
     assert order.index(mutator) < order.index(reader)
+
+
+def test_dsops_steps_shows_the_mutating_step_as_writer(tmp_path: Path) -> None:
+    shown = assert_ok(dsops("steps", PROBES / "mutation_loop_alias.ipynb", cwd=tmp_path)).stdout
+    derive = shown.split("derive", 1)[1].split("report", 1)[0]
+    assert "reads: rows" in derive
+    assert "writes: rows" in derive
+    report = shown.split("report", 1)[1]
+    assert "needs: derive" in report
 
 
 @pytest.fixture(scope="module")
