@@ -44,6 +44,7 @@ from dsops_jupyter.errors import CycleError
 
 BUILTINS = frozenset(dir(builtins)) | {"__file__", "__name__"}
 Roots = dict[str, None]  # an ordered set of names: scans give the same order every time
+Definition = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
 
 # Methods that change their receiver whatever is done with their result; their arguments are
 # only read.
@@ -133,7 +134,16 @@ class Context:
     """What scans in notebook order share: imported names and the notebook's own callables."""
 
     modules: set[str] = field(default_factory=set)  # bound by import: never passed on
-    functions: dict[str, Summary] = field(default_factory=dict)
+    functions: dict[str, Definition] = field(default_factory=dict)
+    summaries: dict[int, Summary] = field(default_factory=dict)  # by id of the definition
+
+    def summary(self, name: str) -> Summary:
+        """What calling ``name`` may change; a body is read the first time it is called."""
+        node = self.functions[name]
+        if id(node) not in self.summaries:
+            self.summaries[id(node)] = Summary()  # a recursive call changes nothing more
+            self.summaries[id(node)] = summarise(node, self)
+        return self.summaries[id(node)]
 
 
 @dataclass
@@ -258,7 +268,7 @@ class _Scanner(ast.NodeVisitor):
         if isinstance(func, ast.Name):
             callee = func.id
             if callee in self.context.functions:
-                self._summary_mutations(self.context.functions[callee], call)
+                self._summary_mutations(self.context.summary(callee), call)
             elif callee in self.context.modules:  # an imported function
                 changed = arguments if discarded and not is_pure_call(callee) else []
             elif callee in BUILTINS and callee not in self.bound:
@@ -441,7 +451,7 @@ class _Scanner(ast.NodeVisitor):
             self.names.read(name, self.bound)
         self.names.write(node.name, self.bound)
         self.aliases.pop(node.name, None)
-        self.context.functions[node.name] = summarise(node, self.context)
+        self.context.functions[node.name] = node
 
     visit_AsyncFunctionDef = visit_FunctionDef
 
@@ -452,7 +462,7 @@ class _Scanner(ast.NodeVisitor):
             self.names.read(name, self.bound)
         self.names.write(node.name, self.bound)
         self.aliases.pop(node.name, None)
-        self.context.functions[node.name] = summarise(node, self.context)
+        self.context.functions[node.name] = node
 
     def visit_Lambda(self, node: ast.Lambda) -> None:
         for expr in _defaults(node.args):
@@ -498,7 +508,7 @@ class _Scanner(ast.NodeVisitor):
             self._call_mutations(node, discarded=False)
 
 
-def summarise(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef, context: Context):
+def summarise(node: Definition, context: Context) -> Summary:
     """What calling ``node`` may change: scan its body (a class: its ``__init__``)."""
     function = node
     if isinstance(node, ast.ClassDef):
@@ -512,7 +522,7 @@ def summarise(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef, conte
     vararg = args.vararg.arg if args.vararg else None
     kwarg = args.kwarg.arg if args.kwarg else None
     inner = Names()
-    scope = Context(set(context.modules), dict(context.functions))
+    scope = Context(set(context.modules), dict(context.functions), context.summaries)
     scanner = _Scanner(inner, set(), scope)
     for stmt in function.body:  # type: ignore[union-attr]
         scanner.visit(stmt)
