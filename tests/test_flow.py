@@ -311,3 +311,26 @@ def test_modules_and_unknown_names_are_never_passed_on(tmp_path: Path) -> None:
     )
     assert pipeline.step("b").writes == ["rows"]
     assert pipeline.step("c").inputs == [("rows", "b")]
+
+
+def test_a_step_that_changes_a_value_runs_after_the_earlier_readers(tmp_path: Path) -> None:
+    """``after:`` may pull a reader past the changing step; the script must not reorder them."""
+    cells = [
+        ("rows = [1]", ["step:a"]),
+        ("seen = list(rows)", ["step:peek", "after:late"]),
+        ("rows.append(2)", ["step:grow"]),
+        ("flag = 1", ["step:late"]),
+    ]
+    pipeline = pipeline_of(tmp_path, cells)
+    assert pipeline.step("grow").depends_on == ["a"]  # data and markers only
+    assert [s.name for s in pipeline.steps] == ["a", "late", "peek", "grow"]
+
+
+def test_an_after_marker_against_notebook_order_of_a_change_is_a_cycle(tmp_path: Path) -> None:
+    cells = [
+        ("rows = [1]", ["step:a"]),
+        ("seen = list(rows)", ["step:peek", "after:grow"]),
+        ("rows.append(2)", ["step:grow"]),
+    ]
+    with pytest.raises(CycleError, match="grow -> peek -> grow"):
+        pipeline_of(tmp_path, cells)
