@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from dsops_jupyter import flow, ipysyntax, order
-from dsops_jupyter.errors import MarkerError, NotebookError, ParameterError, UnknownStepError
+from dsops_jupyter.errors import (
+    CycleError,
+    MarkerError,
+    NotebookError,
+    ParameterError,
+    UnknownStepError,
+)
 from dsops_jupyter.ipysyntax import indent_code
 from dsops_jupyter.params import Parameter, read_parameters_cell
 from dsops_jupyter.spec import content_hash, source_of
@@ -379,19 +385,16 @@ def _dsops_lines_note(cells: list[Cell]) -> list[str]:
 def _depend_on_rebound_definitions(pipeline: Pipeline) -> None:
     """A step that runs another step's definition again still comes after that step: a
     papermill run of it alone (``dsops run --step``) must run the defining cell first."""
-    changed = False
+    position = {s.name: i for i, s in enumerate(pipeline.steps)}
     for step in pipeline.steps:
         for _, source, _ in step.rebound:
+            if position[source] > position[step.name]:
+                raise CycleError(
+                    f"step {step.name!r} uses a definition of step {source!r} but is ordered "
+                    f"before it (after: markers); remove the marker or move the definition"
+                )
             if source not in step.depends_on:
                 step.depends_on.append(source)
-                changed = True
-    if changed:
-        by_name = {s.name: s for s in pipeline.steps}
-        notebook_order = sorted(pipeline.steps, key=lambda s: s.cells[0])
-        names = flow.topological_order(
-            [s.name for s in notebook_order], {s.name: s.depends_on for s in pipeline.steps}
-        )
-        pipeline.steps = [by_name[name] for name in names]
 
 
 def _parameters(cells: list[Cell], where: str) -> tuple[list[Parameter], list[str]]:
