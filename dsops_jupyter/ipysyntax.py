@@ -40,6 +40,9 @@ HELPERS = (WRITEFILE_HELPER, TIME_HELPER, TIMEIT_HELPER)
 _DSOPS_LINE = re.compile(
     r"^\s*(%(load_ext|reload_ext|unload_ext)\s+dsops_jupyter\s*$|%%?dsops\b)", re.MULTILINE
 )
+_MARGIN_MAGIC = re.compile(r"%([A-Za-z_]\w*(?: .*)?)$")
+_NOT_SIMPLE = ("'''", '"""', "\\\n")  # a line may sit inside a string or continue another
+_CONTINUED = ("(", "[", "{", ",", "\\", "+", "-", "*", "/", "%", "=", ":", "|", "&")
 _TIMEIT_OPTION = re.compile(r"\s*-(?:[nrp]\s*\S+|[tcqo])(?=\s|$)")
 _MAGIC_CALLS = frozenset({"run_line_magic", "run_cell_magic", "system", "getoutput"})
 
@@ -77,17 +80,41 @@ def translate(source: str) -> Translation:
         pass
     if not any(mark in source for mark in "%!?"):
         return Translation(source, source)  # a plain syntax error, reported by the caller
-    from IPython.core.inputtransformer2 import TransformerManager
+    tree, transformed = _simple_line_magics(source)
+    if tree is None:
+        from IPython.core.inputtransformer2 import TransformerManager
 
-    transformed = TransformerManager().transform_cell(source)
-    try:
-        tree = ast.parse(transformed)
-    except SyntaxError:
-        return Translation(source, source)
+        transformed = TransformerManager().transform_cell(source)
+        try:
+            tree = ast.parse(transformed)
+        except SyntaxError:
+            return Translation(source, source)
     cell_magic = _whole_cell_magic(tree)
     if cell_magic is not None:
         return _translate_cell_magic(source, *cell_magic)
     return _Rewriter(source, transformed, tree).run()
+
+
+def _simple_line_magics(source: str) -> tuple[ast.Module | None, str]:
+    """IPython's transform of the commonest cell (``%matplotlib inline`` lines at the margin,
+    plain Python around them), without importing IPython (half a second), so ``check`` stays
+    fast. Anything less plain (strings over lines, continuations, ``!``, ``?``, indented
+    magics) returns None and goes to IPython's transformer."""
+    if any(mark in source for mark in _NOT_SIMPLE):
+        return None, source
+    lines = source.split("\n")
+    previous = ""
+    for number, line in enumerate(lines):
+        match = _MARGIN_MAGIC.match(line)
+        if match and not previous.rstrip().endswith(_CONTINUED):
+            name, _, args = match[1].partition(" ")
+            lines[number] = f"get_ipython().run_line_magic({name!r}, {args!r})"
+        previous = line if line.strip() else previous
+    transformed = "\n".join(lines) + ("" if source.endswith("\n") else "\n")
+    try:
+        return ast.parse(transformed), transformed
+    except SyntaxError:
+        return None, source
 
 
 def _whole_cell_magic(tree: ast.Module) -> tuple[str, str, str] | None:
