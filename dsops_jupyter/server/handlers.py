@@ -21,12 +21,15 @@ from tornado.web import HTTPError
 
 from dsops_jupyter.errors import DsopsError
 from dsops_jupyter.server.jobs import (
+    MAX_ERROR_CHARS,
     JobManager,
+    bounded,
     expected_stages,
     one_line,
     package_work,
     run_work,
 )
+from dsops_jupyter.server.paths import check_writes, inside
 
 AUTH_RESOURCE = "dsops"
 
@@ -37,10 +40,16 @@ OPTIONS: dict[str, tuple[tuple[type, ...], tuple[str, ...]]] = {
     "commit": ((bool,), ("package",)),
     "build": ((bool,), ("package",)),
     "smoke": ((bool,), ("package",)),
+    "force": ((bool,), ("package",)),
     "parameters": ((dict,), ("package", "run")),
     "steps": ((list,), ("run",)),
 }
 KINDS = ("package", "run")
+#: Default bound of a POST body (DsopsExtension.max_request_bytes): options are small.
+MAX_REQUEST_BYTES = 1024 * 1024
+#: Nesting a parameter value may have: deeper is no notebook's literal, and would only make
+#: the core and the kernel recurse.
+MAX_VALUE_DEPTH = 32
 
 
 class DsopsHandler(APIHandler):
@@ -62,10 +71,15 @@ class DsopsHandler(APIHandler):
             raise HTTPError(400, "missing 'path': a notebook path relative to the server root")
         if os.path.isabs(rel) or rel.startswith(("/", "\\")) or ".." in Path(rel).parts:
             raise HTTPError(403, f"path {rel!r} is outside the server root")
-        target = (self.root / rel).resolve()
-        if not target.is_relative_to(self.root):
-            raise HTTPError(403, f"path {rel!r} is outside the server root")
-        if not target.is_file():
+        try:
+            if not inside(self.root / rel, self.root):
+                raise HTTPError(403, f"path {rel!r} is outside the server root")
+            target = (self.root / rel).resolve()
+            found = target.is_file()
+        except (OSError, ValueError) as err:  # too long a name, a NUL byte, ...
+            reason = err.strerror if isinstance(err, OSError) else one_line(err)
+            raise HTTPError(400, f"cannot use path {rel!r}: {reason}") from None
+        if not found:
             raise HTTPError(404, f"no such notebook: {rel}")
         return target
 
@@ -94,7 +108,7 @@ class DsopsHandler(APIHandler):
         else:
             message = responses.get(status_code, "request refused")
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"error": one_line(message)}))
+        self.finish(json.dumps({"error": bounded(message, MAX_ERROR_CHARS)}))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         # User errors are expected answers, not server faults: one log line, no traceback.
@@ -144,6 +158,7 @@ class JobsHandler(DsopsHandler):
             raise HTTPError(400, f"unknown job kind {kind!r}; expected 'package' or 'run'")
         notebook = self.notebook_path(body.get("path"))
         options = check_options(kind, body.get("options", {}))
+        check_writes(notebook, self.root, kind, options)
         make = package_work if kind == "package" else run_work
         job = self.jobs.submit(
             kind,
@@ -154,10 +169,16 @@ class JobsHandler(DsopsHandler):
         self.write_json(job, status=202)
 
     def json_body(self) -> dict[str, Any]:
+        raw = self.request.body or b"{}"
+        limit = self.settings.get("dsops_max_request_bytes", MAX_REQUEST_BYTES)
+        if len(raw) > limit:
+            raise HTTPError(413, f"request body of {len(raw)} bytes is over the {limit} limit")
         try:
-            body = json.loads(self.request.body or b"{}")
+            body = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as err:
             raise HTTPError(400, f"request body is not valid JSON: {one_line(err)}") from err
+        except RecursionError:
+            raise HTTPError(400, "request body is not valid JSON: nested too deeply") from None
         if not isinstance(body, dict):
             raise HTTPError(400, "request body must be a JSON object")
         return body
@@ -191,9 +212,26 @@ def check_options(kind: str, options: Any) -> dict[str, Any]:
     steps = options.get("steps", [])
     if not all(isinstance(s, str) for s in steps):
         raise HTTPError(400, "option 'steps' must be a list of step names")
-    if not all(isinstance(k, str) for k in options.get("parameters", {})):
+    parameters = options.get("parameters", {})
+    if not all(isinstance(k, str) for k in parameters):
         raise HTTPError(400, "option 'parameters' must map names to values")
+    deep = next((k for k, v in parameters.items() if depth(v) > MAX_VALUE_DEPTH), None)
+    if deep is not None:
+        raise HTTPError(400, f"parameter {deep!r} is nested over {MAX_VALUE_DEPTH} levels deep")
     return {k: v for k, v in options.items() if kind in OPTIONS[k][1]}
+
+
+def depth(value: Any) -> int:
+    """How deeply lists and objects nest in a JSON value (iterative: no recursion limit)."""
+    deepest, todo = 0, [(value, 0)]
+    while todo:
+        item, level = todo.pop()
+        deepest = max(deepest, level)
+        if isinstance(item, dict):
+            todo.extend((v, level + 1) for v in item.values())
+        elif isinstance(item, list):
+            todo.extend((v, level + 1) for v in item)
+    return deepest
 
 
 def output_dir(notebook: Path, name: str) -> Path:
@@ -203,10 +241,13 @@ def output_dir(notebook: Path, name: str) -> Path:
     return load_config(notebook).package_dir(name)
 
 
-def setup_handlers(web_app: Any, root: Path, jobs: JobManager) -> None:
+def setup_handlers(
+    web_app: Any, root: Path, jobs: JobManager, max_request_bytes: int = MAX_REQUEST_BYTES
+) -> None:
     base = url_path_join(web_app.settings["base_url"], "dsops")
     web_app.settings["dsops_root"] = root
     web_app.settings["dsops_jobs"] = jobs
+    web_app.settings["dsops_max_request_bytes"] = max_request_bytes
     web_app.add_handlers(
         ".*$",
         [
