@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from dsops_jupyter import flow
-from dsops_jupyter.errors import MarkerError, NotebookError, ParameterError, UnknownStepError
+from dsops_jupyter.errors import (
+    MarkerError,
+    NotebookError,
+    ParameterError,
+    UnknownAfterError,
+    UnknownStepError,
+)
 from dsops_jupyter.params import Parameter, parse_parameters_cell
 from dsops_jupyter.spec import content_hash, source_of
 
@@ -422,7 +428,7 @@ def _group_steps(cells: list[Cell], where: str) -> list[Step]:
     for step in steps.values():
         for dep in step.after:
             if dep not in steps:
-                raise UnknownStepError(
+                raise UnknownAfterError(
                     f"{where}: step {step.name!r} is marked after:{dep}, but no step {dep!r} "
                     f"exists (steps: {', '.join(steps)})"
                 )

@@ -50,6 +50,8 @@ MAX_REQUEST_BYTES = 1024 * 1024
 #: Nesting a parameter value may have: deeper is no notebook's literal, and would only make
 #: the core and the kernel recurse.
 MAX_VALUE_DEPTH = 32
+#: Characters of a client's value quoted back in an error message.
+MAX_ECHO_CHARS = 200
 
 
 class DsopsHandler(APIHandler):
@@ -70,17 +72,17 @@ class DsopsHandler(APIHandler):
         if not isinstance(rel, str) or not rel.strip():
             raise HTTPError(400, "missing 'path': a notebook path relative to the server root")
         if os.path.isabs(rel) or rel.startswith(("/", "\\")) or ".." in Path(rel).parts:
-            raise HTTPError(403, f"path {rel!r} is outside the server root")
+            raise HTTPError(403, f"path {echo(rel)} is outside the server root")
         try:
             if not inside(self.root / rel, self.root):
-                raise HTTPError(403, f"path {rel!r} is outside the server root")
+                raise HTTPError(403, f"path {echo(rel)} is outside the server root")
             target = (self.root / rel).resolve()
             found = target.is_file()
         except (OSError, ValueError) as err:  # too long a name, a NUL byte, ...
             reason = err.strerror if isinstance(err, OSError) else one_line(err)
-            raise HTTPError(400, f"cannot use path {rel!r}: {reason}") from None
+            raise HTTPError(400, f"cannot use path {echo(rel)}: {reason}") from None
         if not found:
-            raise HTTPError(404, f"no such notebook: {rel}")
+            raise HTTPError(404, f"no such notebook: {echo(rel)}")
         return target
 
     def relative(self, path: Path) -> str:
@@ -155,7 +157,7 @@ class JobsHandler(DsopsHandler):
         body = self.json_body()
         kind = body.get("kind")
         if kind not in KINDS:
-            raise HTTPError(400, f"unknown job kind {kind!r}; expected 'package' or 'run'")
+            raise HTTPError(400, f"unknown job kind {echo(kind)}; expected 'package' or 'run'")
         notebook = self.notebook_path(body.get("path"))
         options = check_options(kind, body.get("options", {}))
         check_writes(notebook, self.root, kind, options)
@@ -192,7 +194,7 @@ class JobHandler(DsopsHandler):
     def get(self, job_id: str) -> None:
         job = self.jobs.get(job_id)
         if job is None:
-            raise HTTPError(404, f"no such job: {job_id}")
+            raise HTTPError(404, f"no such job: {echo(job_id)}")
         self.write_json(job)
 
 
@@ -204,11 +206,12 @@ def check_options(kind: str, options: Any) -> dict[str, Any]:
         raise HTTPError(400, "'options' must be a JSON object")
     for key, value in options.items():
         if key not in OPTIONS:
-            raise HTTPError(400, f"unknown option {key!r}; expected one of {', '.join(OPTIONS)}")
+            known = ", ".join(OPTIONS)
+            raise HTTPError(400, f"unknown option {echo(key)}; expected one of {known}")
         types, _kinds = OPTIONS[key]
         if not isinstance(value, types):
             names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
-            raise HTTPError(400, f"option {key!r} must be {names}, not {json.dumps(value)}")
+            raise HTTPError(400, f"option {key!r} must be {names}, not {echo(value)}")
     steps = options.get("steps", [])
     if not all(isinstance(s, str) for s in steps):
         raise HTTPError(400, "option 'steps' must be a list of step names")
@@ -219,6 +222,12 @@ def check_options(kind: str, options: Any) -> dict[str, Any]:
     if deep is not None:
         raise HTTPError(400, f"parameter {deep!r} is nested over {MAX_VALUE_DEPTH} levels deep")
     return {k: v for k, v in options.items() if kind in OPTIONS[k][1]}
+
+
+def echo(value: Any) -> str:
+    """A value the client sent, quoted for an error message and cut short (MAX_ECHO_CHARS),
+    so the reason after it stays readable and a huge value is not sent back."""
+    return bounded(json.dumps(value, default=str), MAX_ECHO_CHARS)
 
 
 def depth(value: Any) -> int:

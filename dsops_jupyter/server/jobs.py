@@ -144,6 +144,7 @@ class JobManager:
         self._jobs: dict[str, Job] = {}
         self._running: dict[str, tuple[Work, Future[None]]] = {}
         self._saved_at: dict[str, float] = {}
+        self._pending: dict[str, threading.Timer] = {}
         self._store = store
         self._max_log_lines = max(1, max_log_lines)
         self._stopping = False
@@ -242,8 +243,7 @@ class JobManager:
                 self._append_log(job, event.message.splitlines() or [""])
             elif event.kind == "result" and event.message:
                 self._append_log(job, [event.message])
-            if time.monotonic() - self._saved_at.get(job.id, 0.0) >= SAVE_INTERVAL:
-                self._save(job)
+            self._save_soon(job)
 
     def _append_log(self, job: Job, lines: list[str]) -> None:
         job.log.extend(bounded(line, MAX_LINE_CHARS, flat=False) for line in lines)
@@ -277,6 +277,23 @@ class JobManager:
         job.finished = job.finished or time.time()
         self._append_log(job, [f"error: {job.error}"])
         self._save(job)
+
+    def _save_soon(self, job: Job) -> None:
+        """Save now if the last save is old enough, else once SAVE_INTERVAL has passed: a
+        chatty cell costs a write a second, and a crash loses at most a second of log."""
+        wait = SAVE_INTERVAL - (time.monotonic() - self._saved_at.get(job.id, 0.0))
+        if wait <= 0:
+            self._save(job)
+        elif job.id not in self._pending:
+            timer = threading.Timer(wait, self._save_pending, args=(job,))
+            timer.daemon = True
+            self._pending[job.id] = timer
+            timer.start()
+
+    def _save_pending(self, job: Job) -> None:
+        with self._lock:
+            self._pending.pop(job.id, None)
+            self._save(job)
 
     def _save(self, job: Job) -> None:
         """Write the job's record to the store; the lock is held, so writes never reorder."""
