@@ -196,7 +196,8 @@ class JobManager:
         self._executor.shutdown(wait=False, cancel_futures=True)
         for work, _future in running:
             _call(work, "stop")
-        futures = [future for _work, future in running]
+        # A cancelled future never counts as done for wait(): leave the queued ones out.
+        futures = [future for _work, future in running if not future.cancelled()]
         _done, late = wait_futures(futures, timeout=max(0.0, timeout))
         for work, future in running:
             if future in late:
