@@ -17,13 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dsops_jupyter import flow
-from dsops_jupyter.errors import (
-    MarkerError,
-    NotebookError,
-    ParameterError,
-    UnknownAfterError,
-    UnknownStepError,
-)
+from dsops_jupyter.errors import MarkerError, NotebookError, ParameterError, UnknownStepError
 from dsops_jupyter.params import Parameter, parse_parameters_cell
 from dsops_jupyter.spec import content_hash, source_of
 
@@ -425,6 +419,8 @@ def _group_steps(cells: list[Cell], where: str) -> list[Step]:
         current.after.extend(a for a in cell.after if a not in current.after)
         for key, values in cell.extras.items():
             current.extras.setdefault(key, []).extend(values)
+    from dsops_jupyter.errors import UnknownAfterError  # a marker error: 400, not 404
+
     for step in steps.values():
         for dep in step.after:
             if dep not in steps:

@@ -492,3 +492,41 @@ async def test_force_overwrites_hand_edits_like_the_cli(jp_fetch, repo, git):
     assert job["result"]["tag"] == "dsops/wine/v1"
     status, reply = await post_job(jp_fetch, {**package, "options": {"force": "yes"}})
     assert_error(status, reply, 400, "'force'", "bool")
+
+
+MALFORMED_CELLS = {
+    "cell metadata as a list": {"metadata": []},
+    "cell metadata null": {"metadata": None},
+    "tags null": {"metadata": {"tags": None}},
+    "source as a list of ints": {"source": [1, 2]},
+    "a 3,000-term expression": {"source": "x = " + "1 + " * 3_000 + "1"},
+}
+
+
+@pytest.mark.parametrize("case", [*MALFORMED_CELLS, "kernelspec null", "nested JSON"])
+async def test_malformed_notebooks_answer_like_the_core(jp_fetch, jp_root_dir, case):
+    """Whatever the core raises as a DsopsError is that status with its one line; anything else
+    is a bug in dsops: 500 with a generic line (logged, never sent as a traceback)."""
+    from dsops_jupyter.errors import DsopsError
+    from dsops_jupyter.notebook import read_pipeline
+
+    cell = {"cell_type": "code", "metadata": {}, "source": "x = 1", "outputs": []}
+    cell.update(MALFORMED_CELLS.get(case, {}))
+    kernelspec = None if case == "kernelspec null" else {"name": "python3", "display_name": "P"}
+    nb = {"nbformat": 4, "nbformat_minor": 5, "metadata": {"kernelspec": kernelspec}}
+    text = json.dumps({**nb, "cells": [{**cell, "execution_count": None}]})
+    if case == "nested JSON":
+        text = '{"cells": ' + "[" * 5_000 + "]" * 5_000 + "}"
+    path = jp_root_dir / "bad.ipynb"
+    path.write_text(text, encoding="utf-8")
+    try:
+        read_pipeline(path)
+        expected = (200, None)
+    except DsopsError as err:
+        expected = (err.http_status, str(err))
+    except Exception:
+        expected = (500, "internal error in dsops; see the Jupyter server log")
+    status, reply = await fetch_json(jp_fetch, "dsops", "pipeline", params={"path": "bad.ipynb"})
+    assert status == expected[0], reply
+    if expected[1] is not None:
+        assert_error(status, reply, status, expected[1])
