@@ -55,6 +55,8 @@ MAX_VALUE_CHARS = 1000
 #: While a job runs, its log and progress reach the store at most this often (seconds).
 SAVE_INTERVAL = 1.0
 
+PACKAGE_PARENT = Path(__file__).resolve().parents[2]
+
 INTERRUPTED = "interrupted: the Jupyter server stopped while this job was {state}; start it again"
 
 
@@ -399,7 +401,9 @@ class ProcessWork:
                 [sys.executable, "-m", "dsops_jupyter.server.worker"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
-                cwd=self.job["root"],
+                # `-m` puts the cwd first on sys.path: the folder holding this very package, so
+                # the worker runs the server's dsops and no file in the user's root shadows it.
+                cwd=PACKAGE_PARENT,
                 start_new_session=True,  # a Ctrl-C in the server's terminal is the server's
             )
         assert process.stdin is not None and process.stdout is not None

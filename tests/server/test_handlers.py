@@ -530,3 +530,16 @@ async def test_malformed_notebooks_answer_like_the_core(jp_fetch, jp_root_dir, c
     assert status == expected[0], reply
     if expected[1] is not None:
         assert_error(status, reply, status, expected[1])
+
+
+async def test_files_in_the_root_do_not_shadow_the_job_process_modules(
+    jp_fetch, jp_root_dir, write_notebook
+):
+    """The job process imports papermill, git, docker...: a user's papermill.py beside the
+    notebooks must not be what it imports."""
+    (jp_root_dir / "papermill.py").write_text("raise ImportError('the user module was imported')")
+    write_notebook("plain.ipynb", "x = 1")
+    status, job = await post_job(jp_fetch, {"kind": "run", "path": "plain.ipynb"})
+    assert status == 202, job
+    job = await wait_job(jp_fetch, job["id"])
+    assert job["state"] == "succeeded", job["error"]
