@@ -220,14 +220,17 @@ def check_options(kind: str, options: Any) -> dict[str, Any]:
         raise HTTPError(400, "option 'parameters' must map names to values")
     deep = next((k for k, v in parameters.items() if depth(v) > MAX_VALUE_DEPTH), None)
     if deep is not None:
-        raise HTTPError(400, f"parameter {deep!r} is nested over {MAX_VALUE_DEPTH} levels deep")
+        raise HTTPError(400, f"parameter {echo(deep)} is nested over {MAX_VALUE_DEPTH} levels")
     return {k: v for k, v in options.items() if kind in OPTIONS[k][1]}
 
 
 def echo(value: Any) -> str:
     """A value the client sent, quoted for an error message and cut short (MAX_ECHO_CHARS),
     so the reason after it stays readable and a huge value is not sent back."""
-    return bounded(json.dumps(value, default=str), MAX_ECHO_CHARS)
+    try:
+        return bounded(json.dumps(value, default=str), MAX_ECHO_CHARS)
+    except RecursionError:
+        return "(a deeply nested value)"
 
 
 def depth(value: Any) -> int:
