@@ -415,7 +415,7 @@ async def test_deeply_nested_bodies_are_400(jp_fetch, repo):
     status, reply = await post_job(jp_fetch, raw % nested)
     assert_error(status, reply, 400, "nested too deeply")
     status, reply = await post_job(jp_fetch, raw % ("[" * 100 + "]" * 100))
-    assert_error(status, reply, 400, "'a'", "nested")
+    assert_error(status, reply, 400, '"a"', "nested over 32 levels")
 
 
 async def test_a_very_long_path_is_400(jp_fetch, repo):
