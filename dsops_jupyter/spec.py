@@ -39,4 +39,5 @@ def spec_digest(spec: dict[str, Any]) -> str:
     """Digest of the spec without its own digest field: `check` trusts only untouched specs."""
     rest = {k: v for k, v in spec.items() if k != "spec_sha256"}
     canonical = json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    # surrogatepass: a parameter default may be a str holding a lone surrogate ('\ud800').
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
