@@ -257,3 +257,169 @@ def test_a_newline_in_the_notebook_name_injects_nothing(repo: Path) -> None:
     assert json.loads(parsed[0].split(": ", 1)[1]) == name
     tag = git(repo, "tag", "-l", "--format=%(contents:subject)", "dsops/wine/v1")
     assert tag == "dsops: wine v1" and version["created"] is True
+
+
+# --- fuzzing the reader ---------------------------------------------------------------------
+SNIPPETS = (
+    "x = 1",
+    "print(x)",
+    "y = x + 1",
+    "import os",
+    "from os.path import *",
+    "from __future__ import annotations",
+    "def f():\n    return x",
+    "class C:\n    pass",
+    "async def g():\n    await g()",
+    "%%dsops step a",
+    "%%dsops step b --after a",
+    "%%dsops parameters\nalpha = 1e999",
+    "%%dsops skip",
+    "%%dsops",
+    "%%dsops step 1bad",
+    "%%dsops step a --after",
+    "%%time\nz = 1",
+    "%matplotlib inline",
+    "!ls",
+    "files = !ls",
+    "await x",
+    "return 1",
+    "yield 2",
+    "lambda: (yield)",
+    "global x",
+    "nonlocal x",
+    "del x",
+    "run = 1",
+    "step_a = 2",
+    "PARAMETERS = 3",
+    "x = " + " + ".join(["1"] * 300),
+    "x = " + "-" * 250 + "1",
+    "x = 0x" + "f" * 4000,
+    "\fz = 3",
+    "'''unterminated",
+    "if x:\n  pass\n else:",
+    "x = '\ud800'",
+    "x = 1\x00",
+    "x = '\\ud800'",
+    "alpha: int = 'a'",
+    "beta = [1, {2: (3,)}, {4}, 1e999j, -1e999]",
+    "gamma = b'bytes'",
+    "delta = ...",
+    "step = 1",
+)
+TAGS = (
+    "step:a",
+    "step:b",
+    "step:",
+    "step:1x",
+    "step:class",
+    "block:c",
+    "after:a",
+    "after:zz",
+    "prev:b",
+    "parameters",
+    "pipeline-parameters",
+    "skip",
+    "imports",
+    "functions",
+    "pipeline-metrics",
+    "injected-parameters",
+    "image:python:3.11",
+    "limit:nvidia.com/gpu=1",
+)
+
+
+def _mostly(valid: Any, *odd: Any) -> Any:
+    """Valid most of the time, so most notebooks get past the first check and deeper."""
+    from hypothesis import strategies as st
+
+    return st.integers(0, 9).flatmap(lambda n: st.one_of(*odd) if n == 9 else valid)
+
+
+def _strategies() -> Any:
+    from hypothesis import strategies as st
+
+    snippet = st.sampled_from(SNIPPETS)
+    line = _mostly(snippet, st.text(st.sampled_from("x=1 ():\n\r\t\f'\"#%!\\\ud800")))
+    source = st.builds(
+        lambda parts, sep: sep.join(parts),
+        st.lists(line, max_size=4),
+        _mostly(st.just("\n"), st.sampled_from(["\r", "\r\n"])),
+    )
+    sources = _mostly(
+        source | st.lists(source, max_size=3),
+        st.lists(st.integers(), min_size=1, max_size=2),
+        st.none(),
+        st.integers(),
+    )
+    tags = _mostly(
+        st.lists(st.sampled_from(TAGS), max_size=2),
+        st.lists(st.text(max_size=8), min_size=1, max_size=2),
+        st.none(),
+        st.text(max_size=5),
+        st.lists(st.integers() | st.none(), min_size=1, max_size=2),
+    )
+    cell_metadata = _mostly(
+        st.fixed_dictionaries({}, optional={"tags": tags}),
+        st.none(),
+        st.lists(st.integers(), max_size=2),
+    )
+    cell = _mostly(
+        st.fixed_dictionaries(
+            {"source": sources},
+            optional={
+                "cell_type": _mostly(st.just("code"), st.sampled_from(["raw", None, 3])),
+                "metadata": cell_metadata,
+            },
+        ),
+        st.sampled_from([None, [], "cell", 7]),
+    )
+    kernelspec = _mostly(
+        st.fixed_dictionaries({}, optional={"language": st.just("python")}),
+        st.fixed_dictionaries({"language": st.sampled_from(["R", None, 3])}),
+        st.none(),
+        st.just([]),
+    )
+    metadata = _mostly(st.fixed_dictionaries({}, optional={"kernelspec": kernelspec}), st.none())
+    return st.fixed_dictionaries(
+        {
+            "cells": _mostly(st.lists(cell, max_size=6), st.none()),
+            "nbformat": _mostly(st.just(4), st.sampled_from([3, 5, "4", None, True])),
+        },
+        optional={"metadata": metadata, "nbformat_minor": st.integers(0, 5)},
+    )
+
+
+def test_the_reader_raises_dsops_errors_only(tmp_path: Path) -> None:
+    """Any JSON shape: the pipeline reads and its script compiles, or one DsopsError line."""
+    from hypothesis import HealthCheck, given, settings
+
+    from dsops_jupyter.config import load_config
+    from dsops_jupyter.convert import render_files
+    from dsops_jupyter.errors import DsopsError
+    from dsops_jupyter.notebook import read_pipeline
+
+    notebook = tmp_path / "fuzz.ipynb"
+    config = load_config(notebook)
+    outcomes = {"read": 0, "refused": 0}
+
+    @settings(
+        max_examples=200,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(_strategies())
+    def read(nb: dict[str, Any]) -> None:
+        notebook.write_text(json.dumps(nb))
+        try:
+            pipeline = read_pipeline(notebook)
+            script = render_files(pipeline, config)["fuzz.py"]
+        except DsopsError as err:
+            assert "\n" not in str(err)
+            outcomes["refused"] += 1
+            return
+        compile(script, "fuzz.py", "exec")
+        outcomes["read"] += 1
+
+    read()
+    assert outcomes["read"] > 10 and outcomes["refused"] > 10, outcomes
