@@ -33,7 +33,6 @@ ROLE_TAGS = {
     "pipeline-metrics": "metrics",
     "injected-parameters": "injected",
 }
-MAX_DEPTH = 200  # syntax tree depth: the flow analysis and code generation recurse that deep
 MAX_NAME = 100  # pipeline and step names: file, module, tag and image names stay well in limits
 IMPLICIT_STEP = "setup"
 ZERO_CONFIG_STEP = "main"
@@ -335,11 +334,6 @@ def parse_cell(code: str, label: str) -> ast.Module:
         raise NotebookError(
             f"{label}: the code is nested too deeply for Python's parser; split the expression"
         ) from None
-    if len(code) > MAX_DEPTH and _deeper_than(tree, MAX_DEPTH):
-        raise NotebookError(
-            f"{label}: the code nests more than {MAX_DEPTH} levels deep (a chain `a + b + ...` "
-            f"adds a level per term); split it into shorter expressions"
-        )
     return tree
 
 
@@ -463,7 +457,30 @@ def _line_as_python(line: str, unsupported: list[str]) -> str:
 # --- assembling the pipeline -----------------------------------------------------------------
 def read_pipeline(path: str | Path, *, name: str | None = None) -> Pipeline:
     """The pipeline a notebook describes; raises a DsopsError naming the cell for bad markers."""
-    path = Path(path)
+    try:
+        return _read_pipeline(Path(path), name)
+    except RecursionError:  # a tree too deep for the recursive analyses (a 500-term sum)
+        raise _too_deep(Path(path)) from None
+
+
+def _too_deep(path: Path) -> NotebookError:
+    """The error for code nested deeper than the analyses recurse: found only on this path,
+    so reading ordinary notebooks pays nothing for it."""
+    nb = load_notebook(path)
+    for index, raw in enumerate(nb["cells"]):
+        try:
+            deep = raw.get("cell_type") == "code" and _deeper_than(ast.parse(source_of(raw)), 200)
+        except (SyntaxError, RecursionError, MemoryError):
+            deep = False
+        if deep:
+            return NotebookError(
+                f"{path.name}, cell {index + 1}: the code nests too deeply to analyse (a chain "
+                f"`a + b + ...` adds a level per term); split it into shorter expressions"
+            )
+    return NotebookError(f"{path.name}: the code nests too deeply to analyse; split it")
+
+
+def _read_pipeline(path: Path, name: str | None) -> Pipeline:
     nb = load_notebook(path)
     where = path.name
     cells = [
