@@ -87,6 +87,10 @@ def package_notebook(
         )
     # Fail fast, before anything is written or committed, when the engine is needed but absent
     # or the base archive given is not an image with Python.
+    if base_image and not file_base:
+        from dsops_jupyter.image import check_base_image
+
+        check_base_image(base_image)  # bad input is said before a missing engine is
     client = _engine(smoke, push, output, file_base) if images else None
     base = _read_file_base(file_base) if file_base else None
     events.stage(on_event, f"Converting {Path(path).name}")

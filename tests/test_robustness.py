@@ -156,6 +156,13 @@ def test_a_base_image_that_is_no_image_is_refused_before_committing(repo: Path) 
     )
 
 
+def test_a_base_image_reference_with_a_newline_is_bad_input(repo: Path) -> None:
+    notebook = make_notebook(repo / "nb.ipynb", ["x = 1"])
+    commit_all(repo)
+    line = refused(repo, "package", notebook, "--base-image", "python:3.11\nRUN id")
+    assert "invalid base image" in line and "\\n" in line
+
+
 # --- generated scripts always compile ------------------------------------------------------------
 UNCOMPILABLE = {
     "top-level await": "import asyncio\nawait asyncio.sleep(0)",
