@@ -81,6 +81,21 @@ def json_text(value: Any, what: str, *, allow_nan: bool = False, **options: Any)
         raise ConversionError(f"{what} cannot be written as JSON: {_reason(err)}") from None
 
 
+def dockerfile_json(values: list[str], what: str) -> str:
+    """A JSON-form Dockerfile argument list (CMD): escaped JSON, each item a valid exec argument.
+
+    Docker's JSON reader turns an escaped lone surrogate into U+FFFD and exec arguments end at
+    NUL, so such values would silently change: refused instead.
+    """
+    for value in values:
+        problem = text_problem(value)
+        if problem:
+            raise ConversionError(
+                f"{what} {one_line(value)[:80]} cannot be an image argument: {problem}"
+            )
+    return json_text(values, what)
+
+
 def label_value(value: str, key: str) -> str:
     """An image label value: any text that survives JSON and the engine unchanged, else refused."""
     problem = text_problem(value)

@@ -156,7 +156,7 @@ def render_recipe(
         "name": escape.dockerfile_quoted(name, "pipeline name"),
         "script": f"{name}.py",
         "notebook": escape.dockerfile_comment(Path(pipeline.notebook_path).name),
-        "cmd": escape.json_text(cli_args(parameters, parameter_types(pipeline)), "parameters"),
+        "cmd": escape.dockerfile_json(cli_args(parameters, parameter_types(pipeline)), "parameter"),
     }
     return {
         "Dockerfile": _render("Dockerfile.tmpl", values),

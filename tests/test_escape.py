@@ -109,9 +109,10 @@ def test_parameter_values_in_cmd_round_trip_or_are_refused(value: str) -> None:
     try:
         text = recipe_for(PLAIN, {"label": value})
     except ConversionError as err:
-        assert escape.text_problem(value), value  # only text with no UTF-8 form is refused
+        assert escape.text_problem(value), value  # only text with no UTF-8 form or a NUL
         assert_one_line_error(err)
         return
+    assert not escape.text_problem(value), "Docker would change this value: refuse it"
     instructions = dockerfile_instructions(text)
     plain = dockerfile_instructions(recipe_for(PLAIN))
     assert [k for k, _ in instructions] == [k for k, _ in plain]
