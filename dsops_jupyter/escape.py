@@ -42,6 +42,12 @@ def one_line(value: str) -> str:
     return json.dumps(value, ensure_ascii=True)
 
 
+def shown(value: str, limit: int = 80) -> str:
+    """A value as an error message shows it: one line, shortened (a 5,000-character name)."""
+    text = one_line(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def quoted(value: str) -> str:
     """A value always JSON-quoted in ASCII: one line, and ``json.loads`` gives it back."""
     return json.dumps(value, ensure_ascii=True)
@@ -63,7 +69,7 @@ def dockerfile_quoted(value: str, what: str) -> str:
         "it contains a line break or control character" if not value.isprintable() else None
     )
     if problem:
-        raise ConversionError(f"{what} {one_line(value)} cannot go into a Dockerfile: {problem}")
+        raise ConversionError(f"{what} {shown(value)} cannot go into a Dockerfile: {problem}")
     escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
     return f'"{escaped}"'
 
@@ -91,7 +97,7 @@ def dockerfile_json(values: list[str], what: str) -> str:
         problem = text_problem(value)
         if problem:
             raise ConversionError(
-                f"{what} {one_line(value)[:80]} cannot be an image argument: {problem}"
+                f"{what} {shown(value)} cannot be an image argument: {problem}"
             )
     return json_text(values, what)
 
@@ -100,7 +106,7 @@ def label_value(value: str, key: str) -> str:
     """An image label value: any text that survives JSON and the engine unchanged, else refused."""
     problem = text_problem(value)
     if problem:
-        raise ConversionError(f"image label {key} {one_line(value)} is not usable: {problem}")
+        raise ConversionError(f"image label {key} {shown(value)} is not usable: {problem}")
     return value
 
 

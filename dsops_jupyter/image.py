@@ -99,7 +99,7 @@ def check_base_image(reference: str) -> str:
     match = _REFERENCE.match(reference)
     if not match or not (match["tag"] or match["digest"]):
         raise BaseImageError(
-            f"invalid base image {escape.one_line(reference)[:200]}: pin it as name:tag or "
+            f"invalid base image {escape.shown(reference, 200)}: pin it as name:tag or "
             "name@sha256:<digest> (--base-image or [tool.dsops] base-image)"
         )
     return reference
@@ -109,7 +109,7 @@ def check_recipe_name(name: str) -> str:
     """The pipeline name names files in the recipe: refuse anything but word characters."""
     if not _RECIPE_NAME.match(name):
         raise BaseImageError(
-            f"pipeline name {escape.one_line(name)[:120]} cannot name the image's files: "
+            f"pipeline name {escape.shown(name)} cannot name the image's files: "
             "use at most 100 letters, digits and _"
         )
     return name

@@ -162,13 +162,13 @@ def load_notebook(path: Path) -> dict[str, Any]:
     NotebookError naming the cell, never an AttributeError deep in the converter.
     """
     if escape.text_problem(str(path)):
-        raise NotebookError(f"{escape.one_line(str(path))}: the file name is not UTF-8; rename it")
+        raise NotebookError(f"{escape.shown(str(path))}: the file name is not UTF-8; rename it")
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise NotebookError(f"{path}: no such notebook") from None
     except OSError as err:
-        raise NotebookError(f"{_short(str(path))}: cannot read it ({err.strerror})") from None
+        raise NotebookError(f"{escape.shown(str(path))}: cannot read it ({err.strerror})") from None
     try:
         nb = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -206,7 +206,7 @@ def _check_shape(nb: dict[str, Any], where: str) -> None:
         )
     if language.lower() not in ("python", "python3", ""):
         raise NotebookError(
-            f"{where} uses a {escape.one_line(language)[:40]} kernel; dsops converts Python only"
+            f"{where} uses a {escape.shown(language, 40)} kernel; dsops converts Python only"
         )
     for number, cell in enumerate(nb["cells"], 1):
         problem = _cell_problem(cell)
@@ -245,24 +245,18 @@ def _json_kind(value: Any) -> str:
     return "null" if value is None else kinds.get(type(value), "an object")
 
 
-def _short(text: str, limit: int = 80) -> str:
-    """Long user values (a 300-character name) shortened for a readable one-line message."""
-    text = escape.one_line(text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _upgrade(nb: dict[str, Any], path: Path) -> dict[str, Any]:
     """nbformat 3 (and older) notebooks are upgraded in memory, as Jupyter does on open."""
     import nbformat
 
     version = nb.get("nbformat")
     if not isinstance(version, int) or isinstance(version, bool) or version > 4:
-        raise NotebookError(f"{path.name}: unsupported nbformat {_short(repr(version), 40)}")
+        raise NotebookError(f"{path.name}: unsupported nbformat {escape.shown(repr(version), 40)}")
     try:
         return dict(nbformat.reads(json.dumps(nb), as_version=4))
     except Exception as err:
         raise NotebookError(
-            f"{path.name} is nbformat {version} and cannot be upgraded ({_short(str(err))}); "
+            f"{path.name} is nbformat {version} and cannot be upgraded ({escape.shown(str(err))}); "
             f"open and save it in JupyterLab to upgrade it"
         ) from None
 
@@ -272,15 +266,15 @@ def pipeline_name(path: Path, name: str | None = None) -> str:
     if name is not None:
         if not PIPELINE_NAME.match(name) or len(name) > MAX_NAME:
             raise MarkerError(
-                f"pipeline name {_short(name, 60)} must be at most {MAX_NAME} lower-case letters, "
-                f"digits and _ (it names a Python module, a Git tag and a Docker image)"
+                f"pipeline name {escape.shown(name, 60)} must be at most {MAX_NAME} lower-case "
+                f"letters, digits and _ (it names a Python module, a Git tag and a Docker image)"
             )
         return name
     derived = re.sub(r"[^a-z0-9_]+", "_", path.stem.lower()).strip("_") or "pipeline"
     derived = f"nb_{derived}" if derived[0].isdigit() else derived
     if len(derived) > MAX_NAME:
         raise MarkerError(
-            f"{_short(path.name, 60)}: the notebook name is too long to name the pipeline "
+            f"{escape.shown(path.name, 60)}: the notebook name is too long to name the pipeline "
             f"(at most {MAX_NAME} characters); pass --name NAME"
         )
     return derived
@@ -290,7 +284,7 @@ def pipeline_name(path: Path, name: str | None = None) -> str:
 def check_step_name(name: str, where: str) -> str:
     if not IDENTIFIER.match(name) or keyword.iskeyword(name) or len(name) > MAX_NAME:
         raise MarkerError(
-            f"{where}: step name {_short(name, 60)} is not a valid Python identifier "
+            f"{where}: step name {escape.shown(name, 60)} is not a valid Python identifier "
             f"of at most {MAX_NAME} characters (letters, digits and _, not starting with a digit)"
         )
     return name

@@ -8,6 +8,7 @@ no Dockerfile instruction and no commit trailer. The reader is fuzzed with hypot
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,13 @@ def test_names_too_long_for_a_file_are_one_line(repo: Path) -> None:
     refused(repo, "commit", long_notebook)
     assert "at most" in refused(repo, "convert", short, "--name", "b" * 300)
     refused(repo, "commit", short, "--name", "b" * 300)
+
+
+def test_a_file_name_that_is_not_utf8_is_one_line(repo: Path) -> None:
+    notebook = make_notebook(repo / os.fsdecode(b"caf\xe9.ipynb"), ["x = 1"])  # Latin-1 name
+    commit_all(repo)
+    assert "not UTF-8" in refused(repo, "convert", notebook)
+    refused(repo, "commit", notebook)
 
 
 def test_a_base_image_that_is_no_image_is_refused_before_committing(repo: Path) -> None:
