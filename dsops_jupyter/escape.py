@@ -96,9 +96,7 @@ def dockerfile_json(values: list[str], what: str) -> str:
     for value in values:
         problem = text_problem(value)
         if problem:
-            raise ConversionError(
-                f"{what} {shown(value)} cannot be an image argument: {problem}"
-            )
+            raise ConversionError(f"{what} {shown(value)} cannot be an image argument: {problem}")
     return json_text(values, what)
 
 
