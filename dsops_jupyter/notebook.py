@@ -282,11 +282,13 @@ def pipeline_name(path: Path, name: str | None = None) -> str:
 
 # --- markers ---------------------------------------------------------------------------------
 def check_step_name(name: str, where: str) -> str:
-    if not IDENTIFIER.match(name) or keyword.iskeyword(name) or len(name) > MAX_NAME:
+    if not IDENTIFIER.match(name) or keyword.iskeyword(name):
         raise MarkerError(
-            f"{where}: step name {escape.shown(name, 60)} is not a valid Python identifier "
-            f"of at most {MAX_NAME} characters (letters, digits and _, not starting with a digit)"
+            f"{where}: step name {name[:60]!r} is not a valid Python identifier "
+            f"(letters, digits and _, not starting with a digit)"
         )
+    if len(name) > MAX_NAME:
+        raise MarkerError(f"{where}: step name {name[:60]!r}... is over {MAX_NAME} characters")
     return name
 
 
