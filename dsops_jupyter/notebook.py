@@ -192,16 +192,17 @@ def _check_shape(nb: dict[str, Any], where: str) -> None:
     """The fields dsops reads have the types nbformat 4 gives them; one line naming the cell."""
     if not isinstance(nb.get("cells"), list):
         raise NotebookError(f"{where} is not a valid notebook: it has no list of cells")
-    fields: list[tuple[str, Any]] = [("metadata", nb.get("metadata", {}))]
-    if isinstance(fields[-1][1], dict):
-        fields.append(("metadata.kernelspec", fields[-1][1].get("kernelspec", {})))
-    if isinstance(fields[-1][1], dict):
-        fields.append(("metadata.kernelspec.language", fields[-1][1].get("language", "python")))
-    field_name, language = fields[-1]
-    if not isinstance(language, str) or field_name != "metadata.kernelspec.language":
-        kind = "text" if field_name.endswith("language") else "an object"
+    language: Any = nb
+    keys: list[str] = []
+    for key, default in (("metadata", {}), ("kernelspec", {}), ("language", "python")):
+        if not isinstance(language, dict):
+            break
+        keys.append(key)
+        language = language.get(key, default)
+    if len(keys) < 3 or not isinstance(language, str):
+        kind = "text" if len(keys) == 3 else "an object"
         raise NotebookError(
-            f"{where}: malformed notebook ({field_name} is {_json_kind(language)}, "
+            f"{where}: malformed notebook ({'.'.join(keys)} is {_json_kind(language)}, "
             f"not {kind}); open and save it in JupyterLab"
         )
     if language.lower() not in ("python", "python3", ""):
