@@ -25,6 +25,7 @@ from typing import Any
 import git
 from gitdb import IStream
 
+from dsops_jupyter import escape
 from dsops_jupyter.convert import GeneratedPackage
 from dsops_jupyter.errors import HandEditError, NotARepositoryError, VcsError
 from dsops_jupyter.events import OnEvent, ignore, result, stage
@@ -405,18 +406,20 @@ def _commit_message(target: _Target, pkg: GeneratedPackage, number: int) -> str:
     notebook = Path(pkg.notebook_path).resolve()
     with contextlib.suppress(ValueError):
         notebook = notebook.relative_to(target.root)
+    value = escape.git_message_value
     return (
-        f"dsops: {pkg.name} v{number}\n\n"
-        f"notebook: {notebook.as_posix()}\ncontent: {pkg.content_hash}\n"
+        f"dsops: {value(pkg.name)} v{number}\n\n"
+        f"notebook: {value(notebook.as_posix())}\ncontent: {value(pkg.content_hash)}\n"
     )
 
 
 def _tag_message(pkg: GeneratedPackage, number: int) -> str:
     """Summary line, then the pipeline manifest: `git show <tag>` tells what the version is."""
-    summary = f"dsops: {pkg.name} v{number}\n"
+    summary = f"dsops: {escape.git_message_value(pkg.name)} v{number}\n"
     manifest = pkg.files.get("pipeline.json")
     if manifest is None:
         return summary
+    # pipeline.json is ASCII JSON: no value in it can break a line or add a trailer.
     text = manifest.decode("utf-8", "replace")
     return f"{summary}\n{text}" + ("" if text.endswith("\n") else "\n")
 
