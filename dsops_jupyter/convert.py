@@ -17,7 +17,13 @@ from dsops_jupyter import flow
 from dsops_jupyter.config import Config, load_config
 from dsops_jupyter.errors import ConversionError
 from dsops_jupyter.events import OnEvent, ignore, log
-from dsops_jupyter.fsutil import ignored_by_git, refuse_overwrites, write_files, written_by_convert
+from dsops_jupyter.fsutil import (
+    ignored_by_git,
+    left_alone_note,
+    refuse_overwrites,
+    write_files,
+    written_by_convert,
+)
 from dsops_jupyter.notebook import Cell, Pipeline, Step, read_pipeline
 from dsops_jupyter.spec import SCRIPT_FORMAT, spec_bytes, spec_digest
 
@@ -98,7 +104,7 @@ def write_package(
         ignored=lambda names: ignored_by_git(directory, names),
     )
     if left_alone:
-        log(on_event, f"left alone (not written by dsops): {', '.join(left_alone)}")
+        log(on_event, left_alone_note(lambda name: f"{directory}/{name}", left_alone))
     return write_files(directory, pkg.files)
 
 

@@ -82,7 +82,7 @@ def disk_files(directory: Path) -> list[str]:
     """Files under ``directory`` (posix names relative to it), minus bytecode and temp files."""
     found = []
     for dirpath, dirnames, filenames in os.walk(directory):
-        dirnames[:] = [d for d in dirnames if d not in JUNK_DIRS]
+        dirnames[:] = [d for d in dirnames if d not in JUNK_DIRS and d != ".git"]
         rel = Path(dirpath).relative_to(directory)
         for name in filenames:
             if name.endswith(".pyc") or (name.startswith(".") and name.endswith(".tmp")):
@@ -153,6 +153,9 @@ def refuse_overwrites(
     """
     edited, foreign = [], []
     for name in disk_files(directory):
+        if name not in files and name not in written:
+            foreign.append(name)
+            continue
         data = (directory / name).read_bytes()
         if files.get(name) == data:
             continue
@@ -184,6 +187,13 @@ def refuse_overwrites(
 def _listing(shown: Callable[[str], str], names: list[str]) -> str:
     more = f" and {len(names) - 1} more file(s)" if len(names) > 1 else ""
     return f"{shown(names[0])}{more}"
+
+
+def left_alone_note(shown: Callable[[str], str], names: list[str]) -> str:
+    """What --force left alone, in one line (the first few names, then how many more)."""
+    listed = ", ".join(shown(name) for name in names[:5])
+    more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+    return f"left alone (not written by dsops): {listed}{more}"
 
 
 def ignored_by_git(directory: Path, names: list[str]) -> set[str]:

@@ -40,6 +40,7 @@ from dsops_jupyter.fsutil import (
     atomic_write,
     blob_sha,
     ignored_by_git,
+    left_alone_note,
     refuse_overwrites,
     write_files,
     written_by_convert,
@@ -222,10 +223,7 @@ def _commit(
         ignored=lambda names: ignored_by_git(target.directory, names),
     )
     if left_alone:
-        log(
-            on_event,
-            f"left alone (not written by dsops): {', '.join(map(target.path, left_alone))}",
-        )
+        log(on_event, left_alone_note(target.path, left_alone))
     wanted = {name: blob_sha(data) for name, data in pkg.files.items()}
     if last is not None and {n: baseline[n] for n in owned if n in baseline} == wanted:
         write_files(target.directory, pkg.files)  # restores deleted generated files
@@ -292,8 +290,8 @@ def _record(
     version (its tag exists) or undo the rest (it does not).
     """
     repo, tag = target.repo, tag_name(pkg.name, number)
-    stage(on_event, f"Committing {target.rel}/ as {tag}")
     scratch = _scratch_dir(repo)
+    stage(on_event, f"Committing {target.rel}/ as {tag}")
     journal: dict[str, Any] | None = None
     try:
         blobs = _store_blobs(repo, pkg.files)
