@@ -305,7 +305,11 @@ def _record(
         journal = _journal(target, scratch, pkg.files, blobs, stale, commit, tag, tag_object)
         _lock_index(repo, journal)
         _build_next_index(repo, journal)
-        _update_refs(target, commit, tag, tag_object, f"dsops: {pkg.name} v{number}")
+        try:
+            _update_refs(target, commit, tag, tag_object, f"dsops: {pkg.name} v{number}")
+        except VcsError:
+            journal["refs_refused"] = True  # Git said no: whatever the refs hold is not ours
+            raise
         stage(on_event, f"Writing {len(pkg.files)} files to {target.rel}/")
         _disk_forward(repo, journal)
         stage(on_event, "Updating the index")
@@ -504,6 +508,7 @@ def _journal(
     touched = [target.path(name) for name in sorted({*files, *stale})]
     journal = {
         "owner": _process_token(),
+        "started": time.time() - 1,  # file times may be coarser than the clock
         "root": str(target.root),
         "branch": target.branch,
         "old": target.head,
@@ -586,7 +591,8 @@ def _settle(repo: git.Repo, journal: dict[str, Any], *, undo: bool) -> None:
     the refs back (only if they still hold exactly this transaction's values). Otherwise put
     back the files it wrote. Either way its lock files go."""
     _drop_own_ref_locks(repo, journal)
-    committed = _ref(repo, journal["tag"]) == journal["tag_object"]
+    refused = journal.get("refs_refused", False)
+    committed = not refused and _ref(repo, journal["tag"]) == journal["tag_object"]
     installed = not Path(journal["next_index"]).exists()
     if committed and undo and not installed:
         committed = not _rollback_refs(repo, journal)
@@ -618,15 +624,27 @@ def _rollback_refs(repo: git.Repo, journal: dict[str, Any]) -> bool:
 
 
 def _drop_own_ref_locks(repo: git.Repo, journal: dict[str, Any]) -> None:
-    """A git killed inside `update-ref` leaves ``<ref>.lock`` files holding our new values:
-    remove those (only those), or the branch could never move again."""
+    """A git killed inside `update-ref` leaves ``<ref>.lock`` files: remove ours, or the branch
+    could never move again. Ours: holding our new value, or empty (killed before writing it)
+    and made during our transaction, at least a second ago (a live git holds one for far less).
+    """
     common = Path(repo.common_dir)
     ours = {journal["commit"], journal["tag_object"]}
     for ref in (journal["branch"], journal["tag"]):
         lock = common / f"{ref}.lock"
         with contextlib.suppress(OSError):
-            if lock.read_text(errors="replace").strip() in ours:
+            content = lock.read_text(errors="replace").strip()
+            if content in ours or (not content and _abandoned(lock, journal["started"])):
                 lock.unlink()
+
+
+def _abandoned(lock: Path, since: float) -> bool:
+    """An empty lock made since ``since`` that stays empty and untouched for a second."""
+    before = lock.stat().st_mtime
+    if before < since:
+        return False
+    time.sleep(max(0.0, before + 1 - time.time()))
+    return lock.stat().st_mtime == before and lock.stat().st_size == 0
 
 
 def _disk_forward(repo: git.Repo, journal: dict[str, Any]) -> None:
