@@ -531,16 +531,16 @@ def _lock_index(repo: git.Repo, journal: dict[str, Any]) -> None:
     no one can commit the folder's old entries on top of the new version meanwhile. The lock
     file holds this process's token, so a killed commit's lock is recognised and removed."""
     lock = Path(journal["index"] + ".lock")
+    token = Path(journal["next_index"]).with_name("index-lock")
+    token.write_text(journal["owner"])
     try:
-        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.link(token, lock)  # like O_EXCL, but the lock holds the token from its first instant
     except FileExistsError:
         raise VcsError(
             f"could not update the Git index ({lock} exists: another git process is running, "
             "or one crashed; remove the file if no git command is running); "
             "nothing was committed"
         ) from None
-    with os.fdopen(fd, "w") as handle:
-        handle.write(journal["owner"])
 
 
 def _build_next_index(repo: git.Repo, journal: dict[str, Any]) -> None:
@@ -590,7 +590,8 @@ def _settle(repo: git.Repo, journal: dict[str, Any], *, undo: bool) -> None:
     finish it (files and index), unless ``undo`` and the index is not installed yet, then move
     the refs back (only if they still hold exactly this transaction's values). Otherwise put
     back the files it wrote. Either way its lock files go."""
-    _drop_own_ref_locks(repo, journal)
+    if not undo:  # a killed process's git may have died holding ref locks
+        _drop_own_ref_locks(repo, journal)
     refused = journal.get("refs_refused", False)
     committed = not refused and _ref(repo, journal["tag"]) == journal["tag_object"]
     installed = not Path(journal["next_index"]).exists()
