@@ -854,10 +854,15 @@ def _signed_tag(repo: git.Repo, scratch: Path, commit: str, tag: str, message: s
     (side / "objects/info/alternates").write_text(f"{objects}\n")
     config = Path(repo.common_dir).resolve() / "config"
     with (side / "config").open("a") as handle:
-        handle.write(f"[include]\n\tpath = {json.dumps(str(config))}\n")
+        handle.write(f"[include]\n\tpath = {json.dumps(str(config), ensure_ascii=False)}\n")
     env = {"GIT_DIR": str(side)}
     try:
-        _git(repo, "tag", "-s", "-F", "-", tag, commit, input=message.encode(), env=env)
+        _git(
+            repo,
+            *("tag", "-s", "--cleanup=verbatim", "-F", "-", tag, commit),
+            input=message.encode(),
+            env=env,
+        )
     except GitFailed as err:
         raise _signing_error("tag.gpgsign", err) from err
     raw = subprocess.run(

@@ -413,11 +413,14 @@ def test_versions_are_signed_when_configured(repo: Path, gnupg: Path) -> None:
     git(repo, "config", "user.signingkey", "dana@example.com")
     git(repo, "config", "commit.gpgsign", "true")
     git(repo, "config", "tag.gpgsign", "true")
-    version, _ = commit_package(generate_package(repo / "demo.ipynb"))
+    pkg = generate_package(repo / "demo.ipynb")
+    version, _ = commit_package(pkg)
     git(repo, "verify-commit", version.commit)
     git(repo, "verify-tag", version.tag)
     raw = git(repo, "cat-file", "tag", version.tag)
     assert "tag dsops/demo/v1" in raw and "-----BEGIN PGP SIGNATURE-----" in raw
+    manifest = pkg.files["pipeline.json"].decode()
+    assert f"\n\ndsops: demo v1\n\n{manifest}-----BEGIN PGP SIGNATURE-----" in raw
     assert git(repo, "rev-parse", f"{version.tag}^{{commit}}") == version.commit == head(repo)
     assert git(repo, "tag", "--list") == "dsops/demo/v1"  # no scratch tag leaked
 
