@@ -105,7 +105,7 @@ def written_by_convert(directory: Path) -> dict[str, frozenset[str] | None]:
         spec = json.loads((directory / "pipeline.json").read_bytes())
     except (OSError, ValueError):
         return {}
-    names = spec.get("files") if isinstance(spec, dict) else None
+    names = _listed_files(spec) if isinstance(spec, dict) else None
     if not isinstance(names, list) or not all(_plain_name(name) for name in names):
         return {}
     if spec.get("spec_sha256") != spec_digest(spec):
@@ -121,6 +121,13 @@ def written_by_convert(directory: Path) -> dict[str, frozenset[str] | None]:
         ok = data is not None and hashlib.sha256(data).hexdigest() == spec.get("script_sha256")
         written[script] = frozenset({blob_sha(data)}) if ok and data is not None else frozenset()
     return written
+
+
+def _listed_files(spec: dict) -> object:
+    """The spec's ``files``; a format-1 spec (before the list) had these files, always."""
+    if "files" in spec or spec.get("format") != 1:
+        return spec.get("files")
+    return [spec.get("script"), "pipeline.json", "requirements.lock", "Dockerfile", ".dockerignore"]
 
 
 def _plain_name(name: object) -> bool:

@@ -200,6 +200,24 @@ def test_convert_refuses_to_overwrite_a_hand_edited_script(repo: Path) -> None:
     assert "# my fix" not in script.read_text() and "alpha=3" in script.read_text()
 
 
+def test_convert_replaces_a_package_written_before_pipeline_json_listed_its_files(
+    repo: Path,
+) -> None:
+    from dsops_jupyter.spec import spec_bytes, spec_digest
+
+    assert_ok(dsops("convert", "demo.ipynb", cwd=repo))
+    spec_path = repo / PACKAGE / "pipeline.json"
+    spec = json.loads(spec_path.read_bytes())
+    del spec["files"]
+    spec["format"] = 1
+    spec["spec_sha256"] = spec_digest(spec)
+    spec_path.write_bytes(spec_bytes(spec))  # as dsops 1 wrote it
+    (repo / PACKAGE / "Dockerfile").write_text("FROM an-older-base\n")
+    set_alpha(repo, 2)
+    assert_ok(dsops("convert", "demo.ipynb", cwd=repo))
+    assert json.loads(spec_path.read_bytes())["files"] == package_files("demo")
+
+
 def test_convert_refuses_to_overwrite_the_users_dockerfile(repo: Path) -> None:
     dockerfile = repo / "Dockerfile"
     dockerfile.write_text("FROM my-own-image\n")
