@@ -155,12 +155,14 @@ def test_killed_commits_never_lose_files_or_leave_the_repository_stuck(
         assert user_state(project) == before, f"case {case}"
         # The notebook moves on: files the signal left behind must not pass for hand edits.
         make_notebook(project / "demo.ipynb", notebook_cells(1000 + case))
+        start = time.perf_counter()
         done = assert_ok(dsops("commit", "demo.ipynb", "--json", cwd=project))
+        duration = time.perf_counter() - start  # the machine's pace now: aim the next signal
         data = json.loads(done.stdout)
         assert data["tag"] == f"dsops/demo/v{len(versions(project, 'demo'))}"
         assert git(project, "rev-parse", "HEAD") == data["commit"]
         assert user_state(project) == before, f"case {case}"
         assert_consistent(project)
         figures["clean"] += 1
-    print(f"\n{sig.name} ({seed=}, one run {duration:.2f}s): {figures}")
-    assert figures["killed"] >= figures["cases"] // 4, figures  # the signals did hit commits
+    print(f"\n{sig.name} ({seed=}, last run {duration:.2f}s): {figures}")
+    assert figures["killed"] >= max(2, figures["cases"] // 5), figures  # signals hit commits
