@@ -103,7 +103,7 @@ def written_by_convert(directory: Path) -> dict[str, frozenset[str] | None]:
 
     try:
         spec = json.loads((directory / "pipeline.json").read_bytes())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
     names = _listed_files(spec) if isinstance(spec, dict) else None
     if not isinstance(names, list) or not all(_plain_name(name) for name in names):

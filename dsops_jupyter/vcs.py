@@ -246,7 +246,7 @@ def _owned(repo: git.Repo, commit: str, rel: str, baseline: Mapping[str, str]) -
     raw = _git(repo, "cat-file", "blob", baseline["pipeline.json"])
     try:
         names = json.loads(raw).get("files")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         names = None
     if isinstance(names, list) and all(isinstance(name, str) for name in names):
         return set(names)
