@@ -15,7 +15,14 @@ from typing import Any
 from dsops_jupyter import escape, flow
 from dsops_jupyter.config import Config, load_config
 from dsops_jupyter.errors import ConversionError
-from dsops_jupyter.fsutil import write_files
+from dsops_jupyter.events import OnEvent, ignore, log
+from dsops_jupyter.fsutil import (
+    ignored_by_git,
+    left_alone_note,
+    refuse_overwrites,
+    write_files,
+    written_by_convert,
+)
 from dsops_jupyter.notebook import Cell, Pipeline, Step, read_pipeline
 from dsops_jupyter.spec import SCRIPT_FORMAT, spec_bytes, spec_digest
 
@@ -78,15 +85,43 @@ def generate_package(
     return GeneratedPackage(pipeline.name, directory, files, path, pipeline.content_hash, pipeline)
 
 
-def write_package(pkg: GeneratedPackage) -> list[Path]:
-    """Write the files atomically; unchanged files are left untouched."""
-    return write_files(pkg.directory, pkg.files)
+def write_package(
+    pkg: GeneratedPackage, *, force: bool = False, on_event: OnEvent = ignore
+) -> list[Path]:
+    """Write the files atomically (unchanged files untouched); the paths that changed.
+
+    Refuses (HandEditError) to replace a file dsops did not write, or one changed since dsops
+    wrote it, unless ``force``: the same rule as `dsops commit`.
+    """
+    directory = pkg.directory
+    left_alone = refuse_overwrites(
+        directory,
+        pkg.files,
+        written_by_convert(directory),
+        since="the last `dsops convert`",
+        force=force,
+        shown=lambda name: f"{directory}/{name}",
+        ignored=lambda names: ignored_by_git(directory, names),
+    )
+    if left_alone:
+        log(on_event, left_alone_note(lambda name: f"{directory}/{name}", left_alone))
+    return write_files(directory, pkg.files)
 
 
-def convert(path: str | Path, **options: Any) -> GeneratedPackage:
+def convert(
+    path: str | Path, *, force: bool = False, on_event: OnEvent = ignore, **options: Any
+) -> GeneratedPackage:
     pkg = generate_package(path, **options)
-    write_package(pkg)
+    write_package(pkg, force=force, on_event=on_event)
     return pkg
+
+
+def package_files(name: str) -> list[str]:
+    """Every file of a package. pipeline.json lists them: the files dsops may replace or remove
+    (generate_package must produce exactly these; a test holds it to that)."""
+    return sorted(
+        {f"{name}.py", "pipeline.json", "requirements.lock", "Dockerfile", ".dockerignore"}
+    )
 
 
 def render_files(pipeline: Pipeline, config: Config) -> dict[str, bytes]:
@@ -104,6 +139,7 @@ def render_files(pipeline: Pipeline, config: Config) -> dict[str, bytes]:
         "order": [s.name for s in pipeline.steps],
         "keep_magics": config.keep_magics,
         "script_sha256": hashlib.sha256(script).hexdigest(),
+        "files": package_files(pipeline.name),
     }
     spec["spec_sha256"] = spec_digest(spec)
     return {f"{pipeline.name}.py": script, "pipeline.json": spec_bytes(spec)}

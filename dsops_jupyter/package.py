@@ -109,7 +109,7 @@ def package_notebook(
         unresolved_imports=_report_unresolved(pkg, on_event),
     )
     if not commit:
-        write_package(pkg)
+        write_package(pkg, force=force, on_event=on_event)
         events.result(on_event, f"wrote {pkg.directory}", package_dir=str(pkg.directory))
         return result
     from dsops_jupyter.vcs import commit_package

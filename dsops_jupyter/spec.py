@@ -14,7 +14,8 @@ from dsops_jupyter import escape
 
 # Bump whenever the generated files change for the same notebook: `dsops check` trusts a
 # package's recorded hashes only when its format is the current one.
-SCRIPT_FORMAT = 1
+# 2: pipeline.json lists the package's files (what dsops may replace or remove).
+SCRIPT_FORMAT = 2
 
 
 def source_of(cell: dict[str, Any]) -> str:
