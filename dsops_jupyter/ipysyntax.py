@@ -292,9 +292,21 @@ def indent_code(code: str, prefix: str = "    ") -> str:
     """Indent code into a function body, leaving the inside of multi-line strings untouched."""
     inside = _lines_inside_strings(code)
     return "\n".join(
-        line if number in inside else (prefix + line if line.strip() else "")
+        line if number in inside else _indent_line(line, prefix)
         for number, line in enumerate(code.split("\n"), 1)
     )
+
+
+def _indent_line(line: str, prefix: str) -> str:
+    """Prefix one line; after any form feed in its indentation, since a form feed resets
+    Python's column count (a cell line starting with one would otherwise lose its indent)."""
+    if not line.strip():
+        return ""
+    if "\f" not in line:
+        return prefix + line
+    body = line.lstrip(" \t\f")
+    cut = line.rfind("\f", 0, len(line) - len(body)) + 1
+    return line[:cut] + prefix + line[cut:]
 
 
 def _lines_inside_strings(code: str) -> set[int]:
