@@ -232,6 +232,7 @@ class Monitor:
     changes: list[dict[str, str]] = field(default_factory=list)
     unchecked: set[str] = field(default_factory=set)
     checked: list[str] = field(default_factory=list)
+    probe_seconds: float = 0.0  # time spent fingerprinting, the cost of the runtime check
     partial: dict[str, str] = field(default_factory=dict)  # stream name -> unfinished line
 
     def stream(self, name: str, text: str) -> None:
@@ -259,6 +260,7 @@ class Monitor:
             "checked_steps": self.checked,
             "unexpected_changes": self.changes,
             "unchecked": sorted(self.unchecked),
+            "seconds": round(self.probe_seconds, 3),
         }
 
     def warnings(self) -> list[str]:
@@ -335,12 +337,14 @@ def _register_engine() -> None:
         def fingerprints(self, names: list[str]) -> dict[str, str]:
             """Digests of ``names`` in the user's namespace, through silent requests: no cell,
             no execution count, no history, no hooks (IPython skips them when silent)."""
+            clock = time.perf_counter()
             if not self.probe_installed:
                 self.silent_request(_probe_install(), {})
                 self.probe_installed = True
             expression = f"__import__('_dsops_probe').fingerprints({names!r}, globals())"
             reply = self.silent_request("", {"fp": expression})
             result = reply.get("user_expressions", {}).get("fp", {})
+            self.monitor.probe_seconds += time.perf_counter() - clock
             if result.get("status") != "ok":
                 return {}
             return json.loads(ast.literal_eval(result["data"]["text/plain"]))

@@ -151,10 +151,22 @@ def _resolve(python: str, modules: list[str], with_dependencies: bool = True) ->
 
 
 def _same_interpreter(python: str) -> bool:
+    """Same binary *and* same environment: a venv's python is often a symlink to its base
+    interpreter's binary, yet it sees other packages (PEP 405: pyvenv.cfg beside the
+    executable as invoked, or one folder up, makes the environment)."""
     try:
-        return os.path.samefile(python, sys.executable)
+        same_binary = os.path.samefile(python, sys.executable)
     except OSError:
         return False
+    return same_binary and _venv_root(python) == _venv_root(sys.executable)
+
+
+def _venv_root(python: str) -> Path | None:
+    executable = Path(os.path.abspath(python))
+    for folder in (executable.parent, executable.parent.parent):
+        if (folder / "pyvenv.cfg").is_file():
+            return folder
+    return None
 
 
 def _resolve_elsewhere(python: str, modules: list[str], with_dependencies: bool) -> dict:
