@@ -322,6 +322,7 @@ def _register_engine() -> None:
                     self.monitor.failure, self.monitor.failed_cell = err, cell
                     break
                 except KeyboardInterrupt:
+                    _cancel_pending_tasks()  # else they report the killed kernel at exit
                     self.nb_man.cell_exception(cell, cell_index=index)
                     self.monitor.interrupted = dict(cell.get("metadata", {}).get("dsops", {}))
                     raise
@@ -408,6 +409,21 @@ def _probe_install() -> str:
         f".ModuleType('_dsops_probe')); exec({source!r}, "
         "__import__('sys').modules['_dsops_probe'].__dict__)"
     )
+
+
+def _cancel_pending_tasks() -> None:
+    """Ctrl-C stops nbclient's event loop mid-cell, leaving its tasks pending: cancel them."""
+    import asyncio
+
+    from jupyter_core.utils import ensure_event_loop
+
+    loop = ensure_event_loop()
+    if loop.is_running():  # driven by someone else's loop: theirs to clean up
+        return
+    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in pending:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
 
 
 def _label(cell: Any) -> str:
