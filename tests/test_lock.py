@@ -64,7 +64,9 @@ def test_kernel_interpreter_agrees_with_jupyter_client(
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "data"))
     write_kernelspec(tmp_path / "data", folder, argv0)
     notebook = make_notebook(
-        tmp_path / "nb.ipynb", ["x = 1"], metadata={"kernelspec": {"name": "custom"}}
+        tmp_path / "nb.ipynb",
+        ["x = 1"],
+        metadata={"kernelspec": {"name": "custom", "display_name": "c", "language": "python"}},
     )
     expected = jupyter_client_command("custom")
     assert kernel_interpreter(notebook) == expected
