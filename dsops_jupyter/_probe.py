@@ -20,7 +20,7 @@ from typing import Any
 # Bound names that are code, not data: a step may rebind them (the analysis sees that) but
 # never mutates them in place, and they pickle by reference or not at all.
 _CODE = (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType, types.MethodType)
-_UNFINGERPRINTABLE = "?"
+UNFINGERPRINTABLE = "?"
 
 
 class _HashSink:
@@ -69,7 +69,7 @@ def fingerprint(value: Any) -> str | None:
         if not (_pandas_digest(value, digest) or _numpy_digest(value, digest)):
             _pickle_digest(value, digest)
     except Exception:
-        return _UNFINGERPRINTABLE
+        return UNFINGERPRINTABLE
     return digest.hexdigest()
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from dsops_jupyter import __version__, events
+from dsops_jupyter._probe import UNFINGERPRINTABLE
 from dsops_jupyter.config import load_config
 from dsops_jupyter.errors import ExecutionError, RunInterruptedError
 from dsops_jupyter.events import OnEvent
@@ -278,9 +279,6 @@ class Monitor:
 def _terminal_line(line: str) -> str:
     """What a terminal shows of a line: the text after its last carriage return."""
     return line.rstrip("\r").rsplit("\r", 1)[-1]
-
-
-UNFINGERPRINTABLE = "?"  # _probe's answer for a value it cannot hash
 
 
 @cache

@@ -387,3 +387,30 @@ def test_strict_makes_an_unpredicted_change_an_error(checked_run: tuple) -> None
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "step 'touch' changed `rows`" in errors[0], done.stderr
     assert json.loads((root / "strict" / "run.json").read_text())["status"] == "failed"
+
+
+def test_fingerprints_see_content_changes_and_nothing_else() -> None:
+    """The probe as the kernel runs it, here in-process on real pandas/numpy values."""
+    import threading
+
+    import numpy as np
+    import pandas as pd
+
+    from dsops_jupyter._probe import UNFINGERPRINTABLE, fingerprint
+
+    frame = pd.DataFrame({"a": [1.0, 2.0], "b": [3, 4], "c": ["x", "y"]})
+    grid, rows, nested = np.arange(6.0).reshape(2, 3), [1, {"k": [2]}], {"f": frame}
+    values = {"frame": frame, "grid": grid, "rows": rows, "nested": nested}
+    before = {name: fingerprint(value) for name, value in values.items()}
+    frame.describe(), frame.values, grid.T.sum(), sorted(rows[1])  # reading changes nothing
+    assert {name: fingerprint(value) for name, value in values.items()} == before
+    frame.loc[0, "c"] = "z"
+    grid[1, 2] = -1.0
+    rows[1]["k"].append(3)
+    after = {name: fingerprint(value) for name, value in values.items()}
+    assert all(after[name] != before[name] for name in values), (before, after)
+    assert fingerprint(pd.DataFrame({"b": [1.0, 2.0]})) != fingerprint(
+        pd.DataFrame({"a": [1.0, 2.0]})
+    )  # column names count
+    assert fingerprint(threading.Lock()) == UNFINGERPRINTABLE
+    assert fingerprint(np) is None and fingerprint(fingerprint) is None  # code, not data
