@@ -124,7 +124,7 @@ def run_notebook(
     if interrupted:
         raise _interrupted_error(monitor.interrupted, output) from None
     if failure is not None:
-        raise _execution_error(failure, monitor, output) from None
+        raise _execution_error(failure, monitor, executed, output) from None
     if changed:
         raise ExecutionError(
             f"{monitor.warnings()[0]} (--strict; run record: {record.record_path})"
@@ -512,21 +512,41 @@ def _interrupted_error(meta: dict[str, Any], output: Path) -> RunInterruptedErro
     )
 
 
-def _execution_error(failure: BaseException, monitor: Monitor, output: Path) -> ExecutionError:
-    """One line: step, cell, the user's failing line, the exception; the notebook is kept."""
-    cell = monitor.failed_cell
-    if monitor.failure is None or not cell:  # a dead kernel, a timeout, a papermill error
+def _execution_error(
+    failure: BaseException, monitor: Monitor, executed: dict[str, Any], output: Path
+) -> ExecutionError:
+    """One line: step, cell, the user's failing line, the exception; the notebook is kept.
+
+    The failing cell is the one that stopped the run or, when every cell ran (errors allowed
+    by a ``raises-exception`` tag), the first holding an error, as papermill reports it."""
+    cell = monitor.failed_cell or _first_error_cell(executed)
+    error = monitor.failure or (failure if hasattr(failure, "ename") else None)
+    if error is None or not cell:  # a dead kernel, a timeout, a papermill error
         lines = _ANSI.sub("", str(failure)).strip().splitlines() or ["unknown error"]
         return ExecutionError(f"run failed: {lines[-1]} ({_kept(output)})")
     meta = cell.get("metadata", {}).get("dsops", {})
     where = _where(meta)
-    line = _user_line(monitor.failure.traceback or [], cell)
+    line = _user_line(error.traceback or [], cell)
     if line:
         where += f", line {line[0] + meta.get('line_offset', 0)} `{line[1]}`"
-    error = _error_text(monitor.failure, cell)
     return ExecutionError(
-        f"{where} failed: {error} ({_kept(output)})", output_path=str(output), step=meta.get("step")
+        f"{where} failed: {_error_text(error, cell)} ({_kept(output)})",
+        output_path=str(output),
+        step=meta.get("step"),
     )
+
+
+def _first_error_cell(executed: dict[str, Any]) -> dict[str, Any]:
+    """papermill's rule (raise_for_execution_errors): the first error output, SystemExit(0)
+    aside; else the first cell marked failed."""
+    cells = [c for c in executed.get("cells", []) if c.get("cell_type") == "code"]
+    for cell in cells:
+        for out in cell.get("outputs", []):
+            clean_exit = out.get("ename") == "SystemExit" and out.get("evalue") in ("", "0")
+            if out.get("output_type") == "error" and not clean_exit:
+                return cell
+    failed = [c for c in cells if c.get("metadata", {}).get("papermill", {}).get("exception")]
+    return failed[0] if failed else {}
 
 
 _CELL_FRAME = re.compile(

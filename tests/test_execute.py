@@ -414,3 +414,17 @@ def test_fingerprints_see_content_changes_and_nothing_else() -> None:
     )  # column names count
     assert fingerprint(threading.Lock()) == UNFINGERPRINTABLE
     assert fingerprint(np) is None and fingerprint(fingerprint) is None  # code, not data
+
+
+def test_an_allowed_error_still_fails_the_run_naming_its_line(tmp_path: Path) -> None:
+    """nbclient runs past a cell tagged raises-exception; papermill then fails the run on it."""
+    line = failing_run(
+        tmp_path,
+        [
+            ("x = 1", ["step:first"]),
+            ("y = 2\nraise ValueError('expected')", ["raises-exception"]),
+            "print('ran past it')",
+        ],
+    )
+    assert "step 'first', cell 2, line 2 `raise ValueError('expected')`" in line, line
+    assert "ValueError: expected" in line, line
