@@ -521,6 +521,7 @@ def _inflated(path: Path, offset: int, size: int, diff_id: str, cache: Path) -> 
 
 def _rootfs_base(path: Path, cache: Path) -> BaseImage:
     """A bare rootfs tarball (debootstrap, ``docker export``) as a one-layer base image."""
+    _check_root_traversable(path)
     layer = _file_blob(path, MEDIA_LAYER)
     created = rfc3339(0)
     config = {
@@ -532,6 +533,23 @@ def _rootfs_base(path: Path, cache: Path) -> BaseImage:
         "history": [{"created": created, "created_by": "dsops: rootfs tarball"}],
     }
     return BaseImage("", canonical_json(config), (layer,))
+
+
+def _check_root_traversable(path: Path) -> None:
+    """The image runs as a non-root user: a rootfs whose ``/`` others cannot enter (a tarball of a
+    ``mkdtemp`` folder is 0700) makes every exec fail with "permission denied" at run time."""
+    try:
+        with tarfile.open(path) as archive:
+            first = archive.next()
+    except (tarfile.TarError, OSError) as err:
+        raise ImageError(f"{path} is not a rootfs tarball or image archive: {err}") from None
+    if first is None:
+        raise ImageError(f"{path} is an empty tarball, not a base image")
+    if first.isdir() and first.name.strip("./") == "" and not first.mode & 0o001:
+        raise ImageError(
+            f"{path}: its root folder has mode {first.mode:04o}, so the image's non-root user "
+            "cannot reach /usr; `chmod 755` the rootfs folder before making the tarball"
+        )
 
 
 def base_archive(base: BaseImage, out: Path, tag: str) -> Path:

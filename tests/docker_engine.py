@@ -167,7 +167,7 @@ def ensure_rootfs_tarball() -> Path:
     ROOTFS_CACHE.mkdir(parents=True, exist_ok=True)
     with (ROOTFS_CACHE / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another session may be making it right now
-        if ROOTFS_TAR.is_file():
+        if ROOTFS_TAR.is_file() and _root_mode(ROOTFS_TAR) == 0o755:
             return ROOTFS_TAR
         if shutil.which("debootstrap") is None:
             pytest.fail(
@@ -177,12 +177,20 @@ def ensure_rootfs_tarball() -> Path:
         try:
             command = ["debootstrap", "--variant=minbase", f"--include={ROOTFS_PACKAGES}"]
             subprocess.run([*command, "bookworm", str(target), DEBIAN_MIRROR], check=True)
+            target.chmod(0o755)  # mkdtemp made it 0700: the image's non-root user could not enter /
             partial = ROOTFS_TAR.with_suffix(".tar.partial")
             subprocess.run(["tar", "-C", str(target), "-cf", str(partial), "."], check=True)
             os.replace(partial, ROOTFS_TAR)
         finally:
             shutil.rmtree(target, ignore_errors=True)
     return ROOTFS_TAR
+
+
+def _root_mode(tarball: Path) -> int:
+    """The mode of the tarball's ``./``; a cache made before the 0755 fix is made again."""
+    with tarfile.open(tarball) as archive:
+        first = archive.next()
+    return first.mode if first is not None and first.isdir() else -1
 
 
 def _context(files: dict[str, bytes]) -> io.BytesIO:

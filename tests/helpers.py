@@ -172,3 +172,84 @@ def notebook_outputs(notebook: Path) -> str:
             text = out.get("text") or out.get("data", {}).get("text/plain", "")
             parts.append("".join(text) if isinstance(text, list) else text)
     return "\n".join(parts)
+
+
+# --- corpus comparison (tests/test_corpus.py): what a run printed and what it wrote -------------
+# Files whose bytes legitimately differ between two equal runs (timestamps inside images, pickles
+# of objects holding ids): compared by presence only.
+PRESENCE_ONLY_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".svg", ".pdf", ".pkl", ".pickle")
+FLOAT_TOLERANCE = 1e-9
+
+
+def notebook_stdout(notebook: Path) -> str:
+    """The ``stdout`` stream outputs of an executed notebook, concatenated in cell order.
+
+    Exactly what ``print()`` wrote: rich results and display outputs (what a script does not
+    print) are left out, and so is stderr (warnings differ between a kernel and a process).
+    """
+    nb = json.loads(notebook.read_bytes())
+    parts: list[str] = []
+    for c in nb["cells"]:
+        for out in c.get("outputs", []):
+            if out.get("output_type") == "stream" and out.get("name") == "stdout":
+                text = out.get("text", "")
+                parts.append("".join(text) if isinstance(text, list) else text)
+    return "".join(parts)
+
+
+def written_files(folder: Path) -> dict[str, bytes]:
+    """Every file a run left in its working folder, by relative path."""
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.relative_to(folder).parts
+    }
+
+
+def same_value(left: Any, right: Any) -> bool:
+    """Equal data, floats within FLOAT_TOLERANCE (relative); bools and ints stay exact."""
+    if isinstance(left, float) or isinstance(right, float):
+        if isinstance(left, bool) or isinstance(right, bool):
+            return left == right
+        if not isinstance(left, (int, float)) or not isinstance(right, (int, float)):
+            return False
+        if left != left and right != right:  # NaN == NaN as data
+            return True
+        return abs(left - right) <= FLOAT_TOLERANCE * max(1.0, abs(left), abs(right))
+    if isinstance(left, dict) and isinstance(right, dict):
+        return left.keys() == right.keys() and all(same_value(left[k], right[k]) for k in left)
+    if isinstance(left, list) and isinstance(right, list):
+        return len(left) == len(right) and all(map(same_value, left, right))
+    return type(left) is type(right) and left == right
+
+
+def _csv_cells(data: bytes) -> list[list[Any]]:
+    import csv
+    import io
+
+    def cell_value(text: str) -> Any:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+    rows = csv.reader(io.StringIO(data.decode("utf-8", errors="replace")))
+    return [[cell_value(text) for text in row] for row in rows]
+
+
+def file_difference(
+    name: str, left: bytes, right: bytes, presence_only: bool = False
+) -> str | None:
+    """Why two versions of one written file differ (None when they are the same data)."""
+    if presence_only or name.lower().endswith(PRESENCE_ONLY_SUFFIXES) or left == right:
+        return None
+    if name.endswith(".json"):
+        try:
+            same = same_value(json.loads(left), json.loads(right))
+        except ValueError:
+            same = False
+        return None if same else f"{name}: different JSON data"
+    if name.endswith(".csv"):
+        same = same_value(_csv_cells(left), _csv_cells(right))
+        return None if same else f"{name}: different CSV data"
+    return f"{name}: different bytes"

@@ -249,6 +249,18 @@ def test_missing_base_without_engine_names_the_fix(cache: Path) -> None:
         oci.read_base("no-such-image:1", cache=cache)
 
 
+def test_rootfs_whose_root_others_cannot_enter_is_refused(tmp_path: Path, cache: Path) -> None:
+    """A tarball of a mkdtemp folder: the image's non-root user would fail every exec."""
+    tarball = tmp_path / "rootfs.tar"
+    with tarfile.open(tarball, "w") as archive:
+        for name, mode in (("./", 0o700), ("./usr/", 0o755)):
+            info = tarfile.TarInfo(name)
+            info.type, info.mode = tarfile.DIRTYPE, mode
+            archive.addfile(info)
+    with pytest.raises(ImageError, match=r"root folder has mode 0700.*chmod 755"):
+        oci.read_base(tarball, cache=cache)
+
+
 def test_base_without_python_is_refused(tmp_path: Path, cache: Path) -> None:
     spec = oci.LayerSpec()
     spec.add_file("usr/lib/x86_64-linux-gnu/libc.so.6", b"GLIBC_2.36\x00")

@@ -1,0 +1,359 @@
+"""The core promise on notebooks written by others (tests/corpus, see its README.md).
+
+For every notebook under tests/corpus (the public corpus and the probes/ folder): papermill runs
+it through ``execute.run_notebook``; ``convert`` turns it into a script that plain python runs
+whole, and then one step per process through a workdir. Each run starts in its own folder holding
+the same copy of the notebook and its data files. Where papermill finishes, the script and the
+stepwise run must print what the notebook's cells printed and leave the same files behind. Where
+papermill fails, dsops must fail the same way: ``dsops run`` with one line naming the user's cell,
+line and error, and the conversion refusing it in one line, or the script stopping with the same
+error after printing the same text.
+
+Notebooks that fail today carry ``xfail`` (strict) in tests/corpus/manifest.json with their cause:
+a fix makes them XPASS, which fails the run until the mark is removed. All runs start at once in
+a small thread pool (kernels and scripts are separate processes).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dsops_jupyter.convert import convert
+from dsops_jupyter.errors import DsopsError, ExecutionError
+from dsops_jupyter.execute import run_notebook
+from tests.helpers import REPO_ROOT, file_difference, notebook_stdout, run_python, written_files
+
+CORPUS = REPO_ROOT / "tests" / "corpus"
+MANIFEST = json.loads((CORPUS / "manifest.json").read_text(encoding="utf-8"))
+ENTRIES: dict[str, dict[str, Any]] = MANIFEST["notebooks"]
+LICENSES = {"MIT", "BSD-2-Clause", "BSD-3-Clause", "Apache-2.0", "CC-BY-4.0", "CC0-1.0"}
+# The only kernel here; notebooks saved with a "python2" or "dev" kernel run on it.
+KERNEL = "python3"
+SCRIPT_TIMEOUT = 180
+WORKERS = 4
+
+
+def corpus_notebooks() -> list[str]:
+    return sorted(
+        p.relative_to(CORPUS).as_posix()
+        for p in CORPUS.rglob("*.ipynb")
+        if ".ipynb_checkpoints" not in p.parts
+    )
+
+
+def entry(notebook: str) -> dict[str, Any]:
+    """The manifest entry; probes may have none (then: no data files, exact comparison)."""
+    return ENTRIES.get(notebook, {})
+
+
+# --- one notebook's runs ----------------------------------------------------------------------
+@dataclass
+class ScriptRun:
+    """One process (the whole script) or a chain of step processes, stopped at the first failure."""
+
+    stdout: str = ""
+    failed: str | None = None  # the failing step ("" for the whole script), None when it ended well
+    stderr: str = ""
+    files: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    notebook: str
+    folder: Path
+    papermill_error: str | None = None  # dsops run's ExecutionError, one line
+    refused: str | None = None  # a DsopsError raised before any cell ran
+    plain_papermill_ok: bool | None = None  # only when dsops refused: does papermill run it?
+    executed: Path | None = None
+    papermill_files: dict[str, bytes] = field(default_factory=dict)
+    conversion_error: str | None = None
+    script: ScriptRun | None = None
+    stepwise: ScriptRun | None = None
+    crash: str | None = None  # a harness-level surprise (not a DsopsError): reported as is
+
+
+def stage(folder: Path, notebook: str) -> Path:
+    """A fresh working folder with the notebook and its data files, as published."""
+    source = CORPUS / notebook
+    folder.mkdir(parents=True)
+    shutil.copy(source, folder / source.name)
+    for name in entry(notebook).get("data", []):
+        target = folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source.parent / name, target)
+    return folder / source.name
+
+
+def run_papermill(outcome: Outcome) -> None:
+    notebook = stage(outcome.folder / "papermill", outcome.notebook)
+    cwd, out_dir = notebook.parent, outcome.folder / "papermill-out"
+    try:
+        record = run_notebook(notebook, out_dir=out_dir, cwd=cwd, kernel_name=KERNEL)
+        outcome.executed = record.output_notebook
+    except ExecutionError as err:
+        outcome.papermill_error = str(err)
+        kept = out_dir / notebook.name
+        outcome.executed = kept if kept.exists() else None
+    except DsopsError as err:
+        outcome.refused = str(err)
+        outcome.plain_papermill_ok = plain_papermill_runs(outcome)
+    outcome.papermill_files = written_files(cwd)
+
+
+def plain_papermill_runs(outcome: Outcome) -> bool:
+    """papermill itself, for a notebook dsops refused: does it finish?"""
+    import papermill
+
+    notebook = stage(outcome.folder / "plain-papermill", outcome.notebook)
+    try:
+        papermill.execute_notebook(
+            str(notebook),
+            str(outcome.folder / "plain-papermill.ipynb"),
+            kernel_name=KERNEL,
+            cwd=str(notebook.parent),
+            progress_bar=False,
+        )
+    except Exception:  # papermill raises several types; any of them means "it failed"
+        return False
+    return True
+
+
+def run_script(outcome: Outcome) -> None:
+    source = stage(outcome.folder / "source", outcome.notebook)
+    try:
+        keep_magics = entry(outcome.notebook).get("keep_magics", False)
+        pkg = convert(source, out_dir=outcome.folder / "package", keep_magics=keep_magics)
+    except DsopsError as err:
+        outcome.conversion_error = str(err)
+        return
+    script = pkg.directory / f"{pkg.name}.py"
+    order = json.loads(pkg.files["pipeline.json"])["order"]
+    whole = stage(outcome.folder / "script", outcome.notebook).parent
+    outcome.script = run_chain(script, whole, [("", [])])
+    stepwise = stage(outcome.folder / "stepwise", outcome.notebook).parent
+    workdir = str(outcome.folder / "workdir")  # outside the cwd: it is dsops's, not the user's
+    chain = [(step, ["--step", step, "--workdir", workdir]) for step in order]
+    outcome.stepwise = run_chain(script, stepwise, chain)
+
+
+def run_chain(script: Path, cwd: Path, chain: list[tuple[str, list[str]]]) -> ScriptRun:
+    run = ScriptRun()
+    for step, args in chain:
+        done = run_python(script, *args, cwd=cwd, timeout=SCRIPT_TIMEOUT)
+        run.stdout += done.stdout
+        if done.returncode != 0:
+            run.failed, run.stderr = step, done.stderr
+            break
+    run.files = written_files(cwd)
+    return run
+
+
+def guarded(job: Any, outcome: Outcome) -> None:
+    try:
+        job(outcome)
+    except (Exception, subprocess.TimeoutExpired) as err:
+        outcome.crash = f"{job.__name__}: {type(err).__name__}: {err}"
+
+
+@pytest.fixture(scope="module")
+def outcomes(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Outcome]]:
+    """Every selected notebook's runs, started together; prints the module's wall time."""
+    selected = _selected_notebooks(request)
+    root = tmp_path_factory.mktemp("corpus")
+    found = {nb: Outcome(nb, root / re.sub(r"[^A-Za-z0-9_.-]", "_", nb)) for nb in sorted(selected)}
+    clock = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        for outcome in found.values():
+            pool.submit(guarded, run_papermill, outcome)
+            pool.submit(guarded, run_script, outcome)
+    print(f"\ncorpus: {len(found)} notebooks ran in {time.perf_counter() - clock:.1f} s")
+    yield found
+
+
+def _selected_notebooks(request: pytest.FixtureRequest) -> set[str]:
+    """Only the notebooks whose tests were selected (-k, node ids) are run."""
+    chosen = set()
+    for item in request.session.items:
+        callspec = getattr(item, "callspec", None)
+        if item.module is request.module and callspec and "notebook" in callspec.params:
+            chosen.add(callspec.params["notebook"])
+    return chosen
+
+
+# --- what "the same" means --------------------------------------------------------------------
+def normalized(text: str, outcome: Outcome, cwd: Path) -> str:
+    """The printed text without what legitimately differs: the run's folder, masked values."""
+    text = text.replace(str(cwd.resolve()), "<cwd>").replace(str(cwd), "<cwd>")
+    for pattern in entry(outcome.notebook).get("mask", []):
+        text = re.sub(pattern, "<masked>", text, flags=re.MULTILINE)
+    return text
+
+
+def file_differences(expected: dict[str, bytes], got: dict[str, bytes], notebook: str) -> list[str]:
+    presence = [re.compile(p) for p in entry(notebook).get("presence_only", [])]
+    problems = [f"{name}: missing" for name in sorted(expected.keys() - got.keys())]
+    problems += [f"{name}: not written by papermill" for name in sorted(got.keys() - expected)]
+    for name in sorted(expected.keys() & got.keys()):
+        only_presence = any(p.fullmatch(name) for p in presence)
+        problem = file_difference(name, expected[name], got[name], only_presence)
+        problems += [problem] if problem else []
+    return problems
+
+
+def failing_cell(outcome: Outcome) -> tuple[int, str]:
+    """The index and error name of the cell papermill blames.
+
+    That is the cell papermill marked failed or, when nbclient ran on past an error (a cell
+    tagged ``raises-exception``), the first cell holding an error output: papermill raises for
+    it after the run. The error name comes from the error output, or, for errors IPython prints
+    instead of raising (an unknown magic's UsageError), from the last ``Name: message`` line.
+    """
+    assert outcome.executed, "papermill failed and kept no executed notebook"
+    executed = json.loads(outcome.executed.read_bytes())
+    original = json.loads((CORPUS / outcome.notebook).read_bytes())
+    code = [c for c in executed["cells"] if c.get("cell_type") == "code"]
+    failed = [
+        c for c in code if c.get("metadata", {}).get("papermill", {}).get("status") == "failed"
+    ]
+    erred = [c for c in code if any(o.get("output_type") == "error" for o in c.get("outputs", []))]
+    assert failed or erred, "papermill failed but no cell failed"
+    cell = (failed or erred)[0]
+    source = "".join(cell["source"])
+    index = next(i for i, c in enumerate(original["cells"]) if "".join(c["source"]) == source)
+    outputs = cell.get("outputs", [])
+    names = [o["ename"] for o in outputs if o.get("output_type") == "error"]
+    printed = "".join("".join(o.get("text", "")) for o in outputs if o.get("name") == "stderr")
+    names += re.findall(r"^(\w+): ", printed, flags=re.MULTILINE)[-1:]
+    assert names, f"cell {index + 1} failed without naming an error"
+    return index, names[0]
+
+
+def blames_a_notebook_line(message: str, outcome: Outcome) -> bool:
+    """The message quotes ``line N `text` `` where text is line N of one of the notebook's cells.
+
+    The failing cell itself, or the cell defining the function the failure happened in: either
+    is the user's code, unlike a line of pandas or urllib.
+    """
+    original = json.loads((CORPUS / outcome.notebook).read_bytes())
+    cells = [
+        "".join(c["source"]).splitlines() for c in original["cells"] if c["cell_type"] == "code"
+    ]
+    for number, text in re.findall(r"line (\d+) `(.*?)`", message):
+        line = int(number) - 1
+        if any(0 <= line < len(c) and c[line].strip() == text.strip() for c in cells):
+            return True
+    return False
+
+
+def check_finished(outcome: Outcome) -> None:
+    """papermill finished: the script, whole and step by step, printed and wrote the same."""
+    assert outcome.executed
+    assert outcome.conversion_error is None, f"convert refused: {outcome.conversion_error}"
+    expected = normalized(notebook_stdout(outcome.executed), outcome, outcome.folder / "papermill")
+    for kind in ("script", "stepwise"):
+        run: ScriptRun = getattr(outcome, kind)
+        assert run.failed is None, f"{kind} failed at step {run.failed!r}:\n{run.stderr[-3000:]}"
+        printed = normalized(run.stdout, outcome, outcome.folder / kind)
+        assert printed == expected, f"{kind} printed other text than the notebook's cells"
+        problems = file_differences(outcome.papermill_files, run.files, outcome.notebook)
+        assert not problems, f"{kind} wrote other files: {problems}"
+
+
+def check_failed(outcome: Outcome) -> None:
+    """papermill failed: dsops run names the user's cell and line, the script fails alike."""
+    message = outcome.papermill_error or ""
+    index, ename = failing_cell(outcome)
+    assert "\n" not in message
+    assert f"cell {index + 1}" in message, (
+        f"the run error does not name cell {index + 1}: {message}"
+    )
+    assert ename in message, f"the run error does not name {ename}: {message}"
+    assert blames_a_notebook_line(message, outcome), (
+        f"the run error names no line of the notebook's cells (a library frame?): {message}"
+    )
+    if outcome.conversion_error is not None:
+        assert "\n" not in outcome.conversion_error and "cell" in outcome.conversion_error
+        return
+    expected = normalized(notebook_stdout(outcome.executed), outcome, outcome.folder / "papermill")
+    for kind in ("script", "stepwise"):
+        run: ScriptRun = getattr(outcome, kind)
+        assert run.failed is not None, f"papermill failed with {ename}, the {kind} did not"
+        last = run.stderr.strip().splitlines()[-1] if run.stderr.strip() else ""
+        assert ename in last, f"{kind} failed otherwise than with {ename}: {last}"
+        printed = normalized(run.stdout, outcome, outcome.folder / kind)
+        assert printed == expected, f"{kind} printed other text before failing"
+
+
+@pytest.mark.parametrize(
+    "notebook",
+    [
+        pytest.param(
+            nb,
+            marks=[pytest.mark.xfail(strict=True, reason=entry(nb)["xfail"])]
+            if "xfail" in entry(nb)
+            else [],
+        )
+        for nb in corpus_notebooks()
+    ],
+)
+def test_notebook_runs_the_same_as_papermill(outcomes: dict[str, Outcome], notebook: str) -> None:
+    outcome = outcomes[notebook]
+    assert outcome.crash is None, outcome.crash
+    if "refusal_expected" in entry(notebook):
+        check_refused(outcome)
+    elif outcome.refused is not None:
+        assert not outcome.plain_papermill_ok, (
+            f"dsops refused what papermill runs: {outcome.refused}"
+        )
+        check_refused(outcome)
+    elif outcome.papermill_error is None:
+        check_finished(outcome)
+    else:
+        check_failed(outcome)
+
+
+def check_refused(outcome: Outcome) -> None:
+    """A notebook dsops cannot take (as Kale cannot): run and convert say so in one line."""
+    for what, message in (("run", outcome.refused), ("convert", outcome.conversion_error)):
+        assert message is not None, f"{what} did not refuse the notebook"
+        assert "\n" not in message and "cell" in message, f"{what}: {message}"
+
+
+def test_every_corpus_notebook_records_its_origin() -> None:
+    public = [nb for nb in corpus_notebooks() if not nb.startswith("probes/")]
+    assert len(public) >= 25, f"the corpus holds {len(public)} public notebooks, fewer than 25"
+    assert set(public) <= set(ENTRIES), f"no origin recorded: {set(public) - set(ENTRIES)}"
+    assert set(ENTRIES) <= set(corpus_notebooks()), "manifest entries without a notebook"
+    for nb in public:
+        origin = ENTRIES[nb]
+        assert {"repo", "path", "commit", "license"} <= origin.keys(), nb
+        assert re.fullmatch(r"[0-9a-f]{40}", origin["commit"]), nb
+        assert origin["license"] in LICENSES, f"{nb}: {origin['license']} is not redistributable"
+        for name in origin.get("data", []):
+            assert (CORPUS / nb).parent.joinpath(name).is_file(), f"{nb}: data {name} missing"
+
+
+def test_written_files_are_compared_as_data_where_bytes_may_differ() -> None:
+    """The comparison itself: equal data passes, a changed value fails, whatever the format."""
+    assert file_difference("m.json", b'{"a": 0.1, "b": [1, 2]}', b'{"b": [1, 2], "a": 0.1}') is None
+    assert file_difference("m.json", b'{"a": 0.3}', b'{"a": 0.30000000000000004}') is None
+    assert file_difference("m.json", b'{"a": 0.3}', b'{"a": 0.31}') is not None
+    assert file_difference("m.json", b'{"a": 1}', b'{"a": true}') is not None
+    assert file_difference("t.csv", b"x,y\n1,0.5\n", b"x,y\n1.0,0.5000000000000001\n") is None
+    assert file_difference("t.csv", b"x,y\n1,0.5\n", b"x,y\n1,0.6\n") is not None
+    assert file_difference("t.txt", b"a", b"b") is not None
+    assert file_difference("plot.png", b"a", b"b") is None
+    assert file_difference("model.bin", b"a", b"b", presence_only=True) is None
