@@ -526,11 +526,12 @@ def _execution_error(
         return ExecutionError(f"run failed: {lines[-1]} ({_kept(output)})")
     meta = cell.get("metadata", {}).get("dsops", {})
     where = _where(meta)
-    line = _user_line(error.traceback or [], cell)
+    text = _error_text(error, cell)
+    line = _user_line(error.traceback or [], cell) or _magic_line(text, cell)
     if line:
         where += f", line {line[0] + meta.get('line_offset', 0)} `{line[1]}`"
     return ExecutionError(
-        f"{where} failed: {_error_text(error, cell)} ({_kept(output)})",
+        f"{where} failed: {text} ({_kept(output)})",
         output_path=str(output),
         step=meta.get("step"),
     )
@@ -566,6 +567,17 @@ def _user_line(traceback: str | list[str], cell: dict[str, Any]) -> tuple[int, s
     number = int(frames[-1][2] or frames[-1][4])
     arrow = re.compile(rf"-+>\s*{number}\s?(.*)").search(text, frames[-1].end())
     return number, _source_line(cell, number) or (arrow[1].strip() if arrow else "")
+
+
+def _magic_line(error: str, cell: dict[str, Any]) -> tuple[int, str] | None:
+    """A UsageError has no traceback: the line is the first one using the magic it names."""
+    named = re.search(r"`(%{1,2}[^`\s]+)`", error) if error.startswith("UsageError") else None
+    source = cell.get("source", "")
+    lines = ("".join(source) if isinstance(source, list) else source).splitlines()
+    for number, line in enumerate(lines, 1):
+        if named and named[1] in line:
+            return number, line.strip()
+    return None
 
 
 def _source_line(cell: dict[str, Any], number: int) -> str:

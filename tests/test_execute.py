@@ -244,8 +244,8 @@ def test_library_error_blames_the_users_line_not_the_library_frame(tmp_path: Pat
 
 def test_unknown_magic_is_named(tmp_path: Path) -> None:
     line = failing_run(tmp_path, ["x = 1", ("y = 2\n%nosuchmagic 3", ["step:magic"])])
-    assert "step 'magic', cell 2" in line, line
-    assert "UsageError" in line and "%nosuchmagic" in line, line
+    assert "step 'magic', cell 2, line 2 `%nosuchmagic 3`" in line, line
+    assert "UsageError: Line magic function `%nosuchmagic` not found" in line, line
 
 
 def test_error_line_counts_the_dsops_marker_line(tmp_path: Path) -> None:
