@@ -38,6 +38,12 @@ class UnknownStepError(DsopsError):
     http_status = 404
 
 
+class UnknownAfterError(UnknownStepError, MarkerError):
+    """An ``after:`` marker names a step the notebook does not have: a marker error, so 400."""
+
+    http_status = 400
+
+
 class CycleError(DsopsError):
     """Explicit and inferred dependencies between steps form a cycle."""
 
@@ -92,6 +98,13 @@ class EngineUnavailableError(ImageError):
     """No Docker engine answers at DOCKER_HOST or the default socket."""
 
     http_status = 503
+
+
+class BaseImageError(ImageError):
+    """The base image given is not a pinned reference or a readable image archive (bad input)."""
+
+    exit_code = 2
+    http_status = 400
 
 
 class BuildError(ImageError):
