@@ -523,23 +523,44 @@ def _split_cell(cell: Cell, hoist_ids: set[int]) -> tuple[str, list[tuple[ast.st
     return kept, moved
 
 
+# Parameter types whose values cannot change in place: never passed on as changed.
+IMMUTABLE_TYPES = frozenset({"int", "float", "str", "bool"})
+
+
 def _analyse_flow(pipeline: Pipeline) -> None:
-    """Fill reads/writes/inputs/outputs and dependencies; order steps; detect cycles."""
+    """Fill reads/writes/inputs/outputs and dependencies; order steps; detect cycles.
+
+    A step that may change a value it reads in place writes it (see dsops_jupyter.flow), so
+    the steps reading it later get the changed value from that step and depend on it. A step
+    that writes a name also runs after the earlier steps that read its previous value, so the
+    whole script never shows them the new one (an ``after:`` that contradicts it is a cycle).
+    """
     param_names = {p.name for p in pipeline.parameters}
+    mutable_params = {p.name for p in pipeline.parameters if p.type not in IMMUTABLE_TYPES}
     module_names = pipeline.module_names
     known = flow.BUILTINS | module_names | KNOWN_NAMES
     by_index = {c.index: c for c in pipeline.cells}
+    context = flow.Context()  # imports and notebook functions, seen in notebook order
     module = flow.scan(
-        [n for c in pipeline.cells for n in (c.tree.body if c.role == "shared" else c.hoisted)]  # type: ignore[union-attr]
+        [n for c in pipeline.cells for n in (c.tree.body if c.role == "shared" else c.hoisted)],  # type: ignore[union-attr]
+        context=context,
     )
     pipeline.free_reads.update(module.reads)
-    pipeline.bound_names.update(module.writes)
+    pipeline.bound_names.update(module.binds)
     last_writer: dict[str, str] = {}
+    readers: dict[str, list[str]] = {}  # steps that read a name's current value
+    run_after: dict[str, set[str]] = {step.name: set() for step in pipeline.steps}
     for step in pipeline.steps:  # notebook order defines who wrote a name last
-        names = flow.scan([n for i in step.cells for n in by_index[i].kept])
+        names = flow.scan([n for i in step.cells for n in by_index[i].kept], context=context)
         pipeline.free_reads.update(names.reads)
-        pipeline.bound_names.update(names.writes)
-        step.writes = [n for n in names.writes if n not in module_names]
+        pipeline.bound_names.update(names.binds)
+        binds = set(names.binds)
+        step.writes = [
+            n
+            for n in names.writes
+            if n not in module_names
+            and (n in binds or n in last_writer or n in mutable_params)  # changed in place
+        ]
         for name in names.reads:
             if name in last_writer:
                 step.inputs.append((name, last_writer[name]))
@@ -554,7 +575,12 @@ def _analyse_flow(pipeline: Pipeline) -> None:
         step.reads = [name for name, source in step.inputs if source is not None]
         step.inferred = list(dict.fromkeys(s for _, s in step.inputs if s is not None))
         step.depends_on = list(dict.fromkeys([*step.after, *step.inferred]))
-        last_writer.update((name, step.name) for name in step.writes)
+        for name, _ in step.inputs:
+            readers.setdefault(name, []).append(step.name)
+        for name in step.writes:
+            last_writer[name] = step.name
+            run_after[step.name].update(readers.pop(name, []))
+        run_after[step.name].discard(step.name)
     by_name = {s.name: s for s in pipeline.steps}
     for step in pipeline.steps:
         for name, source in step.inputs:
@@ -563,6 +589,7 @@ def _analyse_flow(pipeline: Pipeline) -> None:
     for step in pipeline.steps:  # outputs in the order the step first wrote them
         step.outputs = [n for n in step.writes if n in step.outputs]
     order = flow.topological_order(
-        [s.name for s in pipeline.steps], {s.name: s.depends_on for s in pipeline.steps}
+        [s.name for s in pipeline.steps],
+        {s.name: [*s.depends_on, *sorted(run_after[s.name])] for s in pipeline.steps},
     )
     pipeline.steps = [by_name[name] for name in order]

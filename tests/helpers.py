@@ -174,6 +174,75 @@ def notebook_outputs(notebook: Path) -> str:
     return "\n".join(parts)
 
 
+# --- three-way runs: papermill, the whole generated script, the script one step at a time ----
+RESULTS = Path("outputs")  # where probe and corpus notebooks write what they computed
+RUN_KINDS = ("papermill", "script", "stepwise")
+
+
+def result_files(cwd: Path) -> dict[str, bytes]:
+    """The files a run wrote under ``outputs/`` of its working directory."""
+    folder = cwd / RESULTS
+    found = tree_snapshot(folder) if folder.is_dir() else {}
+    return {(RESULTS / name).as_posix(): data for name, data in found.items()}
+
+
+def papermill_results(
+    notebook: Path, cwd: Path, parameters: dict[str, Any] | None = None
+) -> dict[str, bytes]:
+    """Run the notebook through ``execute.run_notebook`` (papermill) in ``cwd``."""
+    from dsops_jupyter.execute import run_notebook
+
+    cwd.mkdir(parents=True)
+    record = run_notebook(notebook, parameters=parameters or {}, out_dir=cwd / "run", cwd=cwd)
+    assert record.status == "succeeded", f"papermill run of {notebook.name}: {record.details}"
+    return result_files(cwd)
+
+
+def script_results(script: Path, cwd: Path, *args: str) -> dict[str, bytes]:
+    """Run the whole generated script with plain python in ``cwd``."""
+    cwd.mkdir(parents=True)
+    done = run_python(script, *args, cwd=cwd)
+    assert done.returncode == 0, f"script {script.name}: {done.stderr}"
+    return result_files(cwd)
+
+
+def stepwise_results(script: Path, order: Sequence[str], cwd: Path, *args: str) -> dict[str, bytes]:
+    """One process per step, in ``order``, passing values only through ``cwd/work``."""
+    cwd.mkdir(parents=True)
+    for step in order:
+        done = run_python(script, *args, "--step", step, "--workdir", "work", cwd=cwd)
+        assert done.returncode == 0, f"step {step} of {script.name}: {done.stderr}"
+    return result_files(cwd)
+
+
+def three_way(notebook: Path, tmp: Path) -> dict[str, dict[str, bytes] | str]:
+    """Convert ``notebook`` and run it three ways (``RUN_KINDS``) with default parameters.
+
+    Each kind maps to the files it wrote under ``outputs/``, or to its failure as one text, so
+    a caller compares kinds and still sees why one of them did not finish.
+    """
+    from dsops_jupyter.convert import convert
+
+    folder = tmp / notebook.stem
+    folder.mkdir(parents=True)
+    copy = Path(shutil.copy(notebook, folder / notebook.name))
+    pkg = convert(copy)
+    script = pkg.directory / f"{pkg.name}.py"
+    order = json.loads(pkg.files["pipeline.json"])["order"]
+    runs = {
+        "papermill": lambda: papermill_results(copy, folder / "papermill"),
+        "script": lambda: script_results(script, folder / "script"),
+        "stepwise": lambda: stepwise_results(script, order, folder / "stepwise"),
+    }
+    found: dict[str, dict[str, bytes] | str] = {}
+    for kind, run in runs.items():
+        try:
+            found[kind] = run()
+        except AssertionError as err:
+            found[kind] = f"{kind} failed: {err}"
+    return found
+
+
 # --- corpus comparison (tests/test_corpus.py): what a run printed and what it wrote -------------
 # Files whose bytes legitimately differ between two equal runs (timestamps inside images, pickles
 # of objects holding ids): compared by presence only.

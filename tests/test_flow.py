@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import ast
+from pathlib import Path
 
 import pytest
 
 from dsops_jupyter.errors import CycleError
 from dsops_jupyter.flow import free_names, scan, topological_order
+from dsops_jupyter.notebook import Pipeline, read_pipeline
+from tests.helpers import make_notebook
 
 
 def names(code: str, bound: set[str] | None = None) -> tuple[list[str], list[str]]:
@@ -61,8 +64,9 @@ def test_function_body_contributes_only_free_names() -> None:
 
 
 def test_class_and_decorators() -> None:
-    reads, writes = names("@register(kind)\nclass Model(Base):\n    size = width\n")
-    assert set(reads) == {"register", "kind", "Base", "width"}
+    code = "@registry.register(kind)\nclass Model(Base):\n    size = width\n"
+    reads, writes = names(code)
+    assert set(reads) == {"registry", "kind", "Base", "width"}
     assert writes == ["Model"]
 
 
@@ -99,3 +103,234 @@ def test_topological_order_names_the_cycle() -> None:
 def test_self_dependency_is_a_cycle() -> None:
     with pytest.raises(CycleError, match="a -> a"):
         topological_order(["a"], {"a": ["a"]})
+
+
+# --- values changed in place ------------------------------------------------------------------
+def changed(code: str) -> list[str]:
+    """Names whose outside value ``code`` may change in place (they must be passed on)."""
+    return scan(ast.parse(code).body).mutated
+
+
+@pytest.mark.parametrize(
+    ("code", "mutated"),
+    [
+        ("rows.append(x)", ["rows"]),
+        ("n = rows.pop()", ["rows"]),  # a mutating method changes its receiver, result used
+        ("rows.extend(other)", ["rows"]),  # ... and only its receiver
+        ("rows[0].append(x)", ["rows"]),
+        ("obj.items.sort()", ["obj"]),
+        ("d.setdefault(k, []).append(v)", ["d"]),
+        ("for r in rows:\n    r.update(z=1)", ["rows"]),
+        ("for r in rows:\n    r['z'] = r['x'] * 2", ["rows"]),
+        ("for i, r in enumerate(rows):\n    r['i'] = i", ["rows"]),
+        ("for k, v in table.items():\n    v.append(k)", ["table"]),
+        ("x = rows[0]\nx.append(1)", ["rows"]),
+        ("x = rows\ny = x\ny['k'] = 1", ["rows"]),
+        ("pair = [rows, other]\npair[0].append(1)", ["rows", "other"]),
+        ("v = arr.reshape(2, 3)\nv[0] = 1", ["arr"]),
+        ("df.rename(columns={'a': 'b'}, inplace=True)", ["df"]),
+        ("df['a'].fillna(0, inplace=True)", ["df"]),
+        ("del cfg['k']", ["cfg"]),
+        ("del obj.attr", ["obj"]),
+        ("inner = cfg['inner']\ndel inner['b']", ["cfg"]),
+        ("counts['a'] += 1", ["counts"]),
+        ("obj.total += 1", ["obj"]),
+        ("x = rows\nx += [1]", ["rows"]),
+        ("for row in table:\n    row['n'] += 1", ["table"]),
+        ("import random\nrandom.shuffle(deck)", ["deck"]),
+        ("import numpy as np\nnp.random.shuffle(arr)", ["arr"]),
+        ("rng.shuffle(arr)", ["rng", "arr"]),  # a dropped result: receiver and arguments
+        ("clf.fit(X, y)", ["clf"]),
+        ("Xs = scaler.fit_transform(X)", ["scaler"]),
+        ("next(it)", ["it"]),
+        ("setattr(obj, 'a', 1)", ["obj"]),
+        ("transform(rows)", ["rows"]),  # a callable the analysis cannot see through
+        ("out = fns[0](rows)", ["rows"]),
+        ("[acc.append(v) for v in vals]", ["acc"]),
+        ("[r.update(z=1) for r in rows]", ["rows"]),
+        ("[[c.append(1) for c in row] for row in grid]", ["grid"]),
+        ("await queue.put(item)", ["queue"]),
+    ],
+)
+def test_in_place_changes_are_writes(code: str, mutated: list[str]) -> None:
+    assert changed(code) == mutated
+    assert set(mutated) <= set(names(code)[1]), "a changed value is written (passed on)"
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "print(df.head())",
+        "df.head()",
+        "df.describe()",
+        "df.info()",
+        "display(df)",
+        "len(rows)",
+        "print(len(rows), repr(rows), str(rows), isinstance(rows, list))",
+        "import matplotlib.pyplot as plt\nplt.plot(x)\nplt.show()",
+        "import seaborn as sns\nsns.histplot(df, x='a')",
+        "df.plot.bar()",
+        "ax.set_title(name)",
+        "df.to_csv(path)",
+        "import json\njson.dump(metrics, fh)",
+        "import os\nos.makedirs(out_dir, exist_ok=True)",
+        "import numpy as np\nnp.save(path, arr)",
+        "y = np.log(x)",
+        "merged = df.merge(other, on='k')",
+        "clean = df.dropna()\nclean['a'] = 1",
+        "copy = rows.copy()\ncopy.append(1)",
+        "top = df.groupby('a').sum()\ntop['b'] = 0",
+        "n = len(rows)\nn += 1",
+        "total = a + b\ntotal += c",
+        "df.rename(columns={'a': 'b'}, inplace=False)",
+        "sorted(rows)",
+        "rows = rows + [1]\nrows.append(2)",
+        "x = []\nx.append(rows)",
+        "import sys\nsys.path.append(src)",
+        "import numpy as np\nnp.random.seed(seed)",
+        "f = lambda r: r.append(1)",
+        "for i in range(n):\n    i += 1",
+        "[print(v) for v in vals]",
+        "df.columns.tolist()",
+        "df.isna().sum()",
+        "import numpy as np\nnp.unique(arr)",
+        "import pandas as pd\npd.get_dummies(df)",
+        "df.select_dtypes('number')",
+    ],
+)
+def test_reading_only_changes_nothing(code: str) -> None:
+    assert changed(code) == []
+
+
+def test_a_notebook_function_changes_what_its_body_changes() -> None:
+    code = (
+        "def add_total(items, label=None):\n"
+        "    items.append(sum(items))\n"
+        "def summary(items):\n"
+        "    return {'n': len(items)}\n"
+        "def rebind(items):\n"
+        "    items = items.copy()\n"
+        "    items.append(0)\n"
+        "def log(entry):\n"
+        "    history.append(entry)\n"
+        "add_total(values)\n"
+        "s = summary(rows)\n"
+        "rebind(other)\n"
+        "log(point)\n"
+        "add_total(items=kw_values)\n"
+        "add_total(*packed)\n"
+    )
+    assert changed(code) == ["values", "history", "kw_values", "packed"]
+
+
+def test_a_notebook_class_changes_what_its_init_changes() -> None:
+    code = (
+        "class Keeper:\n"
+        "    def __init__(self, data, log):\n"
+        "        self.data = data\n"
+        "        log.append('made')\n"
+        "class Plain:\n"
+        "    pass\n"
+        "k = Keeper(rows, events)\n"
+        "p = Plain()\n"
+        "k.data.append(1)\n"
+    )
+    assert changed(code) == ["events", "rows"]
+
+
+def test_names_bound_here_and_modules_are_not_changed_outside() -> None:
+    code = "import pandas as pd\nframe = pd.DataFrame()\nframe['a'] = 1\npd.options.x = 1\n"
+    found = scan(ast.parse(code).body)
+    assert found.mutated == []
+    assert found.writes == ["pd", "frame"]
+    assert found.binds == ["pd", "frame"]
+
+
+# --- pipelines: the changing step hands the value on ------------------------------------------
+def pipeline_of(tmp_path: Path, cells: list) -> Pipeline:
+    return read_pipeline(make_notebook(tmp_path / "nb.ipynb", cells))
+
+
+def test_written_mutated_read_chain_depends_on_the_mutating_step(tmp_path: Path) -> None:
+    pipeline = pipeline_of(
+        tmp_path,
+        [
+            ("rows = [1]\nlimit = 3", ["step:a"]),
+            ("print(len(rows))", ["step:peek"]),
+            ("rows.append(2)\nprint(rows[0])", ["step:b"]),
+            ("n = len(rows) + limit", ["step:c"]),
+        ],
+    )
+    a, peek, b, c = (pipeline.step(name) for name in ("a", "peek", "b", "c"))
+    assert peek.writes == [] and peek.inputs == [("rows", "a")]
+    assert b.writes == ["rows"] and b.outputs == ["rows"] and b.inputs == [("rows", "a")]
+    assert c.inputs == [("rows", "b"), ("limit", "a")]
+    assert c.depends_on == ["b", "a"]
+    assert [s.name for s in pipeline.steps] == ["a", "peek", "b", "c"]
+    assert a.outputs == ["rows", "limit"]
+
+
+def test_a_notebook_helper_that_appends_passes_its_argument_on(tmp_path: Path) -> None:
+    pipeline = pipeline_of(
+        tmp_path,
+        [
+            ("def add(items):\n    items.append(1)", ["step:helpers"]),
+            ("values = []", ["step:load"]),
+            ("add(values)", ["step:grow"]),
+            ("total = sum(values)", ["step:report"]),
+        ],
+    )
+    assert "add" in pipeline.module_names  # hoisted: never passed on itself
+    assert pipeline.step("grow").writes == ["values"]
+    assert pipeline.step("report").inputs == [("values", "grow")]
+
+
+def test_parameters_changed_in_place_are_passed_on_when_they_can_change(tmp_path: Path) -> None:
+    pipeline = pipeline_of(
+        tmp_path,
+        [
+            ("names = ['a']\nout_dir = 'out'\nseed = 1", ["parameters"]),
+            ("names.append('b')\nimport os\nos.makedirs(out_dir)\nhelper(seed)", ["step:a"]),
+            ("print(names, out_dir, seed)", ["step:b"]),
+        ],
+    )
+    step_a = pipeline.step("a")
+    assert "names" in step_a.writes
+    assert "out_dir" not in step_a.writes and "seed" not in step_a.writes  # immutable types
+    assert pipeline.step("b").inputs == [("names", "a"), ("out_dir", None), ("seed", None)]
+
+
+def test_modules_and_unknown_names_are_never_passed_on(tmp_path: Path) -> None:
+    pipeline = pipeline_of(
+        tmp_path,
+        [
+            ("import random\nimport sys\nrows = [3, 1]", ["step:a"]),
+            ("random.shuffle(rows)\nsys.path.append('src')\nundefined.append(1)", ["step:b"]),
+            ("print(rows, random.random())", ["step:c"]),
+        ],
+    )
+    assert pipeline.step("b").writes == ["rows"]
+    assert pipeline.step("c").inputs == [("rows", "b")]
+
+
+def test_a_step_that_changes_a_value_runs_after_the_earlier_readers(tmp_path: Path) -> None:
+    """``after:`` may pull a reader past the changing step; the script must not reorder them."""
+    cells = [
+        ("rows = [1]", ["step:a"]),
+        ("seen = list(rows)", ["step:peek", "after:late"]),
+        ("rows.append(2)", ["step:grow"]),
+        ("flag = 1", ["step:late"]),
+    ]
+    pipeline = pipeline_of(tmp_path, cells)
+    assert pipeline.step("grow").depends_on == ["a"]  # data and markers only
+    assert [s.name for s in pipeline.steps] == ["a", "late", "peek", "grow"]
+
+
+def test_an_after_marker_against_notebook_order_of_a_change_is_a_cycle(tmp_path: Path) -> None:
+    cells = [
+        ("rows = [1]", ["step:a"]),
+        ("seen = list(rows)", ["step:peek", "after:grow"]),
+        ("rows.append(2)", ["step:grow"]),
+    ]
+    with pytest.raises(CycleError, match="grow -> peek -> grow"):
+        pipeline_of(tmp_path, cells)
