@@ -15,14 +15,10 @@ def _jupyter_labextension_paths() -> list[dict[str, str]]:
     return [{"src": "labextension", "dest": "dsops-jupyter"}]
 
 
-def _jupyter_server_extension_points() -> list[dict[str, str]]:
-    return [{"module": "dsops_jupyter"}]
+def _jupyter_server_extension_points() -> list[dict[str, Any]]:
+    from dsops_jupyter.server.app import DsopsExtension
 
-
-def _load_jupyter_server_extension(server_app: Any) -> None:
-    from dsops_jupyter.server import load_jupyter_server_extension
-
-    load_jupyter_server_extension(server_app)
+    return [{"module": "dsops_jupyter", "app": DsopsExtension}]
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -23,6 +23,8 @@ from typing import Any
 from dsops_jupyter.config import Config, load_config
 from dsops_jupyter.errors import DsopsError
 
+SPEC = "pipeline.json"
+
 
 @dataclass
 class Item:
@@ -60,14 +62,16 @@ class Report:
 def check_paths(paths: list[Path], *, strict: bool = False, full: bool = False) -> Report:
     start = paths[0] if paths else Path.cwd()
     config = load_config(start)
-    packages = _packages_by_notebook(config)
+    packages, corrupt = _packages_by_notebook(config)
     notebooks = _notebooks(paths, config, packages)
     report = Report(strict=strict)
     for notebook in notebooks:
         key = _relative(notebook, config.root)
         found = packages.get(key)
         if not found:
-            report.items.append(Item(key, "missing", note="never converted"))
+            # A corrupt spec in the notebook's default folder is why its package is not found.
+            spec = corrupt.pop(config.package_dir(notebook.stem) / SPEC, None)
+            report.items.append(_missing(key, spec, config))
             continue
         for package, spec in found:
             if not full and _hashes_hold(notebook, package, spec, config):
@@ -75,7 +79,16 @@ def check_paths(paths: list[Path], *, strict: bool = False, full: bool = False) 
                 report.items.append(Item(key, "ok", shown, note="hashes match"))
             else:
                 report.items.append(_check_one(notebook, key, package, spec, config))
+    for spec_path, reason in corrupt.items():  # no notebook to pin them on: drift all the same
+        shown = _relative(spec_path, config.root)
+        report.items.append(Item(shown, "drift", _relative(spec_path.parent, config.root), reason))
     return report
+
+
+def _missing(key: str, corrupt: str | None, config: Config) -> Item:
+    if corrupt is None:
+        return Item(key, "missing", note="never converted")
+    return Item(key, "drift", note=corrupt)
 
 
 def _notebooks(paths: list[Path], config: Config, packages: dict[str, Any]) -> list[Path]:
@@ -95,16 +108,29 @@ def _notebooks(paths: list[Path], config: Config, packages: dict[str, Any]) -> l
     return [p.resolve() for p in found]
 
 
-def _packages_by_notebook(config: Config) -> dict[str, list[tuple[Path, dict[str, Any]]]]:
+def _packages_by_notebook(
+    config: Config,
+) -> tuple[dict[str, list[tuple[Path, dict[str, Any]]]], dict[Path, str]]:
+    """Packages by the notebook their spec names, and the specs that cannot be read (path ->
+    one line naming the file): a corrupt spec hides its package, so it is drift, not absence."""
     index: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
-    for spec_path in sorted((config.root / config.output).glob("*/pipeline.json")):
+    corrupt: dict[Path, str] = {}
+    for spec_path in sorted((config.root / config.output).glob(f"*/{SPEC}")):
+        shown = _relative(spec_path, config.root)
         try:
             spec = json.loads(spec_path.read_bytes())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError) as err:
+            reason = err.strerror if isinstance(err, OSError) else "not valid JSON"
+            corrupt[spec_path] = f"{shown}: {reason}; convert its notebook again and commit"
             continue
         if isinstance(spec, dict) and isinstance(spec.get("notebook"), str):
             index.setdefault(spec["notebook"], []).append((spec_path.parent, spec))
-    return index
+        else:
+            corrupt[spec_path] = (
+                f"{shown}: not a pipeline spec (no 'notebook' path);"
+                " convert its notebook again and commit"
+            )
+    return index, corrupt
 
 
 def _hashes_hold(notebook: Path, package: Path, spec: dict[str, Any], config: Config) -> bool:

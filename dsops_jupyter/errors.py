@@ -38,6 +38,12 @@ class UnknownStepError(DsopsError):
     http_status = 404
 
 
+class UnknownAfterError(UnknownStepError, MarkerError):
+    """An ``after:`` marker names a step the notebook does not have: a marker error, so 400."""
+
+    http_status = 400
+
+
 class CycleError(DsopsError):
     """Explicit and inferred dependencies between steps form a cycle."""
 

@@ -419,10 +419,12 @@ def _group_steps(cells: list[Cell], where: str) -> list[Step]:
         current.after.extend(a for a in cell.after if a not in current.after)
         for key, values in cell.extras.items():
             current.extras.setdefault(key, []).extend(values)
+    from dsops_jupyter.errors import UnknownAfterError  # a marker error: 400, not 404
+
     for step in steps.values():
         for dep in step.after:
             if dep not in steps:
-                raise UnknownStepError(
+                raise UnknownAfterError(
                     f"{where}: step {step.name!r} is marked after:{dep}, but no step {dep!r} "
                     f"exists (steps: {', '.join(steps)})"
                 )

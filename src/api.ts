@@ -39,6 +39,7 @@ export interface IJobOptions {
   commit?: boolean;
   build?: boolean;
   smoke?: boolean;
+  force?: boolean;
   parameters?: Record<string, unknown>;
   steps?: string[];
 }
@@ -78,6 +79,7 @@ export interface IJob {
   log: string[];
   created: number;
   finished: number | null;
+  interrupted?: boolean;
   error: string | null;
   result: IJobResult | null;
 }

@@ -189,3 +189,31 @@ def test_unreadable_pyproject_is_a_one_line_error(tmp_path: Path) -> None:
     notebook(tmp_path / "a.ipynb")
     (tmp_path / "pyproject.toml").write_text("[tool.dsops\n", encoding="utf-8")
     assert "cannot read it as TOML" in error_line(dsops("check", cwd=tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [(b'{"notebook": "nbs/fir', "not valid JSON"), (b"[1, 2]\n", "not a pipeline spec")],
+)
+def test_a_corrupt_spec_is_drift_naming_the_file(
+    project: Path, content: bytes, reason: str
+) -> None:
+    """A spec that cannot be read hides its package: that is drift (exit 1), not 'missing'."""
+    convert_all(project)
+    (project / "gen" / "first" / "pipeline.json").write_bytes(content)
+    done = dsops("check", cwd=project)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if "first" in line]
+    assert len(lines) == 1, done.stderr
+    assert "drift  nbs/first.ipynb" in lines[0] and "never converted" not in lines[0]
+    assert f"gen/first/pipeline.json: {reason}" in lines[0]
+    assert "1 drift, 1 ok" in done.stderr
+
+
+def test_a_corrupt_spec_of_a_renamed_package_is_drift(project: Path) -> None:
+    convert(project / "nbs" / "first.ipynb", name="renamed")
+    (project / "gen" / "renamed" / "pipeline.json").write_text("{", encoding="utf-8")
+    done = dsops("check", "nbs/first.ipynb", cwd=project)
+    assert done.returncode == 1, done.stderr
+    assert "drift  gen/renamed/pipeline.json  (gen/renamed/pipeline.json: not valid" in done.stderr

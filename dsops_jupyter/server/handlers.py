@@ -21,12 +21,15 @@ from tornado.web import HTTPError
 
 from dsops_jupyter.errors import DsopsError
 from dsops_jupyter.server.jobs import (
+    MAX_ERROR_CHARS,
     JobManager,
+    bounded,
     expected_stages,
     one_line,
     package_work,
     run_work,
 )
+from dsops_jupyter.server.paths import check_writes, inside
 
 AUTH_RESOURCE = "dsops"
 
@@ -37,10 +40,18 @@ OPTIONS: dict[str, tuple[tuple[type, ...], tuple[str, ...]]] = {
     "commit": ((bool,), ("package",)),
     "build": ((bool,), ("package",)),
     "smoke": ((bool,), ("package",)),
+    "force": ((bool,), ("package",)),
     "parameters": ((dict,), ("package", "run")),
     "steps": ((list,), ("run",)),
 }
 KINDS = ("package", "run")
+#: Default bound of a POST body (DsopsExtension.max_request_bytes): options are small.
+MAX_REQUEST_BYTES = 1024 * 1024
+#: Nesting a parameter value may have: deeper is no notebook's literal, and would only make
+#: the core and the kernel recurse.
+MAX_VALUE_DEPTH = 32
+#: Characters of a client's value quoted back in an error message.
+MAX_ECHO_CHARS = 200
 
 
 class DsopsHandler(APIHandler):
@@ -61,12 +72,17 @@ class DsopsHandler(APIHandler):
         if not isinstance(rel, str) or not rel.strip():
             raise HTTPError(400, "missing 'path': a notebook path relative to the server root")
         if os.path.isabs(rel) or rel.startswith(("/", "\\")) or ".." in Path(rel).parts:
-            raise HTTPError(403, f"path {rel!r} is outside the server root")
-        target = (self.root / rel).resolve()
-        if not target.is_relative_to(self.root):
-            raise HTTPError(403, f"path {rel!r} is outside the server root")
-        if not target.is_file():
-            raise HTTPError(404, f"no such notebook: {rel}")
+            raise HTTPError(403, f"path {echo(rel)} is outside the server root")
+        try:
+            if not inside(self.root / rel, self.root):
+                raise HTTPError(403, f"path {echo(rel)} is outside the server root")
+            target = (self.root / rel).resolve()
+            found = target.is_file()
+        except (OSError, ValueError) as err:  # too long a name, a NUL byte, ...
+            reason = err.strerror if isinstance(err, OSError) else one_line(err)
+            raise HTTPError(400, f"cannot use path {echo(rel)}: {reason}") from None
+        if not found:
+            raise HTTPError(404, f"no such notebook: {echo(rel)}")
         return target
 
     def relative(self, path: Path) -> str:
@@ -94,7 +110,7 @@ class DsopsHandler(APIHandler):
         else:
             message = responses.get(status_code, "request refused")
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"error": one_line(message)}))
+        self.finish(json.dumps({"error": bounded(message, MAX_ERROR_CHARS)}))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         # User errors are expected answers, not server faults: one log line, no traceback.
@@ -141,9 +157,10 @@ class JobsHandler(DsopsHandler):
         body = self.json_body()
         kind = body.get("kind")
         if kind not in KINDS:
-            raise HTTPError(400, f"unknown job kind {kind!r}; expected 'package' or 'run'")
+            raise HTTPError(400, f"unknown job kind {echo(kind)}; expected 'package' or 'run'")
         notebook = self.notebook_path(body.get("path"))
         options = check_options(kind, body.get("options", {}))
+        check_writes(notebook, self.root, kind, options)
         make = package_work if kind == "package" else run_work
         job = self.jobs.submit(
             kind,
@@ -154,10 +171,16 @@ class JobsHandler(DsopsHandler):
         self.write_json(job, status=202)
 
     def json_body(self) -> dict[str, Any]:
+        raw = self.request.body or b"{}"
+        limit = self.settings.get("dsops_max_request_bytes", MAX_REQUEST_BYTES)
+        if len(raw) > limit:
+            raise HTTPError(413, f"request body of {len(raw)} bytes is over the {limit} limit")
         try:
-            body = json.loads(self.request.body or b"{}")
+            body = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as err:
             raise HTTPError(400, f"request body is not valid JSON: {one_line(err)}") from err
+        except RecursionError:
+            raise HTTPError(400, "request body is not valid JSON: nested too deeply") from None
         if not isinstance(body, dict):
             raise HTTPError(400, "request body must be a JSON object")
         return body
@@ -171,7 +194,7 @@ class JobHandler(DsopsHandler):
     def get(self, job_id: str) -> None:
         job = self.jobs.get(job_id)
         if job is None:
-            raise HTTPError(404, f"no such job: {job_id}")
+            raise HTTPError(404, f"no such job: {echo(job_id)}")
         self.write_json(job)
 
 
@@ -183,17 +206,44 @@ def check_options(kind: str, options: Any) -> dict[str, Any]:
         raise HTTPError(400, "'options' must be a JSON object")
     for key, value in options.items():
         if key not in OPTIONS:
-            raise HTTPError(400, f"unknown option {key!r}; expected one of {', '.join(OPTIONS)}")
+            known = ", ".join(OPTIONS)
+            raise HTTPError(400, f"unknown option {echo(key)}; expected one of {known}")
         types, _kinds = OPTIONS[key]
         if not isinstance(value, types):
             names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
-            raise HTTPError(400, f"option {key!r} must be {names}, not {json.dumps(value)}")
+            raise HTTPError(400, f"option {key!r} must be {names}, not {echo(value)}")
     steps = options.get("steps", [])
     if not all(isinstance(s, str) for s in steps):
         raise HTTPError(400, "option 'steps' must be a list of step names")
-    if not all(isinstance(k, str) for k in options.get("parameters", {})):
+    parameters = options.get("parameters", {})
+    if not all(isinstance(k, str) for k in parameters):
         raise HTTPError(400, "option 'parameters' must map names to values")
+    deep = next((k for k, v in parameters.items() if depth(v) > MAX_VALUE_DEPTH), None)
+    if deep is not None:
+        raise HTTPError(400, f"parameter {echo(deep)} is nested over {MAX_VALUE_DEPTH} levels")
     return {k: v for k, v in options.items() if kind in OPTIONS[k][1]}
+
+
+def echo(value: Any) -> str:
+    """A value the client sent, quoted for an error message and cut short (MAX_ECHO_CHARS),
+    so the reason after it stays readable and a huge value is not sent back."""
+    try:
+        return bounded(json.dumps(value, default=str), MAX_ECHO_CHARS)
+    except RecursionError:
+        return "(a deeply nested value)"
+
+
+def depth(value: Any) -> int:
+    """How deeply lists and objects nest in a JSON value (iterative: no recursion limit)."""
+    deepest, todo = 0, [(value, 0)]
+    while todo:
+        item, level = todo.pop()
+        deepest = max(deepest, level)
+        if isinstance(item, dict):
+            todo.extend((v, level + 1) for v in item.values())
+        elif isinstance(item, list):
+            todo.extend((v, level + 1) for v in item)
+    return deepest
 
 
 def output_dir(notebook: Path, name: str) -> Path:
@@ -203,10 +253,13 @@ def output_dir(notebook: Path, name: str) -> Path:
     return load_config(notebook).package_dir(name)
 
 
-def setup_handlers(web_app: Any, root: Path, jobs: JobManager) -> None:
+def setup_handlers(
+    web_app: Any, root: Path, jobs: JobManager, max_request_bytes: int = MAX_REQUEST_BYTES
+) -> None:
     base = url_path_join(web_app.settings["base_url"], "dsops")
     web_app.settings["dsops_root"] = root
     web_app.settings["dsops_jobs"] = jobs
+    web_app.settings["dsops_max_request_bytes"] = max_request_bytes
     web_app.add_handlers(
         ".*$",
         [

@@ -362,3 +362,184 @@ async def test_package_job_builds_and_smoke_runs_the_image(
     run = result["run"]
     assert run["status"] == "succeeded" and run["exit_code"] == 0, run
     assert any("total 10" in line for line in run["log"]), run["log"]  # n=5 baked in
+
+
+# --- limits: request bodies, echoed values, job records ----------------------------------------
+async def test_a_body_over_the_limit_is_413_and_starts_nothing(jp_fetch, repo):
+    body = {"kind": "run", "path": "examples/wine.ipynb"}
+    body["options"] = {"parameters": {"output_dir": "x" * 1_100_000}}
+    status, reply = await post_job(jp_fetch, body)
+    assert_error(status, reply, 413, "limit")
+    assert len(reply["error"]) < 200
+    status, jobs = await fetch_json(jp_fetch, "dsops", "jobs")
+    assert jobs == {"jobs": []}
+
+
+async def test_values_echoed_in_errors_are_cut_short(jp_fetch, repo):
+    huge = "y" * 500_000
+    body = {"kind": "package", "path": "examples/wine.ipynb", "options": {"build": huge}}
+    status, reply = await post_job(jp_fetch, body)
+    assert_error(status, reply, 400, "'build'", "more characters")
+    assert len(reply["error"]) < 2_000
+    status, reply = await post_job(jp_fetch, {"kind": huge, "path": "examples/wine.ipynb"})
+    assert_error(status, reply, 400, "unknown job kind")
+    assert len(reply["error"]) < 2_000
+
+
+async def test_job_records_stay_small(jp_fetch, repo, write_notebook):
+    """A near-limit parameter value and a cell printing thousands of lines: the record keeps
+    the last log lines and cut values, so listing jobs stays cheap."""
+    write_notebook(
+        "chatty.ipynb",
+        ('text: str = ""', ["parameters"]),
+        "for i in range(5000):\n    print('line', i)\nprint(len(text))",
+    )
+    body = {"kind": "run", "path": "chatty.ipynb"}
+    body["options"] = {"parameters": {"text": "z" * 900_000}}
+    status, job = await post_job(jp_fetch, body)
+    assert status == 202, job
+    job = await wait_job(jp_fetch, job["id"])
+    assert job["state"] == "succeeded", job["error"]
+    assert "900000" in job["log"][-3:], job["log"][-3:]  # the kernel got the whole value
+    assert "line 4999" in job["log"] and "line 0" not in job["log"]
+    assert job["log"][0].startswith("[") and "earlier lines not kept" in job["log"][0]
+    assert job["result"]["run"]["parameters"]["text"].endswith("more characters)")
+    response = await jp_fetch("dsops", "jobs")
+    assert len(response.body) < 100_000, len(response.body)
+
+
+# --- input the server cannot parse: 400, one line, never 500 -----------------------------
+async def test_deeply_nested_bodies_are_400(jp_fetch, repo):
+    nested = "[" * 100_000 + "]" * 100_000
+    raw = '{"kind": "run", "path": "examples/wine.ipynb", "options": {"parameters": {"a": %s}}}'
+    status, reply = await post_job(jp_fetch, raw % nested)
+    assert_error(status, reply, 400, "nested too deeply")
+    status, reply = await post_job(jp_fetch, raw % ("[" * 100 + "]" * 100))
+    assert_error(status, reply, 400, '"a"', "nested over 32 levels")
+
+
+async def test_a_very_long_path_is_400(jp_fetch, repo):
+    path = "d/" * 2_500 + "x.ipynb"
+    status, reply = await fetch_json(jp_fetch, "dsops", "pipeline", params={"path": path})
+    assert_error(status, reply, 400, "too long")
+    assert len(reply["error"]) < 2_000
+    status, reply = await post_job(jp_fetch, {"kind": "package", "path": path})
+    assert_error(status, reply, 400, "too long")
+
+
+async def test_unknown_after_marker_is_400(jp_fetch, repo, write_notebook):
+    write_notebook("after.ipynb", ("a = 1", ["step:load", "after:prepare"]))
+    status, reply = await fetch_json(jp_fetch, "dsops", "pipeline", params={"path": "after.ipynb"})
+    assert_error(status, reply, 400, "after:prepare")
+
+
+# --- writes are confined like reads ----------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kind", "link"), [("package", "pipelines"), ("package", "pipelines/wine"), ("run", "runs")]
+)
+async def test_a_symlinked_output_folder_outside_the_root_is_refused(
+    jp_fetch, repo, tmp_path, kind, link
+):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (repo / link).parent.mkdir(parents=True, exist_ok=True)
+    (repo / link).symlink_to(outside, target_is_directory=True)
+    status, reply = await post_job(jp_fetch, {"kind": kind, "path": "examples/wine.ipynb"})
+    assert_error(status, reply, 403, "outside the server root", link)
+    assert list(outside.iterdir()) == []
+    status, jobs = await fetch_json(jp_fetch, "dsops", "jobs")
+    assert jobs == {"jobs": []}
+
+
+def test_the_job_process_checks_the_writes_again(repo, tmp_path):
+    """A symlink made after the job was accepted is refused too, before the core writes."""
+    from dsops_jupyter.server.paths import OutsideRootError
+    from dsops_jupyter.server.worker import run_job
+
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (repo / "pipelines").symlink_to(outside, target_is_directory=True)
+    job = {
+        "kind": "package",
+        "notebook": str(repo / "examples" / "wine.ipynb"),
+        "root": str(repo),
+        "options": {},
+    }
+    with pytest.raises(OutsideRootError, match="outside the server root"):
+        run_job(job, lambda _event: None)
+    assert list(outside.iterdir()) == []
+
+
+# --- force: the way out of a hand-edit refusal ------------------------------------------------
+async def test_force_overwrites_hand_edits_like_the_cli(jp_fetch, repo, git):
+    package = {"kind": "package", "path": "examples/wine.ipynb"}
+    first = await wait_job(jp_fetch, (await post_job(jp_fetch, package))[1]["id"])
+    assert first["state"] == "succeeded", first["error"]
+    script = repo / first["result"]["script"]
+    generated = script.read_text()
+    script.write_text(generated + "# my fix\n")
+
+    refused = await wait_job(jp_fetch, (await post_job(jp_fetch, package))[1]["id"])
+    assert refused["state"] == "failed" and "by hand" in refused["error"], refused
+    assert script.read_text().endswith("# my fix\n")
+
+    forced = {**package, "options": {"force": True}}
+    status, job = await post_job(jp_fetch, forced)
+    assert status == 202, job
+    job = await wait_job(jp_fetch, job["id"])
+    assert job["state"] == "succeeded", job["error"]
+    assert script.read_text() == generated
+    assert job["result"]["tag"] == "dsops/wine/v1"
+    status, reply = await post_job(jp_fetch, {**package, "options": {"force": "yes"}})
+    assert_error(status, reply, 400, "'force'", "bool")
+
+
+MALFORMED_CELLS = {
+    "cell metadata as a list": {"metadata": []},
+    "cell metadata null": {"metadata": None},
+    "tags null": {"metadata": {"tags": None}},
+    "source as a list of ints": {"source": [1, 2]},
+    "a 3,000-term expression": {"source": "x = " + "1 + " * 3_000 + "1"},
+}
+
+
+@pytest.mark.parametrize("case", [*MALFORMED_CELLS, "kernelspec null", "nested JSON"])
+async def test_malformed_notebooks_answer_like_the_core(jp_fetch, jp_root_dir, case):
+    """Whatever the core raises as a DsopsError is that status with its one line; anything else
+    is a bug in dsops: 500 with a generic line (logged, never sent as a traceback)."""
+    from dsops_jupyter.errors import DsopsError
+    from dsops_jupyter.notebook import read_pipeline
+
+    cell = {"cell_type": "code", "metadata": {}, "source": "x = 1", "outputs": []}
+    cell.update(MALFORMED_CELLS.get(case, {}))
+    kernelspec = None if case == "kernelspec null" else {"name": "python3", "display_name": "P"}
+    nb = {"nbformat": 4, "nbformat_minor": 5, "metadata": {"kernelspec": kernelspec}}
+    text = json.dumps({**nb, "cells": [{**cell, "execution_count": None}]})
+    if case == "nested JSON":
+        text = '{"cells": ' + "[" * 5_000 + "]" * 5_000 + "}"
+    path = jp_root_dir / "bad.ipynb"
+    path.write_text(text, encoding="utf-8")
+    try:
+        read_pipeline(path)
+        expected = (200, None)
+    except DsopsError as err:
+        expected = (err.http_status, str(err))
+    except Exception:
+        expected = (500, "internal error in dsops; see the Jupyter server log")
+    status, reply = await fetch_json(jp_fetch, "dsops", "pipeline", params={"path": "bad.ipynb"})
+    assert status == expected[0], reply
+    if expected[1] is not None:
+        assert_error(status, reply, status, expected[1])
+
+
+async def test_files_in_the_root_do_not_shadow_the_job_process_modules(
+    jp_fetch, jp_root_dir, write_notebook
+):
+    """The job process imports papermill, git, docker...: a user's papermill.py beside the
+    notebooks must not be what it imports."""
+    (jp_root_dir / "papermill.py").write_text("raise ImportError('the user module was imported')")
+    write_notebook("plain.ipynb", "x = 1")
+    status, job = await post_job(jp_fetch, {"kind": "run", "path": "plain.ipynb"})
+    assert status == 202, job
+    job = await wait_job(jp_fetch, job["id"])
+    assert job["state"] == "succeeded", job["error"]

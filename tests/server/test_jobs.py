@@ -10,11 +10,15 @@ import pytest
 from dsops_jupyter import events
 from dsops_jupyter.errors import JobConflictError, VcsError
 from dsops_jupyter.server.jobs import (
+    JobInterrupted,
     JobManager,
     OverallProgress,
+    ServerStoppingError,
+    bounded_json,
     package_result_json,
     relative_paths,
 )
+from dsops_jupyter.server.store import FileJobStore
 
 
 @pytest.fixture
@@ -145,3 +149,111 @@ def test_package_result_maps_the_smoke_run_to_run(tmp_path: Path):
     data = {"version": None, "created": False, "smoke": {"exit_code": 0, "log": ["ok"]}}
     run = package_result_json(data, tmp_path)["run"]
     assert run["status"] == "succeeded" and run["log"] == ["ok"] and run["steps"] == []
+
+
+# --- records on disk, restarts, shutdown, bounds ------------------------------------------------
+class Blocking:
+    """A work that runs until released or stopped (as ProcessWork stops on shutdown)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.stopped = False
+
+    def __call__(self, on_event):
+        events.log(on_event, "working")
+        self.release.wait(30)
+        if self.stopped:
+            raise JobInterrupted()
+        return {"done": True}
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.release.set()
+
+
+def test_jobs_survive_a_restart_and_running_ones_are_interrupted(tmp_path: Path):
+    store_dir = tmp_path / ".dsops" / "jobs"
+    before = JobManager(workers=1, store=FileJobStore(store_dir))
+    done = wait(before, before.submit("run", "a.ipynb", lambda _e: {"x": 1})["id"])
+    blocking = Blocking()
+    running = before.submit("run", "b.ipynb", blocking)
+    queued = before.submit("package", "c.ipynb", lambda _e: {})
+    for _ in range(200):
+        if "working" in before.get(running["id"])["log"]:
+            break
+        threading.Event().wait(0.02)
+    threading.Event().wait(1.5)  # log lines reach the disk within SAVE_INTERVAL (1 s)
+
+    # The server dies here (no shutdown): a new one reads the records.
+    after = JobManager(workers=1, store=FileJobStore(store_dir))
+    listed = {job["id"]: job for job in after.list()}
+    assert listed[done["id"]]["state"] == "succeeded"
+    assert listed[done["id"]]["result"] == {"x": 1}
+    for job_id, state in ((running["id"], "running"), (queued["id"], "queued")):
+        job = listed[job_id]
+        assert job["state"] == "failed" and job["interrupted"] is True
+        assert job["error"] == (
+            f"interrupted: the Jupyter server stopped while this job was {state}; start it again"
+        )
+        assert job["finished"] is not None
+    assert listed[running["id"]]["log"][0] == "working"  # saved within SAVE_INTERVAL
+    assert (tmp_path / ".dsops" / ".gitignore").read_text().splitlines()[-1] == "*"
+    assert all(path.stat().st_mode & 0o077 == 0 for path in store_dir.iterdir())
+    blocking.stop()
+    before.shutdown(timeout=5)
+    after.shutdown(timeout=5)
+
+
+def test_shutdown_stops_running_jobs_and_cancels_queued_ones(tmp_path: Path):
+    manager = JobManager(workers=1, store=FileJobStore(tmp_path))
+    blocking = Blocking()
+    running = manager.submit("run", "a.ipynb", blocking)
+    queued = manager.submit("run", "b.ipynb", lambda _e: {})
+    manager.shutdown(timeout=5)
+    assert blocking.stopped
+    for job_id in (running["id"], queued["id"]):
+        job = manager.get(job_id)
+        assert job["state"] == "failed" and job["interrupted"], job
+    with pytest.raises(ServerStoppingError, match="stopping"):
+        manager.submit("run", "c.ipynb", lambda _e: {})
+    stored = {record["id"]: record for record in FileJobStore(tmp_path).load()}
+    assert stored[queued["id"]]["interrupted"] is True
+
+
+def test_unreadable_records_are_skipped(tmp_path: Path):
+    (tmp_path / f"{'a' * 32}.json").write_text("{not json")
+    (tmp_path / f"{'b' * 32}.json").write_text('{"id": "' + "b" * 32 + '", "kind": 3}')
+    (tmp_path / f"{'c' * 32}.json").write_text("[]")
+    manager = JobManager(store=FileJobStore(tmp_path))
+    assert manager.list() == []
+    manager.shutdown()
+
+
+def test_a_job_keeps_its_last_log_lines_and_short_lines():
+    manager = JobManager(workers=1, max_log_lines=10)
+
+    def chatty(on_event):
+        for i in range(25):
+            events.log(on_event, f"line {i}")
+        events.log(on_event, "w" * 50_000)
+        return {}
+
+    job = wait(manager, manager.submit("run", "a.ipynb", chatty)["id"])
+    assert job["log"][0] == "[16 earlier lines not kept]"
+    assert job["log"][1:10] == [f"line {i}" for i in range(16, 25)]
+    assert len(job["log"][-1]) < 1_100 and job["log"][-1].endswith("more characters)")
+    manager.shutdown()
+
+
+def test_errors_and_result_values_are_cut_short():
+    manager = JobManager(workers=1)
+
+    def fails(_on_event):
+        raise VcsError("bad value " + "v" * 100_000)
+
+    failed = wait(manager, manager.submit("run", "a.ipynb", fails)["id"])
+    assert len(failed["error"]) < 1_100 and failed["error"].startswith("bad value vvv")
+    assert bounded_json({"a": ["x" * 5_000, 3]}, 100) == {
+        "a": ["x" * 100 + "... (4900 more characters)", 3]
+    }
+    manager.shutdown()

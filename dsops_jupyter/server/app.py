@@ -1,0 +1,66 @@
+"""The jupyter_server extension app: settings (traitlets), routes, and a clean shutdown.
+
+Configure it like any Jupyter app, e.g. in ``jupyter_server_config.py``::
+
+    c.DsopsExtension.job_store_class = "mypackage.SqlJobStore"   # a JobStore subclass
+    c.DsopsExtension.stop_timeout = 30
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Float, Integer, Type, Unicode
+
+from dsops_jupyter.server.handlers import MAX_REQUEST_BYTES, setup_handlers
+from dsops_jupyter.server.jobs import MAX_LOG_LINES, JobManager
+from dsops_jupyter.server.store import FileJobStore, JobStore
+
+
+class DsopsExtension(ExtensionApp):
+    """Routes under ``<base_url>dsops/`` (docs/rest-api.md) and the jobs behind them."""
+
+    name = "dsops_jupyter"
+    load_other_extensions = True
+
+    job_store_class = Type(
+        default_value=FileJobStore,
+        klass=JobStore,
+        config=True,
+        help="Where job records are kept across restarts (a JobStore subclass; JobStore itself"
+        " keeps nothing).",
+    )
+    jobs_dir = Unicode(
+        "",
+        config=True,
+        help="The folder the job store uses; default: .dsops/jobs under the server root.",
+    )
+    workers = Integer(2, config=True, help="Jobs that run at once; each is heavy.")
+    stop_timeout = Float(
+        10.0,
+        config=True,
+        help="On shutdown, seconds running jobs get to stop after SIGINT before they are killed.",
+    )
+    max_request_bytes = Integer(
+        MAX_REQUEST_BYTES, config=True, help="Largest POST body accepted (413 above)."
+    )
+    max_log_lines = Integer(
+        MAX_LOG_LINES, config=True, help="Log lines kept per job record (the last ones)."
+    )
+
+    jobs: JobManager
+
+    def initialize_handlers(self) -> None:
+        root = Path(self.serverapp.root_dir).expanduser().resolve()
+        directory = Path(self.jobs_dir).expanduser() if self.jobs_dir else root / ".dsops" / "jobs"
+        store = self.job_store_class(directory=directory, parent=self)
+        self.jobs = JobManager(workers=self.workers, store=store, max_log_lines=self.max_log_lines)
+        setup_handlers(self.serverapp.web_app, root, self.jobs, self.max_request_bytes)
+        self.log.info("dsops_jupyter: routes registered under %sdsops/", self.serverapp.base_url)
+
+    async def stop_extension(self) -> None:
+        """Called on server shutdown (SIGTERM, Ctrl-C): stop the jobs, record how they ended."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.jobs.shutdown, self.stop_timeout)

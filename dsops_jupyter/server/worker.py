@@ -1,0 +1,110 @@
+"""One server job in its own process: ``python -m dsops_jupyter.server.worker``.
+
+Started by ProcessWork (jobs.py). Protocol:
+
+- stdin: one JSON line ``{"kind", "notebook", "root", "options"}``, then it stays open; EOF
+  means the server is gone, and the job stops as on SIGINT (no orphan commits or kernels).
+- stdout: JSON lines: ``{"event": {...}}`` per progress event, then exactly one outcome:
+  ``{"result": {...}}``, ``{"error": "one line"}`` (a DsopsError), ``{"interrupted": true}``
+  or ``{"crash": "Type: message", "traceback": "..."}`` (a bug in dsops).
+
+SIGINT is how the server stops a job: Python unwinds (finally blocks run, a commit rolls
+back) and nbclient shuts its kernel down. Anything the job prints goes to stderr, which is the
+server's log; the protocol has a private copy of stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import traceback
+from pathlib import Path
+from typing import IO, Any
+
+from dsops_jupyter.errors import DsopsError
+from dsops_jupyter.events import Event, OnEvent
+from dsops_jupyter.server.jobs import (
+    EMPTY_RESULT,
+    MAX_LINE_CHARS,
+    bounded,
+    bounded_json,
+    package_result_json,
+    relative_paths,
+)
+from dsops_jupyter.server.paths import check_writes
+
+
+def run_job(job: dict[str, Any], on_event: OnEvent) -> dict[str, Any]:
+    """Run one package or run job through the core; the result in the REST contract's shape."""
+    notebook, root, options = Path(job["notebook"]), Path(job["root"]), job["options"]
+    check_writes(notebook, root, job["kind"], options)  # again: the tree may have changed
+    if job["kind"] == "package":
+        from dsops_jupyter.package import package_notebook
+
+        result = package_notebook(
+            notebook,
+            parameters=options.get("parameters") or None,
+            name=options.get("name"),
+            commit=options.get("commit", True),
+            build=options.get("build", False),
+            smoke=options.get("smoke", False),
+            force=options.get("force", False),
+            on_event=on_event,
+        )
+        return package_result_json(result.to_json(), root)
+    from dsops_jupyter.execute import run_notebook
+
+    record = run_notebook(
+        notebook,
+        parameters=options.get("parameters") or None,
+        steps=options.get("steps") or None,
+        on_event=on_event,
+    )
+    return {**EMPTY_RESULT, "run": relative_paths(record.to_json(), root)}
+
+
+def main() -> int:
+    protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints must not break the protocol
+    sys.stdout = sys.stderr
+    job = json.loads(sys.stdin.readline())
+    threading.Thread(target=_stop_when_orphaned, daemon=True).start()
+    lock = threading.Lock()
+
+    def send(message: dict[str, Any]) -> None:
+        with lock:  # events may come from the core's helper threads
+            protocol.write(json.dumps(message, default=str) + "\n")
+            protocol.flush()
+
+    def on_event(event: Event) -> None:
+        data = event.to_json()
+        data["message"] = bounded(event.message, MAX_LINE_CHARS * 4, flat=False)
+        data["data"] = {}  # the outcome carries the result; events only feed the log
+        send({"event": data})
+
+    send(_outcome(job, on_event))
+    return 0
+
+
+def _outcome(job: dict[str, Any], on_event: OnEvent) -> dict[str, Any]:
+    try:
+        return {"result": bounded_json(run_job(job, on_event))}
+    except DsopsError as err:
+        return {"error": str(err)}
+    except KeyboardInterrupt:
+        return {"interrupted": True}
+    except Exception as err:  # a bug in dsops: the server logs the traceback
+        return {"crash": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
+
+
+def _stop_when_orphaned(stdin: IO[str] = sys.stdin) -> None:
+    """The server keeps our stdin open while it lives: EOF means it is gone."""
+    stdin.read()
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
