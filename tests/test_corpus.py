@@ -54,6 +54,8 @@ MARKER_TAGS = frozenset(
     | {"injected-parameters"}
 )
 MARKER_TAG_KINDS = ("step:", "block:")
+# One process per code cell: a bigger notebook would cost minutes in split mode alone.
+SPLIT_MAX_CODE_CELLS = 60
 
 
 def corpus_notebooks() -> list[str]:
@@ -165,8 +167,14 @@ def run_script(outcome: Outcome) -> None:
 def papermill_then_split(outcome: Outcome) -> None:
     """papermill first; where it finished (and dsops took the notebook), the split run too."""
     guarded(run_papermill, outcome)
-    if outcome.executed and outcome.papermill_error is None and outcome.refused is None:
+    finished = outcome.executed and outcome.papermill_error is None and outcome.refused is None
+    if finished and code_cell_count(outcome.notebook) <= SPLIT_MAX_CODE_CELLS:
         guarded(run_split, outcome, into="split_crash")
+
+
+def code_cell_count(notebook: str) -> int:
+    cells = json.loads((CORPUS / notebook).read_bytes())["cells"]
+    return sum(c.get("cell_type") == "code" for c in cells)
 
 
 def run_split(outcome: Outcome) -> None:
@@ -405,6 +413,8 @@ def test_notebook_split_into_one_step_per_cell_runs_the_same(
     assert outcome.crash is None, outcome.crash
     if outcome.refused is not None or outcome.papermill_error is not None:
         pytest.skip("papermill does not finish it (or dsops refuses it): the plain test covers it")
+    if code_cell_count(notebook) > SPLIT_MAX_CODE_CELLS:
+        pytest.skip(f"more than {SPLIT_MAX_CODE_CELLS} code cells: split mode would take minutes")
     assert outcome.split_crash is None, outcome.split_crash
     assert outcome.split_conversion_error is None, (
         f"convert refused the split copy: {outcome.split_conversion_error}"
@@ -444,3 +454,32 @@ def test_written_files_are_compared_as_data_where_bytes_may_differ() -> None:
     assert file_difference("t.txt", b"a", b"b") is not None
     assert file_difference("plot.png", b"a", b"b") is None
     assert file_difference("model.bin", b"a", b"b", presence_only=True) is None
+
+
+def test_split_copy_tags_every_unmarked_code_cell_and_leaves_markers_alone() -> None:
+    def code(source: str, *tags: str) -> dict[str, Any]:
+        return {"cell_type": "code", "metadata": {"tags": list(tags)}, "source": source}
+
+    nb = {
+        "cells": [
+            code("import os", "imports"),
+            {"cell_type": "markdown", "metadata": {}, "source": "# title"},
+            code("a = 1", "parameters"),
+            code("b = a + 1"),
+            {"cell_type": "code", "metadata": {}, "source": ["c = b\n", "print(c)"]},
+            code("d = c", "block:"),
+            code("e = d", "step:train", "prev:load"),
+            code("%%dsops skip\nf = 1"),
+        ]
+    }
+    tags = [c["metadata"].get("tags") for c in split_notebook(nb)["cells"]]
+    assert tags == [
+        ["imports"],
+        None,
+        ["parameters"],
+        ["step:c4"],
+        ["step:c5"],
+        ["block:"],
+        ["step:train", "prev:load"],
+        [],
+    ]
