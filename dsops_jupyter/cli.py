@@ -157,7 +157,9 @@ def _package_options(sub: argparse.ArgumentParser) -> None:
         help="keep IPython magics and !shell lines (the script then needs IPython)",
     )
     sub.add_argument(
-        "--force", action="store_true", help="overwrite hand edits inside the generated folder"
+        "--force",
+        action="store_true",
+        help="overwrite hand edits of generated files; other files in the folder are left alone",
     )
 
 
@@ -219,7 +221,14 @@ def cmd_convert(args: argparse.Namespace) -> int:
         return cmd_commit(args)
     from dsops_jupyter.convert import convert
 
-    pkg = convert(args.notebook, out_dir=args.out, name=args.name, keep_magics=args.keep_magics)
+    pkg = convert(
+        args.notebook,
+        out_dir=args.out,
+        name=args.name,
+        keep_magics=args.keep_magics,
+        force=args.force,
+        on_event=_print_notes,
+    )
     _warn_lock(pkg)
     if args.json:
         _print_json({"name": pkg.name, "directory": str(pkg.directory), "files": sorted(pkg.files)})
@@ -238,7 +247,7 @@ def cmd_commit(args: argparse.Namespace) -> int:
         args.notebook, out_dir=args.out, name=args.name, keep_magics=args.keep_magics
     )
     _warn_lock(pkg)
-    version, created = commit_package(pkg, force=args.force)
+    version, created = commit_package(pkg, force=args.force, on_event=_print_notes)
     if args.json:
         _print_json({**version.to_json(), "created": created, "directory": str(pkg.directory)})
         return 0
@@ -410,6 +419,12 @@ def _reporter(args: argparse.Namespace) -> Iterator[OnEvent]:
     finally:
         if progress.live.is_started:
             progress.stop()
+
+
+def _print_notes(event: Event) -> None:
+    """Log lines of a command that shows no progress (what --force left alone): on stderr."""
+    if event.kind == "log":
+        print(f"note: {event.message}", file=sys.stderr)
 
 
 def _print_json(data: Any) -> None:

@@ -6,17 +6,23 @@ import ast
 import functools
 import hashlib
 import io
-import json
 import re
 import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dsops_jupyter import flow
+from dsops_jupyter import escape, flow
 from dsops_jupyter.config import Config, load_config
 from dsops_jupyter.errors import ConversionError
-from dsops_jupyter.fsutil import write_files
+from dsops_jupyter.events import OnEvent, ignore, log
+from dsops_jupyter.fsutil import (
+    ignored_by_git,
+    left_alone_note,
+    refuse_overwrites,
+    write_files,
+    written_by_convert,
+)
 from dsops_jupyter.notebook import Cell, Pipeline, Step, read_pipeline
 from dsops_jupyter.spec import SCRIPT_FORMAT, spec_bytes, spec_digest
 
@@ -36,6 +42,7 @@ class GeneratedPackage:
 RESERVED = frozenset({"run", "run_step", "main", "STEPS", "PARAMETERS"})
 RESERVED_PARAMETERS = frozenset({"step", "workdir", "help", "h"})
 _RUNTIME = Path(__file__).parent / "templates" / "script_runtime.py.txt"
+_RUNTIME_START = "\n# --- command line (generated; the same in every dsops script)"
 _DISPLAY_FALLBACK = """
 
 def display(*objs, **kwargs):
@@ -78,22 +85,52 @@ def generate_package(
     return GeneratedPackage(pipeline.name, directory, files, path, pipeline.content_hash, pipeline)
 
 
-def write_package(pkg: GeneratedPackage) -> list[Path]:
-    """Write the files atomically; unchanged files are left untouched."""
-    return write_files(pkg.directory, pkg.files)
+def write_package(
+    pkg: GeneratedPackage, *, force: bool = False, on_event: OnEvent = ignore
+) -> list[Path]:
+    """Write the files atomically (unchanged files untouched); the paths that changed.
+
+    Refuses (HandEditError) to replace a file dsops did not write, or one changed since dsops
+    wrote it, unless ``force``: the same rule as `dsops commit`.
+    """
+    directory = pkg.directory
+    left_alone = refuse_overwrites(
+        directory,
+        pkg.files,
+        written_by_convert(directory),
+        since="the last `dsops convert`",
+        force=force,
+        shown=lambda name: f"{directory}/{name}",
+        ignored=lambda names: ignored_by_git(directory, names),
+    )
+    if left_alone:
+        log(on_event, left_alone_note(lambda name: f"{directory}/{name}", left_alone))
+    return write_files(directory, pkg.files)
 
 
-def convert(path: str | Path, **options: Any) -> GeneratedPackage:
+def convert(
+    path: str | Path, *, force: bool = False, on_event: OnEvent = ignore, **options: Any
+) -> GeneratedPackage:
     pkg = generate_package(path, **options)
-    write_package(pkg)
+    write_package(pkg, force=force, on_event=on_event)
     return pkg
+
+
+def package_files(name: str) -> list[str]:
+    """Every file of a package. pipeline.json lists them: the files dsops may replace or remove
+    (generate_package must produce exactly these; a test holds it to that)."""
+    return sorted(
+        {f"{name}.py", "pipeline.json", "requirements.lock", "Dockerfile", ".dockerignore"}
+    )
 
 
 def render_files(pipeline: Pipeline, config: Config) -> dict[str, bytes]:
     """The notebook-derived files (script and spec): fast, no environment lookups."""
     _check_convertible(pipeline, config.keep_magics)
     notebook = project_path(pipeline.notebook_path, config.root)
-    script = render_script(pipeline, notebook).encode("utf-8")
+    text = render_script(pipeline, notebook)
+    check_compiles(text, pipeline)
+    script = text.encode("utf-8")
     spec = {
         "format": SCRIPT_FORMAT,
         **pipeline.to_json(),
@@ -102,6 +139,7 @@ def render_files(pipeline: Pipeline, config: Config) -> dict[str, bytes]:
         "order": [s.name for s in pipeline.steps],
         "keep_magics": config.keep_magics,
         "script_sha256": hashlib.sha256(script).hexdigest(),
+        "files": package_files(pipeline.name),
     }
     spec["spec_sha256"] = spec_digest(spec)
     return {f"{pipeline.name}.py": script, "pipeline.json": spec_bytes(spec)}
@@ -117,6 +155,7 @@ def project_path(path: Path, root: Path) -> str:
 
 def _check_convertible(pipeline: Pipeline, keep_magics: bool) -> None:
     where = pipeline.notebook_path.name
+    _check_top_level_flow(pipeline)
     for cell in _converted_cells(pipeline):
         if cell.unsupported and not keep_magics:
             raise ConversionError(
@@ -131,11 +170,107 @@ def _check_convertible(pipeline: Pipeline, keep_magics: bool) -> None:
             f"{where} defines {sorted(clash)[0]!r}, a name the generated script needs; rename it"
         )
     for param in pipeline.parameters:
+        escape.json_text(param.to_json(), f"{where}: parameter {param.name}", allow_nan=True)
         if param.name in RESERVED_PARAMETERS:
             raise ConversionError(
                 f"{where}: parameter {param.name!r} clashes with the script's --{param.name} "
                 f"option; rename it"
             )
+
+
+def check_compiles(script: str, pipeline: Pipeline) -> None:
+    """The generated script compiles, or one ConversionError naming the cell that breaks it.
+
+    Every path that writes or commits a script renders it here, so none can ship code that
+    fails on `python script.py`; "Scripts generated here always compile" (DESIGN.md).
+    """
+    # The runtime at the end is the same fixed, tested text in every script: compiling what
+    # precedes it (everything that comes from the notebook) halves the cost.
+    ours = script.rpartition(_RUNTIME_START)[0] or script
+    try:
+        compile(ours, f"{pipeline.name}.py", "exec", dont_inherit=True)
+    except SyntaxError as err:  # IndentationError and TabError too
+        fix = (
+            "put `from ... import *` on its own line at the top level of the cell"
+            if "import *" in err.msg
+            else "rewrite it in plain Python or mark the cell skip"
+        )
+        raise ConversionError(
+            f"{_script_culprit(pipeline, script, err.lineno)} would not compile as a script "
+            f"({err.msg}); {fix}"
+        ) from None
+    except (RecursionError, MemoryError, ValueError) as err:
+        reason = "nested too deeply" if not isinstance(err, ValueError) else str(err)
+        raise ConversionError(
+            f"{pipeline.notebook_path.name}: the generated script would not compile ({reason}); "
+            f"split the deepest expression"
+        ) from None
+
+
+def _script_culprit(pipeline: Pipeline, script: str, lineno: int | None) -> str:
+    """The notebook cell a line of the generated script comes from (`# cell N` above it)."""
+    where = pipeline.notebook_path.name
+    lines = script.split("\n")[: lineno or 0]
+    for line in reversed(lines):
+        match = re.fullmatch(r"\s*# cell (\d+)", line)
+        if match:
+            return f"{where}, cell {match[1]}"
+        if line.startswith(("PARAMETERS = ", "def run(")) and pipeline.parameters:
+            return f"{where}, cell {pipeline.parameters[0].cell} (parameters)"
+        if line.startswith("STEPS = "):
+            break
+    return f"{where} (line {lineno} of the generated script)"
+
+
+def _check_top_level_flow(pipeline: Pipeline) -> None:
+    """`return`, `yield` and `await` outside any function: IPython refuses the first two, and a
+    step function would silently change meaning (a generator that never runs, an early exit);
+    top-level `await` only runs under IPython's event loop."""
+    where = pipeline.notebook_path.name
+    for cell in _converted_cells(pipeline):
+        if not _FLOW_WORDS.search(cell.code):
+            continue  # most cells: no walk of their tree needed
+        node = _outside_function(cell.tree.body if cell.tree else [])
+        if node is None:
+            continue
+        word = {ast.Return: "return", ast.Await: "await"}.get(type(node), "yield")
+        fix = (
+            "put the code in an `async def` and call it with asyncio.run(...)"
+            if word == "await"
+            else "put it inside a function (the notebook cannot run it either)"
+        )
+        raise ConversionError(
+            f"{where}, {cell.label}, line {node.lineno}: `{word}` outside a function; {fix}"
+        )
+
+
+_FLOW_WORDS = re.compile(r"\b(?:return|yield|await|async)\b")
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
+_OUTSIDE = (ast.Return, ast.Yield, ast.YieldFrom, ast.Await)
+
+
+def _outside_function(nodes: list[ast.stmt]) -> ast.AST | None:
+    """The first return/yield/await not inside a def or lambda (iterative: trees may be deep)."""
+    pending: list[ast.AST] = list(reversed(nodes))
+    while pending:
+        node = pending.pop()
+        if isinstance(node, _OUTSIDE):
+            return node
+        if isinstance(node, ast.comprehension) and node.is_async:
+            return node.iter  # `async for` in a comprehension is an await as well
+        if isinstance(node, ast.AsyncFor | ast.AsyncWith):
+            return ast.Await(lineno=node.lineno)
+        if isinstance(node, _SCOPES):
+            pending.extend(reversed([*getattr(node, "decorator_list", []), *_defaults(node)]))
+            continue
+        pending.extend(reversed(list(ast.iter_child_nodes(node))))
+    return None
+
+
+def _defaults(node: ast.AST) -> list[ast.AST]:
+    """Parts of a def/lambda evaluated where it is defined: default values."""
+    args = node.args  # type: ignore[attr-defined]
+    return [*args.defaults, *(d for d in args.kw_defaults if d is not None)]
 
 
 @functools.cache
@@ -180,7 +315,7 @@ def render_script(pipeline: Pipeline, notebook: str) -> str:
 def _header(pipeline: Pipeline, notebook: str) -> str:
     order = " -> ".join(s.name for s in pipeline.steps) or "(no steps)"
     return (
-        f"# Generated by dsops-jupyter from {json.dumps(notebook)} "
+        f"# Generated by dsops-jupyter from {escape.python_comment(notebook)} "
         f"({pipeline.content_hash[:19]}).\n"
         f"# Do not edit: change the notebook and run `dsops convert` again.\n"
         f'"""Pipeline {pipeline.name}: {order}.\n\n'
@@ -204,9 +339,14 @@ def _module_level(pipeline: Pipeline) -> tuple[list[str], list[str], list[tuple[
 
 
 def _parameters_table(pipeline: Pipeline) -> str:
-    rows = "".join(f"    {p.name!r}: ({p.type!r}, {p.default!r}),\n" for p in pipeline.parameters)
+    rows = "".join(f"    {p.name!r}: ({p.type!r}, {_default(p)}),\n" for p in pipeline.parameters)
     body = f"{{\n{rows}}}" if rows else "{}"
     return f"\n# The notebook's parameters: name -> (type, default).\nPARAMETERS = {body}\n"
+
+
+def _default(param: Any) -> str:
+    """A parameter's default as Python source: `float('inf')`, never a bare `inf`."""
+    return escape.python_literal(param.default, f"parameter {param.name}'s default")
 
 
 def _step_function(step: Step) -> str:
@@ -230,9 +370,21 @@ def _indent(code: str, prefix: str = "    ") -> str:
     """Indent code into a function body, leaving the inside of multi-line strings untouched."""
     inside = _lines_inside_strings(code)
     return "\n".join(
-        line if number in inside else (prefix + line if line.strip() else "")
+        line if number in inside else _indent_line(line, prefix)
         for number, line in enumerate(code.split("\n"), 1)
     )
+
+
+def _indent_line(line: str, prefix: str) -> str:
+    """Prefix one line; after any form feed in its indentation, since a form feed resets
+    Python's column count (a cell line starting with one would otherwise lose its indent)."""
+    if not line.strip():
+        return ""
+    if "\f" not in line:
+        return prefix + line
+    body = line.lstrip(" \t\f")
+    cut = line.rfind("\f", 0, len(line) - len(body)) + 1
+    return line[:cut] + prefix + line[cut:]
 
 
 def _lines_inside_strings(code: str) -> set[int]:
@@ -260,10 +412,10 @@ def _run_function(pipeline: Pipeline) -> str:
         if isinstance(param.default, list | dict):  # no mutable defaults in a signature
             signature.append(f"{param.name}=None")
             prelude.append(
-                f"    {param.name} = {param.default!r} if {param.name} is None else {param.name}"
+                f"    {param.name} = {_default(param)} if {param.name} is None else {param.name}"
             )
         else:
-            signature.append(f"{param.name}={param.default!r}")
+            signature.append(f"{param.name}={_default(param)}")
     lines = [
         f"\n\ndef run({', '.join(signature)}):",
         '    """Run every step in order; returns the values the steps pass on."""',

@@ -94,6 +94,13 @@ class EngineUnavailableError(ImageError):
     http_status = 503
 
 
+class BaseImageError(ImageError):
+    """The base image given is not a pinned reference or a readable image archive (bad input)."""
+
+    exit_code = 2
+    http_status = 400
+
+
 class BuildError(ImageError):
     """``docker build`` failed; the message names the failing instruction."""
 

@@ -23,8 +23,8 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from dsops_jupyter import events
-from dsops_jupyter.errors import BuildError, EngineUnavailableError, ImageError
+from dsops_jupyter import escape, events
+from dsops_jupyter.errors import BaseImageError, BuildError, EngineUnavailableError, ImageError
 from dsops_jupyter.events import OnEvent
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
@@ -38,8 +38,10 @@ LOG_TAIL = 6
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REFERENCE = re.compile(
     rf"^(?:[a-zA-Z0-9.-]+(?::\d+)?/)?{_COMPONENT}(?:/{_COMPONENT})*"
-    r"(?::(?P<tag>\w[\w.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
+    r"(?::(?P<tag>\w[\w.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?\Z"
 )
+# Pipeline names become file names in COPY and ENTRYPOINT: word characters only.
+_RECIPE_NAME = re.compile(r"[A-Za-z0-9_]{1,100}\Z")
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -96,11 +98,21 @@ def check_base_image(reference: str) -> str:
     reference = reference.strip()
     match = _REFERENCE.match(reference)
     if not match or not (match["tag"] or match["digest"]):
-        raise ImageError(
-            f"invalid base image {reference!r}: pin it as name:tag or name@sha256:<digest> "
-            "(--base-image or [tool.dsops] base-image)"
+        raise BaseImageError(
+            f"invalid base image {escape.shown(reference, 200)}: pin it as name:tag or "
+            "name@sha256:<digest> (--base-image or [tool.dsops] base-image)"
         )
     return reference
+
+
+def check_recipe_name(name: str) -> str:
+    """The pipeline name names files in the recipe: refuse anything but word characters."""
+    if not _RECIPE_NAME.match(name):
+        raise BaseImageError(
+            f"pipeline name {escape.shown(name)} cannot name the image's files: "
+            "use at most 100 letters, digits and _"
+        )
+    return name
 
 
 def cli_args(
@@ -137,12 +149,14 @@ def render_recipe(
 ) -> dict[str, bytes]:
     """Dockerfile and .dockerignore for a pipeline: deterministic text, committed with it."""
     base = check_base_image(base_image or default_base_image())
+    name = check_recipe_name(pipeline.name)
     values = {
         "base_image": base,
-        "name": pipeline.name,
-        "script": f"{pipeline.name}.py",
-        "notebook": Path(pipeline.notebook_path).name,
-        "cmd": json.dumps(cli_args(parameters, parameter_types(pipeline))),
+        "base_image_label": escape.dockerfile_quoted(base, "base image"),
+        "name": escape.dockerfile_quoted(name, "pipeline name"),
+        "script": f"{name}.py",
+        "notebook": escape.dockerfile_comment(Path(pipeline.notebook_path).name),
+        "cmd": escape.dockerfile_json(cli_args(parameters, parameter_types(pipeline)), "parameter"),
     }
     return {
         "Dockerfile": _render("Dockerfile.tmpl", values),
@@ -224,7 +238,7 @@ def image_labels(pkg: Any, version: Any, base_image: str) -> dict[str, str]:
     args = build_args(pkg, version)
     return {
         LABEL_PREFIX + "title": pkg.name,
-        LABEL_PREFIX + "base.name": base_image,
+        LABEL_PREFIX + "base.name": escape.label_value(base_image, LABEL_PREFIX + "base.name"),
         LABEL_PREFIX + "source": args["DSOPS_SOURCE"],
         LABEL_PREFIX + "revision": args["DSOPS_REVISION"],
         LABEL_PREFIX + "version": args["DSOPS_VERSION"],
@@ -241,8 +255,12 @@ def rfc3339(epoch: int) -> str:
 
 
 def build_args(pkg: Any, version: Any) -> dict[str, str]:
-    """Values of the recipe's version ARGs: they only feed its one LABEL instruction."""
-    return {
+    """Values of the recipe's version ARGs: they only feed its one LABEL instruction.
+
+    Passed as build args (never spliced into the Dockerfile text), so quotes and line breaks
+    arrive unchanged; text with no UTF-8 form is refused by `escape.label_value`.
+    """
+    values = {
         "DSOPS_SOURCE": source_url(Path(pkg.directory)),
         "DSOPS_REVISION": version.commit,
         "DSOPS_VERSION": f"v{version.number}",
@@ -250,6 +268,7 @@ def build_args(pkg: Any, version: Any) -> dict[str, str]:
         "DSOPS_NOTEBOOK": notebook_label(pkg.files, Path(pkg.notebook_path)),
         "DSOPS_TAG": version.tag,
     }
+    return {key: escape.label_value(value, key) for key, value in values.items()}
 
 
 def notebook_label(files: Mapping[str, bytes], notebook_path: Path) -> str:

@@ -40,7 +40,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from dsops_jupyter import wheelhouse as wh
-from dsops_jupyter.errors import ImageError
+from dsops_jupyter.errors import BaseImageError, ImageError
 from dsops_jupyter.events import OnEvent, ignore, log, progress, result, stage
 from dsops_jupyter.image import cli_args, image_tags, rfc3339
 from dsops_jupyter.image import image_labels as recipe_labels
@@ -409,6 +409,31 @@ def read_base(
             " or OCI layout path as the base, or start Docker"
         )
     return _engine_base(engine, str(ref), cache, on_event)
+
+
+def read_base_file(path: Path, cache: Path | None = None) -> BaseImage:
+    """A base image archive given by the user, checked whole (format, layers, Python, libc).
+
+    Called before anything is committed: a file that is no usable image (``/etc/passwd``, a
+    truncated archive, a rootfs without Python) is one BaseImageError, bad input (exit 2).
+    """
+    cache = cache or wh.cache_dir()
+    try:
+        base = read_base_path(path, cache)
+        inspect_base(base, cache)
+    except ImageError as err:
+        raise BaseImageError(str(err)) from None
+    except (OSError, tarfile.TarError, ValueError, KeyError, TypeError, AttributeError) as err:
+        reason = (
+            "not a tar archive"
+            if isinstance(err, tarfile.TarError)
+            else getattr(err, "strerror", None) or f"malformed: {type(err).__name__}"
+        )
+        raise BaseImageError(
+            f"base image {path} is not a usable image archive ({reason}); pass a `docker save` "
+            "archive, an OCI image layout or a rootfs tarball"
+        ) from None
+    return base
 
 
 def read_base_path(path: Path, cache: Path, name: str = "") -> BaseImage:
@@ -854,7 +879,7 @@ def build_reproducible(
     pkg: Any,
     version: Any,
     *,
-    base_image: str | Path,
+    base_image: str | Path | BaseImage,
     parameters: dict[str, Any] | None = None,
     output: Path | None = None,
     engine: Any = None,
@@ -872,10 +897,14 @@ def build_reproducible(
     wheelhouse = wheelhouse or wh.default_wheelhouse(cache)
     epoch = int(version.epoch)
     stage(on_event, "Reading the base image")
-    base = read_base(base_image, engine=engine, cache=cache, on_event=on_event)
+    if isinstance(base_image, BaseImage):
+        base = base_image  # read (and checked) already, before the version was committed
+    else:
+        base = read_base(base_image, engine=engine, cache=cache, on_event=on_event)
     facts = inspect_base(base, cache)
     target = facts.target()
-    log(on_event, f"base {base.name or base_image} ({base.digest[:19]}): {target}")
+    shown = base.name or ("rootfs" if isinstance(base_image, BaseImage) else base_image)
+    log(on_event, f"base {shown} ({base.digest[:19]}): {target}")
     stage(on_event, "Fetching wheels")
     requirements = wh.parse_lock(pkg.files.get("requirements.lock", b""), target)
     wheels = wh.ensure_wheels(requirements, target, wheelhouse, on_event)

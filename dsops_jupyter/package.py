@@ -85,8 +85,14 @@ def package_notebook(
             f"base image {file_base} is a file: only --reproducible/--output builds read image "
             "archives; give a Dockerfile build a name:tag or name@sha256:... reference"
         )
-    # Fail fast, before anything is written or committed, when the engine is needed but absent.
+    # Fail fast, before anything is written or committed, when the engine is needed but absent
+    # or the base archive given is not an image with Python.
+    if base_image and not file_base:
+        from dsops_jupyter.image import check_base_image
+
+        check_base_image(base_image)  # bad input is said before a missing engine is
     client = _engine(smoke, push, output, file_base) if images else None
+    base = _read_file_base(file_base) if file_base else None
     events.stage(on_event, f"Converting {Path(path).name}")
     pkg = generate_package(
         path,
@@ -103,7 +109,7 @@ def package_notebook(
         unresolved_imports=_report_unresolved(pkg, on_event),
     )
     if not commit:
-        write_package(pkg)
+        write_package(pkg, force=force, on_event=on_event)
         events.result(on_event, f"wrote {pkg.directory}", package_dir=str(pkg.directory))
         return result
     from dsops_jupyter.vcs import commit_package
@@ -112,9 +118,7 @@ def package_notebook(
     result.version, result.created = commit_package(pkg, force=force, on_event=on_event)
     if not images:
         return result
-    result.image = _build(
-        pkg, result.version, values, reproducible, output, file_base, client, on_event
-    )
+    result.image = _build(pkg, result.version, values, reproducible, output, base, client, on_event)
     result.output = Path(output) if output is not None else None
     if smoke:
         result.smoke = _smoke(result.image, client, on_event)
@@ -139,6 +143,13 @@ def _engine(smoke: bool, push: str | None, output: Path | None, file_base: str |
         return image.connect()
     except ImageError:
         return None  # the daemonless builder says the base needs a file or an engine
+
+
+def _read_file_base(file_base: str) -> Any:
+    """The base archive, read and inspected now: a bad file is refused before any commit."""
+    from dsops_jupyter import oci
+
+    return oci.read_base_file(Path(file_base).expanduser())
 
 
 def _is_file(base_image: str | None) -> bool:
@@ -166,7 +177,7 @@ def _build(
     values: dict[str, Any],
     reproducible: bool,
     output: Path | None,
-    file_base: str | None,
+    file_base: Any,  # oci.BaseImage read from a file, or None
     client: Any,
     on_event: OnEvent,
 ) -> Any:

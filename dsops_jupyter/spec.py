@@ -10,9 +10,12 @@ import hashlib
 import json
 from typing import Any
 
+from dsops_jupyter import escape
+
 # Bump whenever the generated files change for the same notebook: `dsops check` trusts a
 # package's recorded hashes only when its format is the current one.
-SCRIPT_FORMAT = 1
+# 2: pipeline.json lists the package's files (what dsops may replace or remove).
+SCRIPT_FORMAT = 2
 
 
 def source_of(cell: dict[str, Any]) -> str:
@@ -32,11 +35,17 @@ def content_hash(nb: dict[str, Any]) -> str:
 
 
 def spec_bytes(spec: dict[str, Any]) -> bytes:
-    return (json.dumps(spec, indent=2, sort_keys=True) + "\n").encode("utf-8")
+    """pipeline.json: ASCII JSON (escape.json_text), so no value can break a line or the file.
+
+    Non-finite parameter defaults keep Python's ``Infinity`` spelling: the script reads them back.
+    """
+    text = escape.json_text(spec, "pipeline.json", allow_nan=True, indent=2, sort_keys=True)
+    return (text + "\n").encode("ascii")
 
 
 def spec_digest(spec: dict[str, Any]) -> str:
     """Digest of the spec without its own digest field: `check` trusts only untouched specs."""
     rest = {k: v for k, v in spec.items() if k != "spec_sha256"}
     canonical = json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    # surrogatepass: a parameter default may be a str holding a lone surrogate ('\ud800').
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
