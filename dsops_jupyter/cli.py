@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--out", type=Path, help="folder for the executed notebook and run.json")
     sub.add_argument("--kernel", help="kernel name (default: the notebook's)")
+    sub.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail when a step changes a value the analysis says it only reads",
+    )
 
     sub = command("convert", cmd_convert, "write the generated script package")
     _package_options(sub)
@@ -176,6 +181,9 @@ def cmd_steps(args: argparse.Namespace) -> int:
         print("parameters:")
         for p in pipeline.parameters:
             print(f"  {p.name}: {p.type} = {p.default!r}")
+    if pipeline.computed:
+        names = ", ".join(pipeline.computed)
+        print(f"computed: {names} (code of the parameters cell, run as papermill runs it)")
     print("steps, in run order:")
     for number, step in enumerate(pipeline.steps, 1):
         cells = ", ".join(str(i + 1) for i in step.cells)
@@ -189,6 +197,8 @@ def cmd_steps(args: argparse.Namespace) -> int:
         ):
             if names:
                 print(f"       {label}: {', '.join(names)}")
+    for note in pipeline.notes:
+        print(f"note: {note}")
     for warning in pipeline.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return 0
@@ -205,11 +215,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             steps=args.step or None,
             out_dir=args.out,
             kernel_name=args.kernel,
+            strict=args.strict,
             on_event=on_event,
         )
     if args.json:
         _print_json(record.to_json())
         return 0
+    for warning in record.details["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
     for step in record.steps:
         print(f"  {step['name']:<20} {step['status']:<10} {step['duration']:.2f}s")
     print(f"executed notebook: {record.output_notebook}\nrun record:        {record.record_path}")

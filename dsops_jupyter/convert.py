@@ -5,9 +5,7 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
-import io
 import re
-import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,8 @@ from dsops_jupyter.fsutil import (
     write_files,
     written_by_convert,
 )
-from dsops_jupyter.notebook import Cell, Pipeline, Step, read_pipeline
+from dsops_jupyter.ipysyntax import TIME_HELPER, TIMEIT_HELPER, WRITEFILE_HELPER
+from dsops_jupyter.notebook import Cell, Pipeline, Step, indent_code, read_pipeline
 from dsops_jupyter.spec import SCRIPT_FORMAT, spec_bytes, spec_digest
 
 
@@ -50,13 +49,74 @@ def display(*objs, **kwargs):
     for obj in objs:
         print(obj)
 """
+_TIMING = f'''
+
+import time as _time
+
+
+def _dsops_format_time(seconds):
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("\u00b5s", 1e-6), ("ns", 1e-9)):
+        if seconds >= scale or unit == "ns":
+            return f"{{seconds / scale:.3g}} {{unit}}"
+
+
+class {TIME_HELPER}:
+    """%time / %%time in plain Python: a clock started before the code; stop() prints IPython's
+    two timing lines (not reached when the code fails, as in IPython)."""
+
+    def __init__(self):
+        self.wall, self.cpu = _time.perf_counter(), _os.times()
+
+    def stop(self):
+        wall, cpu = _time.perf_counter() - self.wall, _os.times()
+        user, system = cpu.user - self.cpu.user, cpu.system - self.cpu.system
+        print(
+            f"CPU times: user {{_dsops_format_time(user)}}, sys: "
+            f"{{_dsops_format_time(system)}}, total: {{_dsops_format_time(user + system)}}"
+        )
+        print(f"Wall time: {{_dsops_format_time(wall)}}")
+
+    def value(self, compute):
+        result = compute()
+        self.stop()
+        return result
+
+
+def {TIMEIT_HELPER}(body):
+    """%timeit in plain Python: the body runs once (IPython repeats it), one timing line."""
+    start = _time.perf_counter()
+    body()
+    spent = _dsops_format_time(_time.perf_counter() - start)
+    print(f"{{spent}} \u00b1 0 ns per loop (mean \u00b1 std. dev. of 1 run, 1 loop each)")
+'''
+# A kernel imports modules from the folder it started in (papermill: the notebook's): so does
+# the script, or `%%writefile mylib.py` then `import mylib` would work only in the notebook.
+_KERNEL_PATH = "if _os.getcwd() not in _sys.path:\n    _sys.path.insert(1, _os.getcwd())\n"
 _IPYTHON_SHIM = '''
 
 def get_ipython():
-    """The notebook used IPython magics (kept with --keep-magics): they need IPython."""
+    """The notebook's magics (kept with --keep-magics) run in IPython, seeing the names of the
+    step that runs them, as the notebook's magics see its namespace."""
+    import sys
     from IPython.core.interactiveshell import InteractiveShell
 
-    return InteractiveShell.instance()
+    shell = InteractiveShell.instance()
+    caller = sys._getframe(1)
+    shell.user_ns.update(caller.f_globals)
+    shell.user_ns.update(caller.f_locals)
+    return shell
+'''
+_WRITEFILE = f'''
+
+def {WRITEFILE_HELPER}(filename, text, append=False):
+    """%%writefile in plain Python: the file and the message IPython's magic gives."""
+    filename = _os.path.expanduser(filename)
+    if _os.path.exists(filename):
+        print(("Appending to " if append else "Overwriting ") + filename)
+    else:
+        print("Writing " + filename)
+    with open(filename, "a" if append else "w", encoding="utf-8") as handle:
+        handle.write(text)
 '''
 
 
@@ -128,7 +188,7 @@ def render_files(pipeline: Pipeline, config: Config) -> dict[str, bytes]:
     """The notebook-derived files (script and spec): fast, no environment lookups."""
     _check_convertible(pipeline, config.keep_magics)
     notebook = project_path(pipeline.notebook_path, config.root)
-    text = render_script(pipeline, notebook)
+    text = render_script(pipeline, notebook, config.keep_magics)
     check_compiles(text, pipeline)
     script = text.encode("utf-8")
     spec = {
@@ -277,7 +337,7 @@ def _defaults(node: ast.AST) -> list[ast.AST]:
 def _runtime_names() -> frozenset[str]:
     """Module-level names of the script's own machinery, which notebook code must not replace."""
     names = flow.scan(ast.parse(_RUNTIME.read_text(encoding="utf-8")).body).writes
-    return frozenset({*names, "_argparse", "_ast", "_os", "_pickle", "_Path"})
+    return frozenset({*names, "_argparse", "_ast", "_os", "_pickle", "_sys", "_Path"})
 
 
 def _converted_cells(pipeline: Pipeline) -> list[Cell]:
@@ -287,13 +347,14 @@ def _converted_cells(pipeline: Pipeline) -> list[Cell]:
 
 
 # --- the script -------------------------------------------------------------------------------
-def render_script(pipeline: Pipeline, notebook: str) -> str:
+def render_script(pipeline: Pipeline, notebook: str, keep_magics: bool = False) -> str:
     futures, imports, shared = _module_level(pipeline)
     parts = [
         _header(pipeline, notebook),
         *futures,
         "import argparse as _argparse\nimport ast as _ast\nimport os as _os\n"
-        "import pickle as _pickle\nfrom pathlib import Path as _Path\n",
+        "import pickle as _pickle\nimport sys as _sys\nfrom pathlib import Path as _Path\n",
+        _KERNEL_PATH,
     ]
     if any(re.match(r"\s*(import|from)\s+matplotlib\b", text) for text in imports):
         parts.append('_os.environ.setdefault("MPLBACKEND", "Agg")  # no screen in a script\n')
@@ -301,11 +362,17 @@ def render_script(pipeline: Pipeline, notebook: str) -> str:
         parts.append("\n".join(imports) + "\n")
     if "display" in pipeline.free_reads and "display" not in pipeline.bound_names:
         parts.append(_DISPLAY_FALLBACK)
-    if any(cell.unsupported for cell in _converted_cells(pipeline)):
+    cells = _converted_cells(pipeline)
+    if keep_magics and any(cell.unsupported or cell.magic_code for cell in cells):
         parts.append(_IPYTHON_SHIM)
+    bodies = [code for step in pipeline.steps for _, code in step.body]
+    if any(WRITEFILE_HELPER in code for code in bodies):
+        parts.append(_WRITEFILE)
+    if any(TIME_HELPER in code for code in bodies):  # also the prefix of TIMEIT_HELPER
+        parts.append(_TIMING)
     parts += [f"\n# cell {index + 1}\n{code.strip()}\n" for index, code in shared]
     parts.append(_parameters_table(pipeline))
-    parts += [_step_function(step) for step in pipeline.steps]
+    parts += [_step_function(step, keep_magics) for step in pipeline.steps]
     parts.append(_run_function(pipeline))
     parts.append(_steps_table(pipeline))
     parts.append(_RUNTIME.read_text(encoding="utf-8"))
@@ -349,61 +416,30 @@ def _default(param: Any) -> str:
     return escape.python_literal(param.default, f"parameter {param.name}'s default")
 
 
-def _step_function(step: Step) -> str:
+def _step_function(step: Step, keep_magics: bool = False) -> str:
     args = ", ".join(name for name, _ in step.inputs)
     cells = ", ".join(str(i + 1) for i in step.cells)
     plural = "s" if len(step.cells) > 1 else ""
     doc = f'    """Step {step.name} (cell{plural} {cells})."""'
     lines = [f"\n\ndef step_{step.name}({args}):", doc]
-    for index, code in step.body:
+    if step.replays:
+        lines.append("    if _STEP_ALONE:  # a fresh process: set it up as the earlier steps did")
+        for index, source, code in step.replays:
+            lines += [f"        # cell {index + 1} (step {source})", indent_code(code, " " * 8)]
+    for index, source, code in step.rebound:
+        lines += [
+            f"    # cell {index + 1} again: step {source} defines it, this step uses it",
+            indent_code(code.strip("\n")),
+        ]
+    for index, code in step.magic_body if keep_magics else step.body:
         code = code.strip("\n")
         if code.strip():
-            lines += [f"    # cell {index + 1}", _indent(code)]
+            lines += [f"    # cell {index + 1}", indent_code(code)]
     if step.outputs:
         lines.append(f"    return {', '.join(step.outputs)}")
     elif not any(code.strip() for _, code in step.body):
         lines.append("    pass")
     return "\n".join(lines) + "\n"
-
-
-def _indent(code: str, prefix: str = "    ") -> str:
-    """Indent code into a function body, leaving the inside of multi-line strings untouched."""
-    inside = _lines_inside_strings(code)
-    return "\n".join(
-        line if number in inside else _indent_line(line, prefix)
-        for number, line in enumerate(code.split("\n"), 1)
-    )
-
-
-def _indent_line(line: str, prefix: str) -> str:
-    """Prefix one line; after any form feed in its indentation, since a form feed resets
-    Python's column count (a cell line starting with one would otherwise lose its indent)."""
-    if not line.strip():
-        return ""
-    if "\f" not in line:
-        return prefix + line
-    body = line.lstrip(" \t\f")
-    cut = line.rfind("\f", 0, len(line) - len(body)) + 1
-    return line[:cut] + prefix + line[cut:]
-
-
-def _lines_inside_strings(code: str) -> set[int]:
-    if '"""' not in code and "'''" not in code and "\\\n" not in code:
-        return set()  # no string can span lines: skip tokenizing (most step bodies)
-    inside: set[int] = set()
-    starts: list[int] = []
-    try:
-        for token in tokenize.generate_tokens(io.StringIO(code).readline):
-            name = tokenize.tok_name[token.type]
-            if name == "FSTRING_START":
-                starts.append(token.start[0])
-            elif name == "FSTRING_END":
-                inside.update(range(starts.pop() + 1, token.end[0] + 1))
-            elif token.type == tokenize.STRING and token.end[0] > token.start[0]:
-                inside.update(range(token.start[0] + 1, token.end[0] + 1))
-    except (tokenize.TokenError, SyntaxError, IndexError):
-        pass
-    return inside
 
 
 def _run_function(pipeline: Pipeline) -> str:

@@ -12,13 +12,21 @@ import json
 import keyword
 import re
 import shlex
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dsops_jupyter import escape, flow
-from dsops_jupyter.errors import MarkerError, NotebookError, ParameterError, UnknownStepError
-from dsops_jupyter.params import Parameter, parse_parameters_cell
+from dsops_jupyter import escape, flow, ipysyntax, order
+from dsops_jupyter.errors import (
+    CycleError,
+    MarkerError,
+    NotebookError,
+    ParameterError,
+    UnknownStepError,
+)
+from dsops_jupyter.ipysyntax import indent_code
+from dsops_jupyter.params import Parameter, read_parameters_cell
 from dsops_jupyter.spec import content_hash, source_of
 
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -35,20 +43,12 @@ ROLE_TAGS = {
 }
 MAX_NAME = 100  # pipeline and step names: file, module, tag and image names stay well in limits
 IMPLICIT_STEP = "setup"
+# Wraps the computed lines of a parameters cell (bound, called and deleted: never hoisted).
+PARAMETERS_CELL_FUNCTION = "_parameters_cell"
 ZERO_CONFIG_STEP = "main"
 # Names a notebook may read without defining them (IPython's namespace, our display fallback).
-KNOWN_NAMES = frozenset({"display", "get_ipython", "In", "Out", "_", "__", "___"})
-
-# Magics that only change how results look: dropped from scripts. %time/%%time keep their code.
-DISPLAY_LINE_MAGICS = frozenset(
-    {"matplotlib", "config", "autoreload", "load_ext", "reload_ext", "aimport", "timeit", "pylab"}
-)
-TIMING_PREFIXES = frozenset({"time"})
-DISPLAY_CELL_MAGICS = frozenset({"time", "capture"})
-_LINE_MAGIC = re.compile(r"^(?P<indent>\s*)%(?P<name>\w+)\b ?(?P<args>.*)$")
-_SHELL = re.compile(r"^(?P<indent>\s*)(?:(?P<target>[\w.]+)\s*=\s*)?!(?P<cmd>.*)$")
-_ASSIGNED_MAGIC = re.compile(
-    r"^(?P<indent>\s*)(?P<target>[\w.]+)\s*=\s*%(?P<name>\w+)\b ?(?P<args>.*)$"
+KNOWN_NAMES = frozenset(
+    {"display", "get_ipython", "In", "Out", "_", "__", "___", *ipysyntax.HELPERS}
 )
 
 
@@ -66,8 +66,15 @@ class Cell:
     code: str = ""
     unsupported: list[str] = field(default_factory=list)  # magics plain Python cannot run
     tree: ast.Module | None = None
-    kept: list[ast.stmt] = field(default_factory=list)  # statements left in the step
+    kept: list[ast.stmt] = field(default_factory=list)  # run in the step (first: re-bound defs)
     hoisted: list[ast.stmt] = field(default_factory=list)  # statements moved to module level
+    computes: list[str] = field(default_factory=list)  # parameters cell: names its code binds
+    magic_code: str | None = None  # code in the step with --keep-magics, when it differs
+
+    @property
+    def in_step(self) -> bool:
+        """Its code runs inside a step (a parameters cell only for its computed lines)."""
+        return self.role in ("step", "continue", "metrics") or bool(self.computes)
 
     @property
     def label(self) -> str:
@@ -81,6 +88,7 @@ class Step:
     after: list[str] = field(default_factory=list)
     extras: dict[str, list[str]] = field(default_factory=dict)
     body: list[tuple[int, str]] = field(default_factory=list)  # (cell index, code) kept in the step
+    magic_body: list[tuple[int, str]] = field(default_factory=list)  # the same, --keep-magics
     reads: list[str] = field(default_factory=list)
     writes: list[str] = field(default_factory=list)
     inputs: list[tuple[str, str | None]] = field(default_factory=list)  # (name, step or None=param)
@@ -88,6 +96,10 @@ class Step:
     parameters: list[str] = field(default_factory=list)
     inferred: list[str] = field(default_factory=list)
     depends_on: list[str] = field(default_factory=list)
+    # (cell index, step that defines it, code): definitions this step runs again, see _hoist
+    rebound: list[tuple[int, str, str]] = field(default_factory=list)
+    # (cell index, step, code): process set-up of earlier steps, rerun when this step runs alone
+    replays: list[tuple[int, str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -115,6 +127,8 @@ class Pipeline:
     content_hash: str
     hoisted: list[tuple[int, str]]  # (cell index, code) placed at module level, imports first
     module_names: set[str] = field(default_factory=set)  # names the hoisted code defines
+    computed: list[str] = field(default_factory=list)  # bound by code in the parameters cell
+    notes: list[str] = field(default_factory=list)  # what dsops leaves out, said once
     warnings: list[str] = field(default_factory=list)
     free_reads: set[str] = field(default_factory=set)  # names any code reads before binding
     bound_names: set[str] = field(default_factory=set)  # names any code binds
@@ -148,6 +162,8 @@ class Pipeline:
             "content_hash": self.content_hash,
             "steps": [step.to_json() for step in self.steps],
             "parameters": [p.to_json() for p in self.parameters],
+            "computed": self.computed,
+            "notes": self.notes,
             "shared_cells": sorted({index for index, _ in self.hoisted}),
             "skipped_cells": self.skipped_cells,
             "warnings": self.warnings,
@@ -348,6 +364,8 @@ def _deeper_than(tree: ast.AST, limit: int) -> bool:
 
 def _apply_tag(cell: Cell, tag: str, label: str) -> None:
     kind, sep, value = tag.partition(":")
+    if sep and kind in ("step", "block") and not value:
+        return  # Kale's empty ``block:`` (its extension writes it): the cell continues the step
     if sep and kind in ("step", "block"):
         _set_step(cell, check_step_name(value, label), label)
     elif sep and kind in ("after", "prev"):
@@ -401,54 +419,20 @@ def _apply_magic_line(cell: Cell, line: str, label: str) -> None:
 
 
 # --- magics -----------------------------------------------------------------------------------
-def python_code(source: str) -> tuple[str, list[str]]:
-    """Cell source as plain Python: display-only magics dropped, others kept as IPython calls.
+def python_code(source: str, *, keep_magics: bool = False) -> tuple[str, list[str]]:
+    """Cell source as plain Python, and the magics plain Python cannot run (see ipysyntax).
 
-    Returns the code and the magics plain Python cannot run (empty for ordinary code). Source
-    that already parses as Python is returned untouched, so a ``%`` inside a string is safe.
+    Source that already parses as Python is returned untouched, so a ``%`` inside a string
+    is safe; IPython is imported only for cells that need its transformer.
     """
-    try:
-        ast.parse(source)
-        return source, []
-    except SyntaxError:
-        pass
-    lines = source.split("\n")
-    unsupported: list[str] = []
-    first = lines[0].strip()
-    if first.startswith("%%"):
-        name, _, args = first[2:].partition(" ")
-        if name in DISPLAY_CELL_MAGICS and not (name == "capture" and args.strip()):
-            lines = ["", *lines[1:]]
-        else:
-            unsupported.append(first)
-            body = "\n".join(lines[1:])
-            call = f"get_ipython().run_cell_magic({name!r}, {args!r}, {body!r})"
-            return call + "\n" * (len(lines) - 1), unsupported
-    return "\n".join(_line_as_python(line, unsupported) for line in lines), unsupported
+    found = ipysyntax.translate(source)
+    return (found.kept if keep_magics else found.code), found.unsupported
 
 
-def _line_as_python(line: str, unsupported: list[str]) -> str:
-    match = _LINE_MAGIC.match(line)
-    if match:
-        indent, name, args = match["indent"], match["name"], match["args"]
-        if name in TIMING_PREFIXES and args.strip():
-            return indent + args
-        if name in DISPLAY_LINE_MAGICS:
-            return indent + "pass" if indent else ""
-        unsupported.append(line.strip())
-        return f"{indent}get_ipython().run_line_magic({name!r}, {args!r})"
-    match = _SHELL.match(line)
-    if match:
-        unsupported.append(line.strip())
-        if match["target"]:
-            return f"{match['indent']}{match['target']} = get_ipython().getoutput({match['cmd']!r})"
-        return f"{match['indent']}get_ipython().system({match['cmd']!r})"
-    match = _ASSIGNED_MAGIC.match(line)
-    if match:
-        unsupported.append(line.strip())
-        call = f"get_ipython().run_line_magic({match['name']!r}, {match['args']!r})"
-        return f"{match['indent']}{match['target']} = {call}"
-    return line
+def _without_marker(source: str) -> str:
+    """The cell's code without a first ``%%dsops`` marker line (as _classify reads it)."""
+    first, _, rest = source.partition("\n")
+    return rest if first.strip().startswith("%%dsops") else source
 
 
 # --- assembling the pipeline -----------------------------------------------------------------
@@ -494,7 +478,7 @@ def _read_pipeline(path: Path, name: str | None) -> Pipeline:
             raise NotebookError(
                 f"{where}, {cell.label}, line {err.lineno}: syntax error ({err.msg})"
             ) from None
-    parameters = _parameters(cells, where)
+    parameters, computed = _parameters(cells, where)
     steps = _group_steps(cells, where)
     hoisted, hoisted_names = _hoist(cells, steps)
     pipeline = Pipeline(
@@ -503,6 +487,7 @@ def _read_pipeline(path: Path, name: str | None) -> Pipeline:
         cells=cells,
         steps=steps,
         parameters=parameters,
+        computed=computed,
         content_hash=content_hash(nb),
         hoisted=hoisted,
         module_names=hoisted_names,
@@ -512,17 +497,69 @@ def _read_pipeline(path: Path, name: str | None) -> Pipeline:
         s for s in steps if s.name != IMPLICIT_STEP or any(by_index[i].kept for i in s.cells)
     ]
     _analyse_flow(pipeline)
+    _depend_on_rebound_definitions(pipeline)
+    pipeline.notes += _dsops_lines_note(cells)
     return pipeline
 
 
-def _parameters(cells: list[Cell], where: str) -> list[Parameter]:
+def _dsops_lines_note(cells: list[Cell]) -> list[str]:
+    """Lines that drive dsops itself are tools for the live notebook: say once they are left out."""
+    numbers = [str(c.index + 1) for c in cells if ipysyntax.drives_dsops(_without_marker(c.source))]
+    if not numbers:
+        return []
+    plural = "s" if len(numbers) > 1 else ""
+    return [
+        f"cell{plural} {', '.join(numbers)}: lines that drive dsops itself (%load_ext "
+        f"dsops_jupyter, %dsops) are left out of pipelines, scripts and runs"
+    ]
+
+
+def _depend_on_rebound_definitions(pipeline: Pipeline) -> None:
+    """A step that runs another step's definition again still comes after that step: a
+    papermill run of it alone (``dsops run --step``) must run the defining cell first."""
+    position = {s.name: i for i, s in enumerate(pipeline.steps)}
+    for step in pipeline.steps:
+        for _, source, _ in step.rebound:
+            if position[source] > position[step.name]:
+                raise CycleError(
+                    f"step {step.name!r} uses a definition of step {source!r} but is ordered "
+                    f"before it (after: markers); remove the marker or move the definition"
+                )
+            if source not in step.depends_on:
+                step.depends_on.append(source)
+
+
+def _parameters(cells: list[Cell], where: str) -> tuple[list[Parameter], list[str]]:
+    """The literal parameters and the computed names of the (one) parameters cell.
+
+    A cell with computed lines keeps them as code, wrapped so that they see the cell's own
+    literals, not the given values, exactly as papermill runs the cell before its injected one.
+    """
     marked = [c for c in cells if c.role == "parameters"]
     if len(marked) > 1:
         numbers = ", ".join(str(c.index + 1) for c in marked)
         raise ParameterError(f"{where}: cells {numbers} are all marked parameters; keep one")
     if not marked:
-        return []
-    return parse_parameters_cell(marked[0].code, marked[0].index + 1, where)
+        return [], []
+    cell = marked[0]
+    found = read_parameters_cell(cell.code, cell.index + 1, where)
+    if found.computed:
+        cell.computes = found.computed
+        cell.code = _computed_parameters_code(cell.code, found.computed)
+        cell.tree = ast.parse(cell.code)
+    return found.parameters, found.computed
+
+
+def _computed_parameters_code(code: str, computed: list[str]) -> str:
+    names = ", ".join(computed)
+    return (
+        f"def {PARAMETERS_CELL_FUNCTION}():\n"
+        f'    """The parameters cell as papermill runs it: before the given values."""\n'
+        f"{indent_code(code.strip(chr(10)))}\n"
+        f"    return {names}\n\n\n"
+        f"{names} = {PARAMETERS_CELL_FUNCTION}()\n"
+        f"del {PARAMETERS_CELL_FUNCTION}\n"
+    )
 
 
 def _group_steps(cells: list[Cell], where: str) -> list[Step]:
@@ -539,12 +576,12 @@ def _group_steps(cells: list[Cell], where: str) -> list[Step]:
                     f"{first}; step names must be unique"
                 )
             current = steps[cell.step] = Step(name=cell.step)  # type: ignore[index]
-        elif cell.role in ("continue", "metrics") and current is None:
+        elif cell.in_step and current is None:
             current = steps.setdefault(
                 IMPLICIT_STEP if has_steps else ZERO_CONFIG_STEP,
                 Step(name=IMPLICIT_STEP if has_steps else ZERO_CONFIG_STEP),
             )
-        elif cell.role not in ("step", "continue", "metrics"):
+        elif not cell.in_step:
             continue
         assert current is not None
         current.cells.append(cell.index)
@@ -564,65 +601,204 @@ def _group_steps(cells: list[Cell], where: str) -> list[Step]:
 
 
 def _hoist(cells: list[Cell], steps: list[Step]) -> tuple[list[tuple[int, str]], set[str]]:
-    """Move imports and self-contained defs to module level; the rest stays in its step.
+    """Move what is provably order-independent to module level; the rest stays in its step.
 
-    A top-level def/class is hoisted only if everything it reads is an import, another hoisted
-    definition or a builtin, so moving it never changes what it sees.
+    Shared cells (Kale's ``imports``/``functions``) run at module level as Kale runs them. From
+    step cells only imports and def/class statements that ``_movable`` proves may run first
+    move. A function or import left in a step that a later step uses is run again there
+    (``_rebind_definitions``), so each step, alone in its own process, has it too.
     """
     by_index = {c.index: c for c in cells}
-    shared = [c for c in cells if c.role == "shared"]
+    in_steps = {i for step in steps for i in step.cells}
+    running = [c for c in cells if c.role in ("shared", "parameters") or c.index in in_steps]
+    statements = [n for c in running for n in c.tree.body]  # type: ignore[union-attr]
+    facts = {id(n): order.statement_facts(n) for n in statements}
+    counts = order.binding_counts(statements, facts)
+    hoist_ids = _movable(running, in_steps, counts, facts)
     module_names: set[str] = set()
-    for cell in shared:
-        module_names.update(flow.scan(cell.tree.body).writes)  # type: ignore[union-attr]
-    step_cells = [by_index[i] for step in steps for i in step.cells]
-    imports = {
-        id(node)
-        for cell in step_cells
-        for node in cell.tree.body  # type: ignore[union-attr]
-        if isinstance(node, ast.Import | ast.ImportFrom) and _alone_on_its_lines(node, cell)
-    }
-    for cell in step_cells:
-        for node in cell.tree.body:  # type: ignore[union-attr]
-            if id(node) in imports:
-                module_names.update(flow.scan([node]).writes)
-    candidates = {
-        id(node): node
-        for cell in step_cells
-        for node in cell.tree.body  # type: ignore[union-attr]
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
-        and _alone_on_its_lines(node, cell)
-    }
-    allowed = flow.BUILTINS | module_names | {n.name for n in candidates.values()}
-    changed = True
-    while changed:  # drop defs that read step data, until nothing changes
-        changed = False
-        for key, node in list(candidates.items()):
-            if not set(flow.scan([node]).reads) <= allowed:
-                del candidates[key]
-                allowed = allowed - {node.name} | module_names
-                changed = True
-    hoist_ids = imports | set(candidates)
-    module_names |= {n.name for n in candidates.values()}
+    for cell in running:
+        if cell.role == "shared":
+            module_names.update(flow.scan(cell.tree.body).writes)  # type: ignore[union-attr]
     import_code: list[tuple[int, str]] = []
     other_code: list[tuple[int, str]] = []
+    original = {c.index: c.code for c in cells}
     for cell in cells:
         if cell.role == "shared":
             other_code.append((cell.index, cell.code))
             continue
-        if cell.role not in ("step", "continue", "metrics"):
+        if not cell.in_step:
             continue
-        kept, moved = _split_cell(cell, hoist_ids)
+        kept, moved = _split_cell(cell, hoist_ids, cell.code)
+        if not cell.computes and cell.code != _without_marker(cell.source):
+            with_magics = ipysyntax.translate(_without_marker(cell.source)).kept
+            if with_magics != cell.code:  # same lines, extension magics kept: split alike
+                cell.magic_code = _split_cell(cell, hoist_ids, with_magics)[0]
         cell.kept = [n for n in cell.tree.body if id(n) not in hoist_ids]  # type: ignore[union-attr]
         cell.hoisted = [node for node, _ in moved]
         for node, text in moved:
+            module_names.update(flow.scan([node]).writes)
             target = import_code if isinstance(node, ast.Import | ast.ImportFrom) else other_code
             target.append((cell.index, text))
         cell.code = kept
     for step in steps:
         step.body = [(i, by_index[i].code) for i in step.cells]
+        step.magic_body = [(i, by_index[i].magic_code or by_index[i].code) for i in step.cells]
+    stable = {n for n, count in counts.items() if count == 1} | module_names | flow.BUILTINS
+    _rebind_definitions(steps, by_index, original, stable, facts)
+    _replay_process_state(steps, by_index, original, module_names | flow.BUILTINS)
     seen: set[str] = set()
     unique_imports = [(i, t) for i, t in import_code if not (t in seen or seen.add(t))]
     return unique_imports + other_code, module_names
+
+
+def _movable(
+    running: list[Cell], in_steps: set[int], counts: Counter[str], facts: dict[int, order.Facts]
+) -> set[int]:
+    """ids of the step statements that may run first, at module level, changing nothing.
+
+    An import or def/class qualifies when every name it binds is bound by it alone in the
+    notebook (identical imports count once), it sits alone on its lines, and:
+    - an import of anything outside the standard library comes before every statement that may
+      change what imports find (sys.path, cwd, environment, files, importlib, magics);
+    - a def/class reads, when defined and when called, only builtins the notebook never
+      rebinds and names that move too.
+    Code that binds names invisibly (exec, globals(), magics) moves nothing but __future__.
+    """
+    statements = [(c, n) for c in running for n in c.tree.body]  # type: ignore[union-attr]
+    nodes = [n for _, n in statements]
+    futures = {
+        id(n)
+        for c, n in statements
+        if c.index in in_steps
+        and isinstance(n, ast.ImportFrom)
+        and n.module == "__future__"
+        and _alone_on_its_lines(n, c)
+    }
+    if any(facts[id(n)].dynamic for n in nodes):
+        return futures
+    barriers = order.ImportBarriers(nodes, facts)
+    imports: dict[int, ast.Import | ast.ImportFrom] = {}
+    blocked: set[str] = set()  # names of which some import must stay where it is
+    after_barrier = False
+    for cell, node in statements:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names = [name for name, _ in order.import_bindings(node)]
+            if (
+                cell.index in in_steps
+                and _alone_on_its_lines(node, cell)
+                and (not after_barrier or order.imports_stdlib_only(node))
+            ):
+                imports[id(node)] = node
+            else:
+                blocked.update(names)
+        after_barrier = after_barrier or barriers.is_barrier(node)
+    moved = {
+        key
+        for key, node in imports.items()
+        if all(counts[n] == 1 and n not in blocked for n, _ in order.import_bindings(node))
+    }
+    imported = {n for key in moved for n, _ in order.import_bindings(imports[key])}
+    shared = {
+        name
+        for cell in running
+        if cell.role == "shared"
+        for name in flow.scan(cell.tree.body).writes  # type: ignore[union-attr]
+        if counts[name] == 1
+    }
+    candidates = {
+        id(node): node
+        for cell, node in statements
+        if cell.index in in_steps
+        and isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+        and counts[node.name] == 1
+        and _alone_on_its_lines(node, cell)
+        and not barriers.is_barrier(node)
+    }
+    base = (flow.BUILTINS | {"display"}) - set(counts) | imported | shared
+    changed = True
+    while changed:  # drop definitions that read step data, until nothing changes
+        changed = False
+        allowed = base | {n.name for n in candidates.values()}
+        for key, node in list(candidates.items()):
+            if not set(flow.scan([node]).reads) <= allowed:
+                del candidates[key]
+                changed = True
+    return futures | moved | set(candidates)
+
+
+def _rebind_definitions(
+    steps: list[Step],
+    by_index: dict[int, Cell],
+    original: dict[int, str],
+    stable: set[str],
+    facts: dict[int, order.Facts],
+) -> None:
+    """A later step that uses a function or import another step defined runs it again itself.
+
+    Pickle cannot carry a function defined in another process's ``__main__`` through the
+    workdir, and the notebook's function reads its globals when called, not when defined. So
+    the definition is run again at the top of the step that uses it: in a whole run and one
+    step at a time alike it then sees the values this step sees, as the notebook's did. Only
+    definitions that give the same result again qualify (``order.rebindable``); anything else
+    is passed on as a value.
+    """
+    latest: dict[str, tuple[Step, Cell, ast.stmt]] = {}
+    for step in steps:  # notebook order
+        cells = [by_index[i] for i in step.cells]
+        own = [n for c in cells for n in c.kept]
+        copies: dict[int, tuple[Step, Cell, ast.stmt]] = {}
+        while True:  # a copied function may need further definitions
+            reads = flow.scan([n for _, _, n in copies.values()] + own).reads
+            wanted = {id(latest[n][2]): latest[n] for n in reads if n in latest}
+            if wanted.keys() <= copies.keys():
+                break
+            copies.update(wanted)
+        ordered = sorted(copies.values(), key=lambda c: (c[1].index, c[2].lineno))
+        step.rebound = [
+            (cell.index, source.name, _statement_text(node, cell, original[cell.index]))
+            for source, cell, node in ordered
+        ]
+        if cells and ordered:
+            cells[0].kept[:0] = [node for _, _, node in ordered]
+        for cell in cells:
+            for node in cell.kept[len(ordered) if cell is cells[0] else 0 :]:
+                rebinds = order.rebindable(node, stable)
+                for name in facts[id(node)].bound | facts[id(node)].mutated:
+                    if rebinds:
+                        latest[name] = (step, cell, node)
+                    else:
+                        latest.pop(name, None)
+
+
+def _replay_process_state(
+    steps: list[Step], by_index: dict[int, Cell], original: dict[int, str], module: set[str]
+) -> None:
+    """What earlier steps did to the process (sys.path, cwd, environment) is done again when a
+    step runs alone in a fresh process, so its imports and relative paths find what the
+    notebook's did. Only statements reading module-level names qualify (they run before the
+    step's inputs exist); a whole run never runs them twice."""
+    statements = [n for c in by_index.values() if c.tree is not None for n in c.tree.body]
+    aliases = order.import_aliases(statements)
+    earlier: list[tuple[int, str, str]] = []
+    for step in steps:  # notebook order
+        step.replays = list(earlier)
+        for index in step.cells:
+            cell = by_index[index]
+            for node in cell.kept:
+                if (
+                    order.sets_process_state(node, aliases)
+                    and set(flow.scan([node]).reads) <= module
+                ):
+                    text = _statement_text(node, cell, original[index])
+                    earlier.append((index, step.name, text))
+
+
+def _statement_text(node: ast.stmt, cell: Cell, code: str) -> str:
+    """A top-level statement's own source lines (or its unparsed form if it shares a line)."""
+    if not _alone_on_its_lines(node, cell):
+        return ast.unparse(node)
+    lines = code.split("\n")
+    return "\n".join(lines[_first_line(node) - 1 : node.end_lineno])
 
 
 def _alone_on_its_lines(node: ast.stmt, cell: Cell) -> bool:
@@ -643,9 +819,11 @@ def _first_line(node: ast.stmt) -> int:
     return min([node.lineno, *(d.lineno for d in decorators)])
 
 
-def _split_cell(cell: Cell, hoist_ids: set[int]) -> tuple[str, list[tuple[ast.stmt, str]]]:
-    """Cut hoisted statements (whole lines) out of the cell's code."""
-    lines = cell.code.split("\n")
+def _split_cell(
+    cell: Cell, hoist_ids: set[int], code: str
+) -> tuple[str, list[tuple[ast.stmt, str]]]:
+    """Cut hoisted statements (whole lines of the cell's tree) out of ``code``."""
+    lines = code.split("\n")
     moved: list[tuple[ast.stmt, str]] = []
     drop: set[int] = set()
     for node in cell.tree.body:  # type: ignore[union-attr]

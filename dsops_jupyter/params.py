@@ -1,8 +1,9 @@
 """Notebook parameters: literal defaults, declared types, and coercion of user-given values.
 
-A parameters cell holds literal assignments only, so defaults are read with ``ast.literal_eval``
-and never executed. Values from the CLI (strings) or YAML (typed) are coerced to the declared
-type before any kernel starts, so a typo fails in milliseconds instead of mid-run.
+Literal lines of a parameters cell are parameters, read with ``ast.literal_eval`` and never
+executed; other lines are code that computes values, as papermill runs them. Values from the
+CLI (strings) or YAML (typed) are coerced to the declared type before any kernel starts, so a
+typo fails in milliseconds instead of mid-run.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from dsops_jupyter import flow
 from dsops_jupyter.errors import ParameterError
 
 TYPES = ("int", "float", "str", "bool", "list", "dict", "any")
@@ -39,46 +41,61 @@ class Parameter:
         return {"name": self.name, "type": self.type, "default": _jsonable(self.default)}
 
 
+@dataclass(frozen=True)
+class ParametersCell:
+    """What a parameters cell declares: typed literals, and names its other code computes."""
+
+    parameters: list[Parameter]
+    computed: list[str]  # bound by code (``b = a * 2``): run as papermill runs the cell
+
+
 def parse_parameters_cell(source: str, cell: int, where: str) -> list[Parameter]:
-    """Read ``name = literal`` / ``name: type = literal`` lines; anything else is an error."""
+    """The literal parameters of a parameters cell (its computed lines are not parameters)."""
+    return read_parameters_cell(source, cell, where).parameters
+
+
+def read_parameters_cell(source: str, cell: int, where: str) -> ParametersCell:
+    """Split a parameters cell into literal parameters and computed names, running nothing.
+
+    ``name = literal`` / ``name: type = literal`` lines are typed, overridable parameters. Any
+    other statement is code, as papermill runs it: a name it binds is computed, never a
+    parameter (papermill's injected values come after the cell, so overriding ``a`` leaves
+    ``b = a * 2`` as the cell computed it).
+    """
     try:
         tree = ast.parse(source)
     except SyntaxError as err:
         raise ParameterError(
             f"{where}: parameters cell {cell} is not valid Python (line {err.lineno}: {err.msg})"
         ) from None
-    found: dict[str, Parameter] = {}
+    literals: dict[str, Parameter] = {}
+    computed: list[str] = []
     for node in tree.body:
-        name, annotation, value = _assignment_parts(node, cell, where)
-        try:
-            default = ast.literal_eval(value) if value is not None else None
-        except ValueError:
-            raise ParameterError(
-                f"{where}: parameters cell {cell}, line {node.lineno}: `{name}` must be a literal "
-                f"(number, string, bool, None, list, dict); move computed values to a step"
-            ) from None
-        found[name] = Parameter(name, _declared_type(annotation, default), default, cell)
-    return list(found.values())
+        literal = _literal_assignment(node)
+        if literal is None:
+            computed += [n for n in flow.scan([node]).writes if n not in computed]
+            continue
+        name, annotation, default = literal
+        literals[name] = Parameter(name, _declared_type(annotation, default), default, cell)
+    parameters = [p for name, p in literals.items() if name not in computed]
+    return ParametersCell(parameters, computed)
 
 
-def _assignment_parts(node: ast.stmt, cell: int, where: str) -> tuple[str, str | None, ast.expr]:
+def _literal_assignment(node: ast.stmt) -> tuple[str, str | None, Any] | None:
+    """``(name, annotation, value)`` of a one-name literal assignment, else None (it is code)."""
     if isinstance(node, ast.Assign) and len(node.targets) == 1:
         target, annotation, value = node.targets[0], None, node.value
     elif isinstance(node, ast.AnnAssign) and node.value is not None:
         target, value = node.target, node.value
         annotation = ast.unparse(node.annotation)
-    elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
-        raise ParameterError(f"{where}: parameters cell {cell} holds a bare value; assign it")
     else:
-        raise ParameterError(
-            f"{where}: parameters cell {cell}, line {node.lineno}: only `name = literal` "
-            f"assignments are allowed in a parameters cell"
-        )
+        return None
     if not isinstance(target, ast.Name):
-        raise ParameterError(
-            f"{where}: parameters cell {cell}, line {node.lineno}: assign to a plain name"
-        )
-    return target.id, annotation, value
+        return None
+    try:
+        return target.id, annotation, ast.literal_eval(value)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None
 
 
 def _declared_type(annotation: str | None, default: Any) -> str:

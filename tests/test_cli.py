@@ -40,7 +40,7 @@ BAD: dict[str, tuple[object, str]] = {
     "invalid-json": ('{"cells": [', "not valid JSON"),
     "not-a-notebook": ('{"name": "package.json"}', "not a Jupyter notebook"),
     "garbage-nbformat": ('{"nbformat": "four", "cells": []}', "unsupported nbformat"),
-    "non-literal-parameter": ([("x = compute()", ["parameters"]), "print(x)"], "must be a literal"),
+    "two-parameters-cells": ([("a = 1", ["parameters"]), ("b = 2", ["parameters"])], "keep one"),
     "duplicate-step": ([("a = 1", ["step:s"]), ("b = 2", ["step:s"])], "must be unique"),
     "after-unknown": ([("a = 1", ["step:s", "after:nowhere"])], "no step 'nowhere'"),
     "cycle": (
@@ -119,7 +119,7 @@ def test_bad_notebooks_fail_cleanly_for_steps_and_convert(tmp_path: Path, case: 
     assert tree_snapshot(tmp_path) == before
 
 
-@pytest.mark.parametrize("case", ["invalid-json", "cycle", "non-literal-parameter"])
+@pytest.mark.parametrize("case", ["invalid-json", "cycle", "two-parameters-cells"])
 def test_bad_notebooks_fail_cleanly_for_run_and_commit(tmp_path: Path, case: str) -> None:
     write_bad(tmp_path, case)
     init_repo(tmp_path)

@@ -7,18 +7,25 @@ unimportable), one step at a time through a workdir, and checked with ``ast``.
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import pickle
+import re
 import shutil
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from dsops_jupyter.convert import generate_package
+from dsops_jupyter.convert import convert, generate_package
 from dsops_jupyter.errors import ConversionError
+from dsops_jupyter.execute import run_notebook, runnable_notebook
+from dsops_jupyter.notebook import load_notebook, read_pipeline
 from tests.helpers import (
     JUPYTER_MODULES,
+    REPO_ROOT,
     Markdown,
     assert_ok,
     clean_env,
@@ -246,9 +253,10 @@ def test_multiline_strings_keep_their_exact_content(tree: ast.Module) -> None:
     assert "count\n  is " in ast.unparse(assigned["FANCY"]).replace("\\n", "\n")
 
 
-def test_display_magics_are_dropped_and_timing_prefix_keeps_code(script: Path) -> None:
+def test_display_magics_are_dropped_and_timing_magics_keep_their_code(script: Path) -> None:
     text = script.read_text(encoding="utf-8")
-    for gone in ("%matplotlib", "autoreload", "%time", "%%time", "!ls", "exploring"):
+    assert not re.search(r"^\s*[%!]", text, re.MULTILINE), "IPython syntax left in the script"
+    for gone in ("matplotlib", "autoreload", "!ls", "exploring"):
         assert gone not in text, gone
     assert "values = [double(s) for s in sizes]" in text
     assert "total = sum(values) * count * rate" in text
@@ -282,7 +290,11 @@ def test_script_runs_with_plain_python_and_no_jupyter(project: Path, script: Pat
     done = assert_ok(run_python(project / "no_jupyter.py", script, cwd=workdir))
     result = json.loads((workdir / "result.json").read_text(encoding="utf-8"))
     assert result == expected_result()
-    assert done.stdout.strip() == "2"  # display(len(values)); bare expressions print nothing
+    timing = ("CPU times: user ", "Wall time: ")  # %time and %%time print them, as in IPython
+    lines = done.stdout.splitlines()
+    assert sum(line.startswith(timing) for line in lines) == 4, lines
+    # display(len(values)); bare expressions print nothing
+    assert [line for line in lines if not line.startswith(timing)] == ["2"]
 
 
 def test_the_no_jupyter_check_can_fail(project: Path) -> None:
@@ -330,6 +342,24 @@ def test_script_rejects_bad_values(project: Path, script: Path, args: list[str])
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert not (project / "result.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--flag", "maybe"], "argument --flag: expected true or false, got 'maybe'"),
+        (["--count", "abc"], "argument --count: invalid int value: 'abc'"),
+        (["--sizes", "{1: 2}"], "argument --sizes: expected a list written in Python"),
+        (["--sizes", "[1,"], "argument --sizes: expected a list written in Python"),
+    ],
+)
+def test_script_errors_speak_the_users_names(
+    project: Path, script: Path, args: list[str], message: str
+) -> None:
+    done = run_python(script, *args, cwd=project)
+    assert done.returncode == 2
+    assert message in done.stderr, done.stderr
+    assert "_dsops" not in done.stderr and "Traceback" not in done.stderr
 
 
 def test_steps_one_by_one_through_a_workdir(project: Path, script: Path) -> None:
@@ -440,24 +470,45 @@ def test_lock_pins_the_imported_distributions(tmp_path: Path) -> None:
     assert "json" not in [line.split("==")[0] for line in lock.splitlines()]
 
 
-def test_step_local_functions_cannot_cross_a_workdir_and_say_so(tmp_path: Path) -> None:
-    """A def reading step data stays in its step: the whole script runs it, but a closure cannot
-    be pickled into a workdir, so a stepwise run stops with one clear line and no partial file."""
+def test_step_functions_are_run_again_by_the_steps_that_use_them(tmp_path: Path) -> None:
+    """A def reading step data stays in its step. A later step that calls it runs the def again
+    (pickle cannot carry a function into another process), so it reads that step's values at
+    call time, as the notebook's function reads its globals: 20 here, in papermill too."""
     make_notebook(
         tmp_path / "f.ipynb",
         [
-            ("scale = 3\ndef scaled(v):\n    return v * scale", ["step:make"]),
-            ("print(scaled(2))", ["step:use"]),
+            ("scale = 3\ndef scaled(v):\n    return v * scale\nprint(scaled(2))", ["step:make"]),
+            ("scale = 10\nprint(scaled(2))", ["step:use"]),
         ],
     )
     assert_ok(dsops("convert", "f.ipynb", cwd=tmp_path))
     script = tmp_path / "pipelines" / "f" / "f.py"
-    assert assert_ok(run_python(script, cwd=tmp_path)).stdout == "6\n"
+    assert assert_ok(run_python(script, cwd=tmp_path)).stdout == "6\n20\n"
+    first = assert_ok(run_python(script, "--step", "make", "--workdir", "w", cwd=tmp_path))
+    second = assert_ok(run_python(script, "--step", "use", "--workdir", "w", cwd=tmp_path))
+    assert first.stdout + second.stdout == "6\n20\n"
+    spec = json.loads((script.parent / "pipeline.json").read_text())
+    assert spec["steps"][1]["depends_on"] == ["make"]
+
+
+def test_values_that_cannot_cross_a_workdir_say_so(tmp_path: Path) -> None:
+    """A class is never run again (its instances must keep it): passed on as a value, a class
+    local to a step cannot be pickled, so a stepwise run stops with one clear line."""
+    make_notebook(
+        tmp_path / "c.ipynb",
+        [
+            ("scale = 3\nclass Box:\n    factor = scale", ["step:make"]),
+            ("print(Box.factor)", ["step:use"]),
+        ],
+    )
+    assert_ok(dsops("convert", "c.ipynb", cwd=tmp_path))
+    script = tmp_path / "pipelines" / "c" / "c.py"
+    assert assert_ok(run_python(script, cwd=tmp_path)).stdout == "3\n"
     first = run_python(script, "--step", "make", "--workdir", "w", cwd=tmp_path)
     assert first.returncode == 1
     assert "Traceback" not in first.stderr, first.stderr
     assert first.stderr.strip().count("\n") == 0, first.stderr
-    assert "step make cannot hand scaled to later steps" in first.stderr
+    assert "step make cannot hand Box to later steps" in first.stderr
     assert not list((tmp_path / "w").glob(".*.partial")), "half-written pickle left behind"
 
 
@@ -484,3 +535,239 @@ def test_notebook_helpers_never_collide_with_the_script_runtime(tmp_path: Path, 
     (tmp_path / "u.py").write_bytes(files["u.py"])
     done = run_python(tmp_path / "u.py", cwd=tmp_path)
     assert done.stdout == "('mine', [1, 2])\n", done.stderr[-300:]
+
+
+# --- probes: papermill, the whole script and the script step by step agree ----------------------
+PROBES = REPO_ROOT / "tests" / "corpus" / "probes"
+CONVERT_PROBES = sorted(
+    path.name
+    for pattern in ("order_*.ipynb", "kale_*.ipynb", "params_*.ipynb", "magics_*.ipynb")
+    for path in PROBES.glob(pattern)
+)
+# Probes also run with changed parameters (as `papermill -p NAME VALUE` / `--NAME VALUE`).
+PROBE_PARAMETERS = {"params_computed.ipynb": {"a": "5", "ratio": "2"}}
+RESULT = Path("outputs") / "result.json"
+
+
+def papermill_result(notebook: Path, parameters: dict[str, str], cwd: Path) -> dict[str, Any]:
+    cwd.mkdir()
+    record = run_notebook(notebook, parameters=parameters, out_dir=cwd / "run", cwd=cwd)
+    assert record.status == "succeeded"
+    return json.loads((cwd / RESULT).read_text(encoding="utf-8"))
+
+
+def script_result(script: Path, args: list[str], cwd: Path) -> dict[str, Any]:
+    cwd.mkdir()
+    done = run_python(script, *args, cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    return json.loads((cwd / RESULT).read_text(encoding="utf-8"))
+
+
+def stepwise_result(script: Path, order: list[str], args: list[str], cwd: Path) -> dict[str, Any]:
+    """One process per step, in pipeline.json order, passing data only through the workdir."""
+    cwd.mkdir()
+    for step in order:
+        done = run_python(script, "--step", step, "--workdir", "work", *args, cwd=cwd)
+        assert done.returncode == 0, f"step {step}: {done.stderr}"
+    return json.loads((cwd / RESULT).read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def probe_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], dict | str]:
+    root = tmp_path_factory.mktemp("probes")
+    jobs: dict[tuple[str, str], tuple[Callable[..., dict], tuple]] = {}
+    for name in CONVERT_PROBES:
+        folder = root / Path(name).stem
+        folder.mkdir()
+        notebook = Path(shutil.copy(PROBES / name, folder / name))
+        pkg = convert(notebook)
+        script = pkg.directory / f"{pkg.name}.py"
+        order = json.loads(pkg.files["pipeline.json"])["order"]
+        variants = {"": {}, "-changed": PROBE_PARAMETERS.get(name)}
+        for suffix, values in variants.items():
+            if values is None:
+                continue
+            args = [a for k, v in values.items() for a in (f"--{k.replace('_', '-')}", v)]
+            jobs[(name, f"papermill{suffix}")] = (
+                papermill_result,
+                (notebook, values, folder / f"pm{suffix}"),
+            )
+            jobs[(name, f"script{suffix}")] = (script_result, (script, args, folder / f"s{suffix}"))
+            jobs[(name, f"stepwise{suffix}")] = (
+                stepwise_result,
+                (script, order, args, folder / f"w{suffix}"),
+            )
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        futures = {key: pool.submit(fn, *args) for key, (fn, args) in jobs.items()}
+        return {key: _outcome(future) for key, future in futures.items()}
+
+
+def _outcome(future: Future) -> dict[str, Any] | str:
+    try:
+        return future.result()
+    except BaseException as err:  # reported by the test that reads it
+        return f"{type(err).__name__}: {err}"
+
+
+def probe_result(runs: dict, notebook: str, kind: str) -> dict[str, Any]:
+    found = runs[(notebook, kind)]
+    assert isinstance(found, dict), f"{kind} run of {notebook} failed: {found}"
+    return found
+
+
+PROBE_KINDS = [
+    (name, suffix)
+    for name in CONVERT_PROBES
+    for suffix in ("", "-changed")
+    if not suffix or name in PROBE_PARAMETERS
+]
+
+
+@pytest.mark.parametrize(("notebook", "suffix"), PROBE_KINDS)
+def test_probe_script_equals_papermill(probe_runs: dict, notebook: str, suffix: str) -> None:
+    expected = probe_result(probe_runs, notebook, f"papermill{suffix}")
+    assert probe_result(probe_runs, notebook, f"script{suffix}") == expected
+
+
+@pytest.mark.parametrize(("notebook", "suffix"), PROBE_KINDS)
+def test_probe_stepwise_equals_papermill(probe_runs: dict, notebook: str, suffix: str) -> None:
+    expected = probe_result(probe_runs, notebook, f"papermill{suffix}")
+    assert probe_result(probe_runs, notebook, f"stepwise{suffix}") == expected
+
+
+def test_probes_give_the_notebooks_own_answers(probe_runs: dict) -> None:
+    """Guards against every run being equally wrong: what each probe's notebook computes."""
+    got = functools.partial(probe_result, probe_runs)
+    assert got("order_redefinition.ipynb", "papermill") == {"first": 2, "second": 101, "again": 102}
+    assert got("order_syspath.ipynb", "papermill") == {"value": 21, "where": "src"}
+    assert got("order_writefile.ipynb", "papermill") == {"value": 45.0}
+    assert got("kale_empty_block.ipynb", "papermill")["total"] == round(3 * 12.566371, 6) + 1
+    assert got("params_computed.ipynb", "papermill-changed") == {
+        "a": 5,
+        "b": 2,
+        "label": "run-1",
+        "ratio": 2.0,
+        "scaled": [2.0, 4.0],
+    }
+    timing = got("magics_timing.ipynb", "papermill")
+    assert (timing["x"], timing["z"], timing["w"], timing["half"]) == (45, 0, 45, 22.5)
+    assert timing["note"] == "keep %cd /tmp\n!rm -rf nothing\n"
+    assert timing["q"] is False and timing["r"] is False
+    assert got("magics_dsops.ipynb", "papermill") == {"total": 6}
+
+
+# --- order, magics and dsops' own lines -----------------------------------------------------------
+def script_of(tmp_path: Path, cells: list, *options: str) -> tuple[Path, str]:
+    make_notebook(tmp_path / "o.ipynb", cells)
+    assert_ok(dsops("convert", "o.ipynb", *options, cwd=tmp_path))
+    script = tmp_path / "pipelines" / "o" / "o.py"
+    return script, script.read_text(encoding="utf-8")
+
+
+def test_identical_imports_are_hoisted_once_and_rebinding_stays_in_order(tmp_path: Path) -> None:
+    script, text = script_of(
+        tmp_path,
+        [
+            ("import json\nimport math as m\nout = [m.floor(2.5)]", ["step:one"]),
+            ("import json\nm = 10\nout.append(m)\nprint(json.dumps(out))", ["step:two"]),
+        ],
+    )
+    tree = ast.parse(text)
+    top = [ast.unparse(n) for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
+    assert top.count("import json") == 1
+    assert "import math as m" not in top, "m is bound twice: it must stay in its step"
+    assert assert_ok(run_python(script, cwd=tmp_path)).stdout == "[2, 10]\n"
+
+
+def test_imports_after_a_side_effect_stay_in_their_step(tmp_path: Path) -> None:
+    """After a statement that may change what imports find, only standard modules move."""
+    _, text = script_of(
+        tmp_path,
+        [
+            ('import os\nos.environ["PROBE_FLAG"] = "1"\nimport yaml\nimport csv', ["step:one"]),
+            ("print(yaml.safe_dump([1]), csv.QUOTE_ALL, os.sep)", ["step:two"]),
+        ],
+    )
+    tree = ast.parse(text)
+    top = [ast.unparse(n) for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
+    assert "import os" in top and "import csv" in top
+    assert "import yaml" not in top
+    two = function(tree, "step_two")
+    assert "import yaml" in [ast.unparse(n) for n in two.body]  # run again where it is used
+
+
+def test_a_module_written_by_writefile_is_imported_after_it(tmp_path: Path) -> None:
+    script, text = script_of(
+        tmp_path,
+        [
+            ("%%writefile probe_wf.py\nVALUE = 7\n", ["step:write"]),
+            ("import probe_wf\nprint(probe_wf.VALUE)", ["step:use"]),
+        ],
+    )
+    top = [ast.unparse(n) for n in ast.parse(text).body if isinstance(n, ast.Import)]
+    assert "import probe_wf" not in top
+    assert assert_ok(run_python(script, cwd=tmp_path)).stdout == "Writing probe_wf.py\n7\n"
+
+
+def test_steps_lists_computed_parameters(tmp_path: Path) -> None:
+    make_notebook(tmp_path / "c.ipynb", [("a = 1\nb = a * 2", ["parameters"]), "print(b)"])
+    done = assert_ok(dsops("steps", "c.ipynb", cwd=tmp_path))
+    assert "computed: b (code of the parameters cell, run as papermill runs it)" in done.stdout
+
+
+def test_ipython_syntax_becomes_what_ipython_runs(tmp_path: Path) -> None:
+    """%%timeit cells, x? help and magic-looking text inside strings: each once refused, left
+    as a syntax error or rewritten."""
+    script, text = script_of(
+        tmp_path,
+        [
+            ("total = 3\ntotal?\n%timeit total = 0", ["step:one"]),
+            ("%%timeit\ntotal = 99", []),
+            ('s = """\n%cd /nowhere\n!rm -rf x\n"""\n%time n = len(s)\nprint(total, n)', []),
+        ],
+    )
+    assert "%cd /nowhere\n!rm -rf x" in text
+    lines = assert_ok(run_python(script, cwd=tmp_path)).stdout.splitlines()
+    assert lines[-1] == f"3 {len(chr(10) + '%cd /nowhere' + chr(10) + '!rm -rf x' + chr(10))}"
+    assert [
+        line.endswith("per loop (mean ± std. dev. of 1 run, 1 loop each)") for line in lines[:2]
+    ]
+    assert lines[2].startswith("CPU times: user ") and lines[3].startswith("Wall time: ")
+
+
+def test_dsops_own_lines_are_left_out_and_said_once(tmp_path: Path) -> None:
+    make_notebook(
+        tmp_path / "d.ipynb",
+        ["%load_ext dsops_jupyter", "x = 2\n%dsops steps\nprint(x)"],
+    )
+    assert_ok(dsops("convert", "d.ipynb", cwd=tmp_path))
+    script = tmp_path / "pipelines" / "d" / "d.py"
+    step = ast.unparse(function(ast.parse(script.read_text(encoding="utf-8")), "step_main"))
+    assert "dsops" not in step and "get_ipython" not in step, step
+    assert assert_ok(run_python(script, cwd=tmp_path)).stdout == "2\n"
+    done = assert_ok(dsops("steps", "d.ipynb", cwd=tmp_path))
+    notes = [line for line in done.stdout.splitlines() if line.startswith("note:")]
+    assert notes == [
+        "note: cells 1, 2: lines that drive dsops itself (%load_ext dsops_jupyter, %dsops) "
+        "are left out of pipelines, scripts and runs"
+    ]
+    pipeline = read_pipeline(tmp_path / "d.ipynb")
+    runnable = runnable_notebook(pipeline, load_notebook(tmp_path / "d.ipynb"), ["main"])
+    sources = [c["source"] for c in runnable["cells"]]
+    assert not any("dsops" in s for s in sources), sources
+
+
+def test_keep_magics_runs_magics_with_the_steps_names(tmp_path: Path) -> None:
+    """A kept magic sees the names of the step that runs it (a NameError before), and
+    %load_ext stays in the script."""
+    script, text = script_of(
+        tmp_path,
+        [
+            "%load_ext autoreload\n%autoreload 2\nx = 41",
+            "%%capture captured\nprint(x + 1)",
+            "name = 'world'\nfiles = !echo hello {name}\nprint(list(files), x)",
+        ],
+        "--keep-magics",
+    )
+    assert "get_ipython().run_line_magic('load_ext', 'autoreload')" in text
+    assert assert_ok(run_python(script, cwd=tmp_path)).stdout == "['hello world'] 41\n"

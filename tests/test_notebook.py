@@ -186,6 +186,28 @@ def test_kale_tags_are_read(tmp_path: Path) -> None:
     assert pipeline.step("first").parameters == ["k"]
 
 
+@pytest.mark.parametrize("empty", ["block:", "step:"])
+def test_kale_empty_block_tag_continues_the_previous_step(tmp_path: Path, empty: str) -> None:
+    """Kale's extension writes an empty ``block:`` tag; Kale reads it as "no step name"."""
+    pipeline = pipeline_of(
+        tmp_path,
+        [
+            ("a = 1", ["block:first"]),
+            ("b = a + 1", [empty]),
+            ("c = b * 2", ["block:second", "prev:first"]),
+            ("d = c", [empty, "limit:memory:1Gi"]),
+        ],
+    )
+    assert steps_of(pipeline) == {"first": [0, 1], "second": [2, 3]}
+    assert pipeline.step("second").extras == {"limit": ["memory:1Gi"]}
+    assert pipeline.step("second").reads == ["b"]
+
+
+def test_kale_empty_block_before_any_step_is_the_setup_step(tmp_path: Path) -> None:
+    pipeline = pipeline_of(tmp_path, [("x = 1", ["block:"]), ("print(x)", ["block:use"])])
+    assert steps_of(pipeline) == {"setup": [0], "use": [1]}
+
+
 def test_kale_example_reads_unchanged() -> None:
     pipeline = read_pipeline(EXAMPLES / "iris_kale.ipynb")
     assert [s.name for s in pipeline.steps] == ["load_data", "split", "train_model", "evaluate"]
@@ -293,20 +315,31 @@ def test_parameters_with_types_and_defaults(tmp_path: Path) -> None:
     }
 
 
-@pytest.mark.parametrize(
-    "source",
-    [
-        "x = compute()",
-        "x = 1 + 2",
-        "x = [i for i in range(3)]",
-        "import os",
-        "x = y = 1",
-        "x.a = 1",
-    ],
-)
-def test_parameters_cell_must_hold_literals(tmp_path: Path, source: str) -> None:
-    message = fails(tmp_path, [(source, ["parameters"]), "print(1)"], ParameterError)
-    assert "parameters cell 1" in message
+def test_computed_lines_of_the_parameters_cell_stay_code(tmp_path: Path) -> None:
+    """papermill runs any parameters cell: literal lines are parameters, the rest is code that
+    a step runs (the setup step when the cell comes before every step)."""
+    source = "a = 1\nb = a * 2\nn: int = 3\nimport os\nout = os.path.join('x', str(n))"
+    pipeline = pipeline_of(tmp_path, [(source, ["parameters"]), ("print(b, out, a)", ["step:use"])])
+    assert [(p.name, p.type, p.default) for p in pipeline.parameters] == [
+        ("a", "int", 1),
+        ("n", "int", 3),
+    ]
+    assert pipeline.computed == ["b", "os", "out"]
+    assert pipeline.to_json()["computed"] == ["b", "os", "out"]
+    assert steps_of(pipeline) == {"setup": [0], "use": [1]}
+    assert pipeline.step("use").reads == ["b", "out"]
+    assert pipeline.step("use").parameters == ["a"]
+
+
+def test_a_name_both_literal_and_computed_is_computed(tmp_path: Path) -> None:
+    pipeline = pipeline_of(tmp_path, [("a = 1\na = a + 1\nc = 3", ["parameters"]), "print(a)"])
+    assert [p.name for p in pipeline.parameters] == ["c"]
+    assert pipeline.computed == ["a"]
+
+
+def test_parameters_cell_with_a_syntax_error(tmp_path: Path) -> None:
+    message = fails(tmp_path, [("x = (", ["parameters"]), "print(1)"], NotebookError)
+    assert "cell 1, line 1: syntax error" in message
 
 
 def test_two_parameters_cells_are_an_error(tmp_path: Path) -> None:

@@ -10,7 +10,13 @@ import pytest
 
 from dsops_jupyter.errors import ParameterError
 from dsops_jupyter.notebook import read_pipeline
-from dsops_jupyter.params import Parameter, coerce_parameters, coerce_value, parse_parameters_cell
+from dsops_jupyter.params import (
+    Parameter,
+    coerce_parameters,
+    coerce_value,
+    parse_parameters_cell,
+    read_parameters_cell,
+)
 from tests.helpers import make_notebook
 
 TRICKY = "a\"b'\nc ünï"
@@ -130,22 +136,30 @@ def test_declared_type_wins_over_the_default(annotation: str, default: Any, kind
 
 
 @pytest.mark.parametrize(
-    ("source", "fragment"),
+    ("source", "parameters", "computed"),
     [
-        ("x = f()", "must be a literal"),
-        ("x = 1 + 1", "must be a literal"),
-        ("x, y = 1, 2", "assign to a plain name"),
-        ("x = y = 1", "only `name = literal`"),
-        ("print(1)", "only `name = literal`"),
-        ("42", "bare value"),
-        ("x = (", "not valid Python"),
+        ("x = f()", [], ["x"]),
+        ("x = 1 + 1", [], ["x"]),
+        ("a = 1\nb = a * 2", ["a"], ["b"]),
+        ("x, y = 1, 2", [], ["x", "y"]),
+        ("x = y = 1", [], ["x", "y"]),
+        ("print(1)\nk = 2", ["k"], []),
+        ("42\nk: float = 2", ["k"], []),
+        ("a = 1\na += 1", [], ["a"]),
     ],
 )
-def test_non_literal_parameters_cell(source: str, fragment: str) -> None:
+def test_computed_lines_are_code_not_parameters(
+    source: str, parameters: list[str], computed: list[str]
+) -> None:
+    found = read_parameters_cell(source, 2, "nb.ipynb")
+    assert [p.name for p in found.parameters] == parameters
+    assert found.computed == computed
+
+
+def test_parameters_cell_must_be_python() -> None:
     with pytest.raises(ParameterError) as caught:
-        parse_parameters_cell(source, 2, "nb.ipynb")
-    assert fragment in str(caught.value)
-    assert "nb.ipynb" in str(caught.value)
+        parse_parameters_cell("x = (", 2, "nb.ipynb")
+    assert "nb.ipynb: parameters cell 2 is not valid Python" in str(caught.value)
 
 
 def test_comments_and_blank_lines_are_allowed() -> None:
