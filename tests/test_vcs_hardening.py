@@ -411,7 +411,6 @@ def test_signing_that_cannot_work_is_refused(repo: Path, gnupg: Path, key: str) 
     assert git(repo, "rev-list", "--count", "HEAD") == "1"
 
 
-@pytest.mark.skipif(shutil.which("gpg") is None, reason="gpg is not installed")
 def test_versions_are_signed_when_configured(repo: Path, gnupg: Path) -> None:
     subprocess.run(
         [
