@@ -23,6 +23,7 @@ from dsops_jupyter.fsutil import (
 )
 from dsops_jupyter.ipysyntax import TIME_HELPER, TIMEIT_HELPER, WRITEFILE_HELPER
 from dsops_jupyter.notebook import Cell, Pipeline, Step, indent_code, read_pipeline
+from dsops_jupyter.params import parameter_options
 from dsops_jupyter.spec import SCRIPT_FORMAT, spec_bytes, spec_digest
 
 
@@ -39,7 +40,7 @@ class GeneratedPackage:
 
 
 RESERVED = frozenset({"run", "run_step", "main", "STEPS", "PARAMETERS"})
-RESERVED_PARAMETERS = frozenset({"step", "workdir", "help", "h"})
+RAISES_EXCEPTION = "raises-exception"  # nbclient's tag: the cell's error does not stop the run
 _RUNTIME = Path(__file__).parent / "templates" / "script_runtime.py.txt"
 _RUNTIME_START = "\n# --- command line (generated; the same in every dsops script)"
 _DISPLAY_FALLBACK = """
@@ -231,11 +232,21 @@ def _check_convertible(pipeline: Pipeline, keep_magics: bool) -> None:
         )
     for param in pipeline.parameters:
         escape.json_text(param.to_json(), f"{where}: parameter {param.name}", allow_nan=True)
-        if param.name in RESERVED_PARAMETERS:
-            raise ConversionError(
-                f"{where}: parameter {param.name!r} clashes with the script's --{param.name} "
-                f"option; rename it"
-            )
+    _check_parameter_options(pipeline)
+
+
+def _check_parameter_options(pipeline: Pipeline) -> None:
+    """Each parameter gets options of its own (``step`` is ``--param-step``: then a parameter
+    ``param_step`` would share it; refused rather than one silently shadowing the other)."""
+    owner: dict[str, str] = {}
+    for param in pipeline.parameters:
+        for option in parameter_options(param.name):
+            if option in owner:
+                raise ConversionError(
+                    f"{pipeline.notebook_path.name}: parameters {owner[option]!r} and "
+                    f"{param.name!r} would both be set by the script's {option}; rename one"
+                )
+            owner[option] = param.name
 
 
 def check_compiles(script: str, pipeline: Pipeline) -> None:
@@ -372,7 +383,8 @@ def render_script(pipeline: Pipeline, notebook: str, keep_magics: bool = False) 
         parts.append(_TIMING)
     parts += [f"\n# cell {index + 1}\n{code.strip()}\n" for index, code in shared]
     parts.append(_parameters_table(pipeline))
-    parts += [_step_function(step, keep_magics) for step in pipeline.steps]
+    raising = {c.index for c in pipeline.cells if RAISES_EXCEPTION in c.tags}
+    parts += [_step_function(step, keep_magics, raising) for step in pipeline.steps]
     parts.append(_run_function(pipeline))
     parts.append(_steps_table(pipeline))
     parts.append(_RUNTIME.read_text(encoding="utf-8"))
@@ -416,7 +428,7 @@ def _default(param: Any) -> str:
     return escape.python_literal(param.default, f"parameter {param.name}'s default")
 
 
-def _step_function(step: Step, keep_magics: bool = False) -> str:
+def _step_function(step: Step, keep_magics: bool = False, raising: set[int] | None = None) -> str:
     args = ", ".join(name for name, _ in step.inputs)
     cells = ", ".join(str(i + 1) for i in step.cells)
     plural = "s" if len(step.cells) > 1 else ""
@@ -433,13 +445,27 @@ def _step_function(step: Step, keep_magics: bool = False) -> str:
         ]
     for index, code in step.magic_body if keep_magics else step.body:
         code = code.strip("\n")
-        if code.strip():
+        if code.strip() and index in (raising or ()):
+            lines += _raising_cell(index, code)
+        elif code.strip():
             lines += [f"    # cell {index + 1}", indent_code(code)]
     if step.outputs:
         lines.append(f"    return {', '.join(step.outputs)}")
     elif not any(code.strip() for _, code in step.body):
         lines.append("    pass")
     return "\n".join(lines) + "\n"
+
+
+def _raising_cell(index: int, code: str) -> list[str]:
+    """A cell tagged ``raises-exception``: nbclient shows its error and runs on, papermill fails
+    at the end of the run naming it; the script does both (``_dsops_raised`` in the runtime)."""
+    return [
+        f"    # cell {index + 1} (tagged {RAISES_EXCEPTION}: an error is shown, the run goes on)",
+        "    try:",
+        indent_code(code, " " * 8),
+        "    except Exception as _dsops_error:",
+        f"        _dsops_raised({index + 1}, _dsops_error)",
+    ]
 
 
 def _run_function(pipeline: Pipeline) -> str:

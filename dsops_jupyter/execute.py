@@ -280,6 +280,9 @@ def _execution_error(failure: Exception, executed: dict[str, Any], output: Path)
         for c in executed.get("cells", [])
         if c.get("metadata", {}).get("papermill", {}).get("status") == "failed"
     ]
+    # None failed when nbclient ran on past a cell tagged raises-exception: papermill raises
+    # after the run for the last cell holding an error output; name that cell.
+    failed = failed or [c for c in executed.get("cells", []) if _shows_error(c)][-1:]
     kept = f"executed notebook kept: {output}" if output.exists() else "no output notebook"
     if not failed or not hasattr(failure, "ename"):
         lines = _ANSI.sub("", str(failure)).strip().splitlines() or ["unknown error"]
@@ -292,6 +295,13 @@ def _execution_error(failure: Exception, executed: dict[str, Any], output: Path)
         where += f", line {line[0]} `{line[1]}`"
     error = f"{failure.ename}: {getattr(failure, 'evalue', '')}"
     return ExecutionError(f"{where} failed: {error} ({kept})", output_path=str(output), step=step)
+
+
+def _shows_error(cell: dict[str, Any]) -> bool:
+    """A cell of ours (not papermill's error banner) with an error output."""
+    outputs = cell.get("outputs", [])
+    has_error = any(o.get("output_type") == "error" for o in outputs)
+    return has_error and "dsops" in cell.get("metadata", {})
 
 
 def _failing_line(traceback: list[str]) -> tuple[int, str] | None:

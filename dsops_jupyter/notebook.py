@@ -479,7 +479,7 @@ def _read_pipeline(path: Path, name: str | None) -> Pipeline:
                 f"{where}, {cell.label}, line {err.lineno}: syntax error ({err.msg})"
             ) from None
     parameters, computed = _parameters(cells, where)
-    steps = _group_steps(cells, where)
+    steps, split_notes = _group_steps(cells, where)
     hoisted, hoisted_names = _hoist(cells, steps)
     pipeline = Pipeline(
         name=pipeline_name(path, name),
@@ -498,7 +498,7 @@ def _read_pipeline(path: Path, name: str | None) -> Pipeline:
     ]
     _analyse_flow(pipeline)
     _depend_on_rebound_definitions(pipeline)
-    pipeline.notes += _dsops_lines_note(cells)
+    pipeline.notes += split_notes + _dsops_lines_note(cells)
     return pipeline
 
 
@@ -562,19 +562,28 @@ def _computed_parameters_code(code: str, computed: list[str]) -> str:
     )
 
 
-def _group_steps(cells: list[Cell], where: str) -> list[Step]:
-    """Group code cells into steps: a step cell starts one, unmarked cells continue it."""
+def _group_steps(cells: list[Cell], where: str) -> tuple[list[Step], list[str]]:
+    """Group code cells into steps: a step cell starts one, unmarked cells continue it.
+
+    A step name tagged again on a later cell: right after its own step the cell simply
+    continues it; after other cells it starts a step of its own (``_split_step``), since
+    Kale's way, appending that cell's code to the earlier step, would run it before the
+    cells in between (and in Kale's own Example.ipynb, before the training it evaluates).
+    Notebook order is what papermill runs, so it stays the truth. Returns the steps and
+    one note per split.
+    """
     has_steps = any(c.role == "step" for c in cells)
+    # every tagged name (a split never takes one), then: name -> its latest split-off part
+    last_part: dict[str, str] = {c.step: c.step for c in cells if c.step}
     steps: dict[str, Step] = {}
+    notes: list[str] = []
     current: Step | None = None
     for cell in cells:
-        if cell.role == "step":
-            if cell.step in steps:
-                first = steps[cell.step].cells[0] + 1
-                raise MarkerError(
-                    f"{where}, {cell.label}: step {cell.step!r} is already started by cell "
-                    f"{first}; step names must be unique"
-                )
+        if cell.role == "step" and current is not None and last_part[cell.step] == current.name:  # type: ignore[index]
+            pass  # the same name again on the next step cell: one step, as Kale reads it
+        elif cell.role == "step" and cell.step in steps:
+            current = _split_step(steps, cell, last_part, notes)
+        elif cell.role == "step":
             current = steps[cell.step] = Step(name=cell.step)  # type: ignore[index]
         elif cell.in_step and current is None:
             current = steps.setdefault(
@@ -597,7 +606,28 @@ def _group_steps(cells: list[Cell], where: str) -> list[Step]:
                     f"{where}: step {step.name!r} is marked after:{dep}, but no step {dep!r} "
                     f"exists (steps: {', '.join(steps)})"
                 )
-    return list(steps.values())
+    return list(steps.values()), notes
+
+
+def _split_step(
+    steps: dict[str, Step], cell: Cell, last_part: dict[str, str], notes: list[str]
+) -> Step:
+    """A new step ``<name>_2`` (``_3``, ...) for a cell re-using an earlier, non-adjacent step's
+    name; it runs after that name's previous part (an ``after`` edge) and as data flow says."""
+    name = cell.step or ""
+    taken = set(last_part) | set(steps)
+    number = 2
+    while (split := f"{name[: MAX_NAME - 1 - len(str(number))]}_{number}") in taken:
+        number += 1
+    previous = last_part.get(name, name)
+    last_part[name] = split
+    steps[split] = Step(name=split, after=[previous])
+    notes.append(
+        f"cell {cell.index + 1}: step {name!r} (started by cell {steps[name].cells[0] + 1}) is "
+        f"tagged again after other cells; split off as step {split!r}, run after "
+        f"{previous!r}, because the cells are not adjacent"
+    )
+    return steps[split]
 
 
 def _hoist(cells: list[Cell], steps: list[Step]) -> tuple[list[tuple[int, str]], set[str]]:

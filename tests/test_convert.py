@@ -434,9 +434,7 @@ def test_names_the_script_needs_cannot_be_redefined(tmp_path: Path) -> None:
     path = make_notebook(tmp_path / "r.ipynb", ["def main():\n    return 1", "x = main()"])
     with pytest.raises(ConversionError, match="'main'"):
         generate_package(path)
-    path = make_notebook(tmp_path / "p.ipynb", [("step = 1", ["parameters"]), "print(step)"])
-    with pytest.raises(ConversionError, match="--step"):
-        generate_package(path)
+    # A parameter named like a script option is no longer refused: it is --param-step (below).
 
 
 def test_zero_config_notebook_converts_to_one_step(tmp_path: Path) -> None:
@@ -771,3 +769,65 @@ def test_keep_magics_runs_magics_with_the_steps_names(tmp_path: Path) -> None:
     )
     assert "get_ipython().run_line_magic('load_ext', 'autoreload')" in text
     assert assert_ok(run_python(script, cwd=tmp_path)).stdout == "['hello world'] 41\n"
+
+
+def test_parameters_named_like_the_scripts_own_options_are_settable(tmp_path: Path) -> None:
+    """Kale's base_example_numpy_hp has a parameter ``h`` (papermill: ``-p h 3``); ``step``,
+    ``workdir`` and ``help`` are the script's own options, so those parameters are --param-NAME."""
+    script, _ = script_of(
+        tmp_path,
+        [("h = 1\nstep = 2\nworkdir = 'w'", ["parameters"]), ("print(h, step, workdir)", [])],
+    )
+    assert assert_ok(run_python(script, cwd=tmp_path)).stdout == "1 2 w\n"
+    given = ["--h", "5", "--param-step", "7", "--param-workdir", "x"]
+    assert assert_ok(run_python(script, *given, cwd=tmp_path)).stdout == "5 7 x\n"
+    stepwise = [*given, "--step", "main", "--workdir", str(tmp_path / "wd")]
+    assert assert_ok(run_python(script, *stepwise, cwd=tmp_path)).stdout == "5 7 x\n"
+    assert "--param-step" in assert_ok(run_python(script, "-h", cwd=tmp_path)).stdout
+    from dsops_jupyter.image import cli_args
+
+    args = cli_args({"h": 4, "step": 9, "workdir": "y"}, {"h": "int", "step": "int"})
+    assert assert_ok(run_python(script, *args, cwd=tmp_path)).stdout == "4 9 y\n"
+
+
+def test_two_parameters_sharing_one_option_are_refused(tmp_path: Path) -> None:
+    make_notebook(tmp_path / "p.ipynb", [("step = 1\nparam_step = 2", ["parameters"]), "x = 1"])
+    message = error_line(dsops("convert", "p.ipynb", cwd=tmp_path))
+    assert "'step'" in message and "'param_step'" in message and "--param-step" in message
+
+
+@pytest.mark.parametrize("stepwise", [False, True], ids=["whole", "stepwise"])
+def test_a_raises_exception_cell_runs_on_and_fails_at_the_end_as_papermill(
+    tmp_path: Path, stepwise: bool
+) -> None:
+    """nbclient shows the tagged cell's error and runs on; papermill then fails naming it."""
+    script, _ = script_of(
+        tmp_path,
+        [
+            ("a = 1\nraise ValueError('boom')\nb = 2", ["step:one", "raises-exception"]),
+            ("print('after', a)", ["step:two"]),
+            ("print('last')", ["step:three"]),
+        ],
+    )
+    order = ["one", "two", "three"]
+    chain = [["--step", s, "--workdir", str(tmp_path / "wd")] for s in order] if stepwise else [[]]
+    runs = [run_python(script, *args, cwd=tmp_path) for args in chain]
+    assert [r.returncode for r in runs] == [0] * (len(runs) - 1) + [1]
+    assert "".join(r.stdout for r in runs) == "after 1\nlast\n"
+    assert "raise ValueError('boom')" in runs[0].stderr  # the traceback, as the notebook shows
+    last = runs[-1].stderr.strip().splitlines()[-1]
+    assert "cell 1" in last and "ValueError: boom" in last and "raises-exception" in last
+
+
+def test_dsops_run_names_the_raises_exception_cell_papermill_fails_for(tmp_path: Path) -> None:
+    from dsops_jupyter.errors import ExecutionError
+
+    path = make_notebook(
+        tmp_path / "r.ipynb",
+        [("x = 1\nraise KeyError('gone')", ["raises-exception"]), "print('ran on')"],
+    )
+    with pytest.raises(ExecutionError) as caught:
+        run_notebook(path, out_dir=tmp_path / "out", cwd=tmp_path)
+    message = str(caught.value)
+    assert "cell 1" in message and "KeyError" in message, message
+    assert "line 2 `raise KeyError('gone')`" in message, message
