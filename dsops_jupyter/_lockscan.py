@@ -59,5 +59,10 @@ def resolve(modules: list[str], with_dependencies: bool = True) -> dict:
     return {"pins": pins, "unknown": sorted(unknown), "python": platform.python_version()}
 
 
+DIRECT_ONLY = "--direct-only"  # the distributions imported, not their dependencies
+
 if __name__ == "__main__":
-    json.dump(resolve(sys.argv[1:]), sys.stdout)
+    arguments = sys.argv[1:]
+    direct = DIRECT_ONLY in arguments
+    modules = [a for a in arguments if a != DIRECT_ONLY]
+    json.dump(resolve(modules, with_dependencies=not direct), sys.stdout)

@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--out", type=Path, help="folder for the executed notebook and run.json")
     sub.add_argument("--kernel", help="kernel name (default: the notebook's)")
+    sub.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail when a step changes a value the analysis says it only reads",
+    )
 
     sub = command("convert", cmd_convert, "write the generated script package")
     _package_options(sub)
@@ -210,11 +215,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             steps=args.step or None,
             out_dir=args.out,
             kernel_name=args.kernel,
+            strict=args.strict,
             on_event=on_event,
         )
     if args.json:
         _print_json(record.to_json())
         return 0
+    for warning in record.details["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
     for step in record.steps:
         print(f"  {step['name']:<20} {step['status']:<10} {step['duration']:.2f}s")
     print(f"executed notebook: {record.output_notebook}\nrun record:        {record.record_path}")

@@ -65,6 +65,12 @@ class ExecutionError(DsopsError):
         self.step = step
 
 
+class RunInterruptedError(ExecutionError):
+    """The user stopped a run (Ctrl-C): the executed notebook and run record are kept."""
+
+    exit_code = 130
+
+
 # --- versions ----------------------------------------------------------------------------------
 class VcsError(DsopsError):
     """Git refused or the repository is not in a state where a version can be made."""

@@ -8,6 +8,7 @@ the kernel's interpreter is this process's, resolution happens in-process; other
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from dsops_jupyter import _lockscan
 from dsops_jupyter.errors import LockError
@@ -61,56 +63,118 @@ def imported_modules(pipeline: Pipeline) -> list[str]:
 
 def lock_for(pipeline: Pipeline, kernel_python: str | None = None) -> Lock:
     modules = imported_modules(pipeline)
-    python = kernel_python or kernel_interpreter(pipeline.notebook_path)
-    if _same_interpreter(python):
-        answer = _lockscan.resolve(modules)
-    else:
-        answer = _resolve_elsewhere(python, modules)
+    answer = _resolve(kernel_python or kernel_interpreter(pipeline.notebook_path), modules)
     return Lock(modules, answer["pins"], answer["unknown"], answer["python"])
 
 
-def distributions_for(pipeline: Pipeline) -> dict[str, str]:
-    """Versions of the distributions the notebook imports directly (for run records)."""
-    answer = _lockscan.resolve(imported_modules(pipeline), with_dependencies=False)
-    return answer["pins"]
+def distributions_for(pipeline: Pipeline, kernel_name: str | None = None) -> dict[str, Any]:
+    """The kernel's Python version and the versions of the distributions the notebook imports
+    directly (for run records): ``{"python": "3.11.7", "pins": {...}}``."""
+    python = kernel_interpreter(pipeline.notebook_path, kernel_name)
+    return _resolve(python, imported_modules(pipeline), with_dependencies=False)
 
 
-def kernel_interpreter(notebook: Path) -> str:
-    """The Python executable of the notebook's kernel (falls back to this interpreter).
+NATIVE_KERNEL = "python3"  # jupyter_client.kernelspec.NATIVE_KERNEL_NAME
 
-    Reads kernel.json from Jupyter's data path directly: jupyter_client's KernelSpecManager
-    would import IPython and cost ~0.4 s per convert.
+
+def kernel_interpreter(notebook: Path, kernel_name: str | None = None) -> str:
+    """The Python executable jupyter_client starts for the notebook's kernel.
+
+    jupyter_client's own code would import IPython (~0.5-1 s per convert), so its rules
+    (jupyter_client 8.x) are replicated here:
+
+    - ``KernelSpecManager._find_spec_directory``: the first folder of ``jupyter_path("kernels")``
+      then IPython's ``<ipython dir>/kernels`` with a sub-folder whose lower-cased name is the
+      lower-cased kernel name and that holds a kernel.json; failing that, ``python3`` is
+      ipykernel's built-in spec, whose argv[0] is the starting process's ``sys.executable``.
+    - ``KernelManager.format_kernel_cmd``: argv[0] ``python``, ``python3`` or ``python3.X`` (this
+      interpreter's X) is replaced by ``sys.executable``, so an unactivated venv's ``dsops``
+      starts the venv's Python whatever ``python`` is first on PATH; ``{prefix}`` and
+      ``{resource_dir}`` are substituted.
+    - the launcher's ``Popen`` finds any other name on PATH (kernel.json ``env`` may set it).
+    A notebook without a kernelspec runs as ``python3`` (see execute._with_kernelspec).
     """
-    from jupyter_core.paths import jupyter_path
+    name = kernel_name or _notebook_kernel_name(notebook)
+    folder = _kernelspec_folder(name)
+    if folder is None:
+        return sys.executable  # ipykernel's built-in spec, or no such kernel (the run fails)
+    try:
+        spec = json.loads((folder / "kernel.json").read_bytes())
+        argv, env = list(spec["argv"]), dict(spec.get("env") or {})
+    except (OSError, ValueError, KeyError, TypeError):
+        return sys.executable
+    if not argv or argv[0] in _SWAPPED_FOR_SYS_EXECUTABLE:
+        return sys.executable
+    command = argv[0].replace("{prefix}", sys.prefix).replace("{resource_dir}", str(folder))
+    return shutil.which(command, path=env.get("PATH", os.environ.get("PATH"))) or command
 
+
+_SWAPPED_FOR_SYS_EXECUTABLE = {
+    "python",
+    f"python{sys.version_info[0]}",
+    f"python{sys.version_info[0]}.{sys.version_info[1]}",
+}
+
+
+def _notebook_kernel_name(notebook: Path) -> str:
     try:
         name = json.loads(notebook.read_bytes())["metadata"]["kernelspec"]["name"]
     except (OSError, ValueError, KeyError, TypeError):
-        return sys.executable
-    for folder in jupyter_path("kernels"):
-        spec = Path(folder) / str(name) / "kernel.json"
+        return NATIVE_KERNEL
+    return str(name) if name else NATIVE_KERNEL
+
+
+def _kernelspec_folder(name: str) -> Path | None:
+    """Where jupyter_client finds kernel ``name``; None for ipykernel's built-in python3."""
+    from jupyter_core.paths import jupyter_path
+
+    folders = [Path(p) for p in jupyter_path("kernels")]
+    if importlib.util.find_spec("IPython") is not None:  # KernelSpecManager._kernel_dirs_default
+        ipython_dir = os.environ.get("IPYTHONDIR") or os.path.join("~", ".ipython")
+        folders.append(Path(os.path.expanduser(ipython_dir)) / "kernels")
+    wanted = name.lower()
+    for folder in folders:
         try:
-            argv = json.loads(spec.read_bytes())["argv"]
-        except (OSError, ValueError, KeyError):
+            entries = os.listdir(folder)  # first match in listdir order, as jupyter_client
+        except OSError:
             continue
-        if not argv or "{" in argv[0]:
-            return sys.executable
-        return shutil.which(argv[0]) or argv[0]
-    return sys.executable
+        for entry in entries:
+            if entry.lower() == wanted and (folder / entry / "kernel.json").is_file():
+                return folder / entry
+    return None
+
+
+def _resolve(python: str, modules: list[str], with_dependencies: bool = True) -> dict[str, Any]:
+    if _same_interpreter(python):
+        return _lockscan.resolve(modules, with_dependencies=with_dependencies)
+    return _resolve_elsewhere(python, modules, with_dependencies)
 
 
 def _same_interpreter(python: str) -> bool:
+    """Same binary *and* same environment: a venv's python is often a symlink to its base
+    interpreter's binary, yet it sees other packages (PEP 405: pyvenv.cfg beside the
+    executable as invoked, or one folder up, makes the environment)."""
     try:
-        return os.path.samefile(python, sys.executable)
+        same_binary = os.path.samefile(python, sys.executable)
     except OSError:
         return False
+    return same_binary and _venv_root(python) == _venv_root(sys.executable)
 
 
-def _resolve_elsewhere(python: str, modules: list[str]) -> dict:
+def _venv_root(python: str) -> Path | None:
+    executable = Path(os.path.abspath(python))
+    for folder in (executable.parent, executable.parent.parent):
+        if (folder / "pyvenv.cfg").is_file():
+            return folder
+    return None
+
+
+def _resolve_elsewhere(python: str, modules: list[str], with_dependencies: bool) -> dict:
     script = Path(_lockscan.__file__)
+    flags = [] if with_dependencies else [_lockscan.DIRECT_ONLY]
     try:
         done = subprocess.run(
-            [python, str(script), *modules], capture_output=True, text=True, timeout=120
+            [python, str(script), *flags, *modules], capture_output=True, text=True, timeout=120
         )
     except (OSError, subprocess.TimeoutExpired) as err:
         raise LockError(

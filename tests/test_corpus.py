@@ -9,9 +9,15 @@ papermill fails, dsops must fail the same way: ``dsops run`` with one line namin
 line and error, and the conversion refusing it in one line, or the script stopping with the same
 error after printing the same text.
 
-Notebooks that fail today carry ``xfail`` (strict) in tests/corpus/manifest.json with their cause:
-a fix makes them XPASS, which fails the run until the mark is removed. All runs start at once in
-a small thread pool (kernels and scripts are separate processes).
+Split mode, the hardest form of the promise: for every notebook papermill finishes, a copy in
+which every unmarked code cell is its own step (tag ``step:c<N>``, N its cell number) runs one
+step per process through a workdir and must print and write what papermill did: mutation and
+redefinition across steps, on code nobody wrote for dsops.
+
+Notebooks that fail today carry ``xfail`` (strict) in tests/corpus/manifest.json with their cause,
+``xfail_split`` for the split mode: a fix makes them XPASS, which fails the run until the mark is
+removed. All runs start at once in a small thread pool (kernels and scripts are separate
+processes).
 """
 
 from __future__ import annotations
@@ -42,6 +48,14 @@ LICENSES = {"MIT", "BSD-2-Clause", "BSD-3-Clause", "Apache-2.0", "CC-BY-4.0", "C
 KERNEL = "python3"
 SCRIPT_TIMEOUT = 180
 WORKERS = 4
+# Cell markers a split copy leaves alone: such a cell keeps its own role (or step).
+MARKER_TAGS = frozenset(
+    {"parameters", "pipeline-parameters", "skip", "imports", "functions", "pipeline-metrics"}
+    | {"injected-parameters"}
+)
+MARKER_TAG_KINDS = ("step:", "block:")
+# One process per code cell: a bigger notebook would cost minutes in split mode alone.
+SPLIT_MAX_CODE_CELLS = 60
 
 
 def corpus_notebooks() -> list[str]:
@@ -81,6 +95,9 @@ class Outcome:
     script: ScriptRun | None = None
     stepwise: ScriptRun | None = None
     crash: str | None = None  # a harness-level surprise (not a DsopsError): reported as is
+    split_conversion_error: str | None = None
+    split: ScriptRun | None = None  # every code cell its own step, run stepwise
+    split_crash: str | None = None
 
 
 def stage(folder: Path, notebook: str) -> Path:
@@ -147,6 +164,57 @@ def run_script(outcome: Outcome) -> None:
     outcome.stepwise = run_chain(script, stepwise, chain)
 
 
+def papermill_then_split(outcome: Outcome) -> None:
+    """papermill first; where it finished (and dsops took the notebook), the split run too."""
+    guarded(run_papermill, outcome)
+    finished = outcome.executed and outcome.papermill_error is None and outcome.refused is None
+    if finished and code_cell_count(outcome.notebook) <= SPLIT_MAX_CODE_CELLS:
+        guarded(run_split, outcome, into="split_crash")
+
+
+def code_cell_count(notebook: str) -> int:
+    cells = json.loads((CORPUS / notebook).read_bytes())["cells"]
+    return sum(c.get("cell_type") == "code" for c in cells)
+
+
+def run_split(outcome: Outcome) -> None:
+    """Every code cell its own step, tagged on a copy; run one step per process."""
+    source = stage(outcome.folder / "split-source", outcome.notebook)
+    source.write_text(json.dumps(split_notebook(json.loads(source.read_bytes()))), "utf-8")
+    try:
+        keep_magics = entry(outcome.notebook).get("keep_magics", False)
+        pkg = convert(source, out_dir=outcome.folder / "split-package", keep_magics=keep_magics)
+    except DsopsError as err:
+        outcome.split_conversion_error = str(err)
+        return
+    script = pkg.directory / f"{pkg.name}.py"
+    order = json.loads(pkg.files["pipeline.json"])["order"]
+    cwd = stage(outcome.folder / "split", outcome.notebook).parent
+    workdir = str(outcome.folder / "split-workdir")
+    chain = [(step, ["--step", step, "--workdir", workdir]) for step in order]
+    outcome.split = run_chain(script, cwd, chain)
+
+
+def split_notebook(nb: dict[str, Any]) -> dict[str, Any]:
+    """The notebook with ``step:c<N>`` on every code cell that carries no marker of its own.
+
+    Markers are tags (a step or Kale block, parameters, skip, imports, functions, metrics,
+    papermill's injected cell) and a first line ``%%dsops ...``; N is the cell's 1-based index.
+    """
+    for number, cell in enumerate(nb["cells"], start=1):
+        if cell.get("cell_type") != "code":
+            continue
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        source = "".join(cell.get("source", ""))
+        if not (has_marker(tags) or source.lstrip().startswith("%%dsops")):
+            tags.append(f"step:c{number}")
+    return nb
+
+
+def has_marker(tags: list[str]) -> bool:
+    return any(t in MARKER_TAGS or t.startswith(MARKER_TAG_KINDS) for t in tags)
+
+
 def run_chain(script: Path, cwd: Path, chain: list[tuple[str, list[str]]]) -> ScriptRun:
     run = ScriptRun()
     for step, args in chain:
@@ -159,11 +227,11 @@ def run_chain(script: Path, cwd: Path, chain: list[tuple[str, list[str]]]) -> Sc
     return run
 
 
-def guarded(job: Any, outcome: Outcome) -> None:
+def guarded(job: Any, outcome: Outcome, into: str = "crash") -> None:
     try:
         job(outcome)
     except (Exception, subprocess.TimeoutExpired) as err:
-        outcome.crash = f"{job.__name__}: {type(err).__name__}: {err}"
+        setattr(outcome, into, f"{job.__name__}: {type(err).__name__}: {err}")
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +245,7 @@ def outcomes(
     clock = time.perf_counter()
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         for outcome in found.values():
-            pool.submit(guarded, run_papermill, outcome)
+            pool.submit(papermill_then_split, outcome)
             pool.submit(guarded, run_script, outcome)
     print(f"\ncorpus: {len(found)} notebooks ran in {time.perf_counter() - clock:.1f} s")
     yield found
@@ -258,12 +326,11 @@ def blames_a_notebook_line(message: str, outcome: Outcome) -> bool:
     return False
 
 
-def check_finished(outcome: Outcome) -> None:
+def check_finished(outcome: Outcome, kinds: tuple[str, ...] = ("script", "stepwise")) -> None:
     """papermill finished: the script, whole and step by step, printed and wrote the same."""
     assert outcome.executed
-    assert outcome.conversion_error is None, f"convert refused: {outcome.conversion_error}"
     expected = normalized(notebook_stdout(outcome.executed), outcome, outcome.folder / "papermill")
-    for kind in ("script", "stepwise"):
+    for kind in kinds:
         run: ScriptRun = getattr(outcome, kind)
         assert run.failed is None, f"{kind} failed at step {run.failed!r}:\n{run.stderr[-3000:]}"
         printed = normalized(run.stdout, outcome, outcome.folder / kind)
@@ -320,9 +387,39 @@ def test_notebook_runs_the_same_as_papermill(outcomes: dict[str, Outcome], noteb
         )
         check_refused(outcome)
     elif outcome.papermill_error is None:
+        assert outcome.conversion_error is None, f"convert refused: {outcome.conversion_error}"
         check_finished(outcome)
     else:
         check_failed(outcome)
+
+
+@pytest.mark.parametrize(
+    "notebook",
+    [
+        pytest.param(
+            nb,
+            marks=[pytest.mark.xfail(strict=True, reason=entry(nb)["xfail_split"])]
+            if "xfail_split" in entry(nb)
+            else [],
+        )
+        for nb in corpus_notebooks()
+    ],
+)
+def test_notebook_split_into_one_step_per_cell_runs_the_same(
+    outcomes: dict[str, Outcome], notebook: str
+) -> None:
+    """Every code cell its own step, run one step per process: papermill's text and files."""
+    outcome = outcomes[notebook]
+    assert outcome.crash is None, outcome.crash
+    if outcome.refused is not None or outcome.papermill_error is not None:
+        pytest.skip("papermill does not finish it (or dsops refuses it): the plain test covers it")
+    if code_cell_count(notebook) > SPLIT_MAX_CODE_CELLS:
+        pytest.skip(f"more than {SPLIT_MAX_CODE_CELLS} code cells: split mode would take minutes")
+    assert outcome.split_crash is None, outcome.split_crash
+    assert outcome.split_conversion_error is None, (
+        f"convert refused the split copy: {outcome.split_conversion_error}"
+    )
+    check_finished(outcome, kinds=("split",))
 
 
 def check_refused(outcome: Outcome) -> None:
@@ -357,3 +454,32 @@ def test_written_files_are_compared_as_data_where_bytes_may_differ() -> None:
     assert file_difference("t.txt", b"a", b"b") is not None
     assert file_difference("plot.png", b"a", b"b") is None
     assert file_difference("model.bin", b"a", b"b", presence_only=True) is None
+
+
+def test_split_copy_tags_every_unmarked_code_cell_and_leaves_markers_alone() -> None:
+    def code(source: str, *tags: str) -> dict[str, Any]:
+        return {"cell_type": "code", "metadata": {"tags": list(tags)}, "source": source}
+
+    nb = {
+        "cells": [
+            code("import os", "imports"),
+            {"cell_type": "markdown", "metadata": {}, "source": "# title"},
+            code("a = 1", "parameters"),
+            code("b = a + 1"),
+            {"cell_type": "code", "metadata": {}, "source": ["c = b\n", "print(c)"]},
+            code("d = c", "block:"),
+            code("e = d", "step:train", "prev:load"),
+            code("%%dsops skip\nf = 1"),
+        ]
+    }
+    tags = [c["metadata"].get("tags") for c in split_notebook(nb)["cells"]]
+    assert tags == [
+        ["imports"],
+        None,
+        ["parameters"],
+        ["step:c4"],
+        ["step:c5"],
+        ["block:"],
+        ["step:train", "prev:load"],
+        [],
+    ]

@@ -7,9 +7,15 @@ tests read its results.
 from __future__ import annotations
 
 import json
+import os
 import platform
+import signal
+import subprocess
+import sys
+import time
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +25,7 @@ from dsops_jupyter.execute import RunRecord, run_notebook
 from dsops_jupyter.notebook import read_pipeline
 from tests.helpers import (
     Markdown,
+    clean_env,
     dsops,
     executed_sources,
     git,
@@ -202,3 +209,222 @@ def test_failing_cell_after_injected_parameters(tmp_path: Path) -> None:
     assert "`c = 1 / 0`" in str(err)
     assert err.step == "two", str(err)
     assert "step 'two', cell 4," in str(err)
+
+
+def test_executed_notebook_records_the_input_path_not_a_copy(full_run: tuple) -> None:
+    record, _, _ = full_run
+    executed = json.loads(record.output_notebook.read_text(encoding="utf-8"))
+    assert executed["metadata"]["papermill"]["input_path"] == record.notebook
+
+
+# --- errors name the user's line ------------------------------------------------------------------
+def failing_run(tmp_path: Path, cells: list) -> str:
+    """`dsops run` of a notebook that fails: exit 1, no traceback, one error line."""
+    make_notebook(tmp_path / "nb.ipynb", cells)
+    done = dsops("run", "nb.ipynb", "--out", "out", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, done.stderr
+    return errors[0]
+
+
+def test_library_error_blames_the_users_line_not_the_library_frame(tmp_path: Path) -> None:
+    line = failing_run(
+        tmp_path,
+        [
+            "import pandas as pd\ndf = pd.DataFrame({'a': [1]})",
+            ("x = 1\n\nz = df['nope']\nprint(z)", ["step:select"]),
+        ],
+    )
+    assert "step 'select', cell 2, line 3 `z = df['nope']`" in line, line
+    assert "KeyError: 'nope'" in line, line
+    assert "get_loc" not in line and "pandas" not in line.split("(")[0], line
+
+
+def test_unknown_magic_is_named(tmp_path: Path) -> None:
+    line = failing_run(tmp_path, ["x = 1", ("y = 2\n%nosuchmagic 3", ["step:magic"])])
+    assert "step 'magic', cell 2, line 2 `%nosuchmagic 3`" in line, line
+    assert "UsageError: Line magic function `%nosuchmagic` not found" in line, line
+
+
+def test_error_line_counts_the_dsops_marker_line(tmp_path: Path) -> None:
+    """The %%dsops line is stripped before the kernel runs the cell; people count it."""
+    line = failing_run(tmp_path, ["%%dsops step two\nb = 1\nc = b / 0"])
+    assert "line 3 `c = b / 0`" in line and "ZeroDivisionError" in line, line
+
+
+def test_ctrl_c_is_one_line_exit_130_and_the_bar_not_complete(tmp_path: Path) -> None:
+    """A real SIGINT to a real `dsops run` while a cell sleeps."""
+    make_notebook(
+        tmp_path / "nb.ipynb",
+        [
+            ("import time\nprint('started', flush=True)", ["step:begin"]),
+            ("time.sleep(120)\nprint('never')", ["step:wait"]),
+        ],
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dsops_jupyter", "run", "nb.ipynb", "--out", "out"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(),
+    )  # fmt: skip
+    seen = wait_for_line(process, "started", timeout=120)
+    time.sleep(1.0)  # the sleeping cell has started
+    process.send_signal(signal.SIGINT)
+    _, rest = process.communicate(timeout=60)
+    stderr = seen + rest
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "ZMQError" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "interrupted in step 'wait', cell 2" in errors[0], stderr
+    assert "100%" not in stderr, stderr
+    record = json.loads((tmp_path / "out" / "run.json").read_text(encoding="utf-8"))
+    assert record["status"] == "interrupted"
+    assert [(s["name"], s["status"]) for s in record["steps"]] == [
+        ("begin", "succeeded"),
+        ("wait", "interrupted"),
+    ]
+
+
+def wait_for_line(process: subprocess.Popen, text: str, timeout: float) -> str:
+    """Read the process's stderr until a line containing ``text`` (bounded by ``timeout``)."""
+    import selectors
+
+    seen, deadline = "", time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stderr, selectors.EVENT_READ)
+        while text not in seen:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0 and process.poll() is None, f"no {text!r} in:\n{seen}"
+            if selector.select(timeout=remaining):  # raw reads: no text buffer to hide lines
+                seen += os.read(process.stderr.fileno(), 65536).decode("utf-8", "replace")
+    return seen
+
+
+# --- live output -------------------------------------------------------------------------------
+def test_live_output_keeps_the_kernels_line_breaks(tmp_path: Path) -> None:
+    make_notebook(
+        tmp_path / "nb.ipynb",
+        [
+            "import sys, time\nprint('a', end='')\nsys.stdout.flush()\ntime.sleep(0.3)\n"
+            "print('b')\nprint('c\\nd', end='')\nsys.stdout.flush()\ntime.sleep(0.3)\nprint('e')"
+        ],
+    )
+    events: list[Event] = []
+    run_notebook(tmp_path / "nb.ipynb", out_dir=tmp_path / "out", on_event=events.append)
+    assert [e.message for e in events if e.kind == "log"] == ["ab", "c", "de"]
+
+
+# --- runtime verification of step inputs --------------------------------------------------------
+ALIASED = [
+    "import threading\nimport types\n\nimport numpy as np\nimport pandas as pd",
+    (
+        "rows = [1, 2]\nholder = types.SimpleNamespace(items=rows)\n"
+        "frame = pd.DataFrame({'a': [1.0, 2.0]})\nframes = {'main': frame}\n"
+        "grid = np.zeros(3)\nlock = threading.Lock()",
+        ["step:load"],
+    ),
+    # Reads everything; changes `rows` only through an alias the static analysis cannot follow.
+    (
+        "count = len(rows)\nsummary = frame.describe()\nmean = grid.mean()\n"
+        "holder.items.append(3)\nwith lock:\n    pass",
+        ["step:touch"],
+    ),
+    ("print(count, sum(rows), sorted(k for k in dir() if 'dsops' in k))", ["step:report"]),
+]
+
+
+TRULY_CHANGED = {"rows", "holder"}  # by `touch`: holder.items is rows
+
+
+@pytest.fixture(scope="module")
+def checked_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, set[str]]:
+    """The CLI run, and the changes the check must report: those the analysis did not predict."""
+    root = tmp_path_factory.mktemp("checked")
+    make_notebook(root / "nb.ipynb", ALIASED)
+    touch = read_pipeline(root / "nb.ipynb").step("touch")
+    assert "rows" in touch.reads and "rows" not in touch.writes  # the alias hides it
+    unpredicted = TRULY_CHANGED - set(touch.writes)
+    return root, dsops("run", "nb.ipynb", "--out", "out", cwd=root), unpredicted
+
+
+def test_an_unpredicted_change_is_one_warning_line_and_in_the_record(checked_run: tuple) -> None:
+    root, done, unpredicted = checked_run
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+    changed = [line for line in warnings if "changed" in line]
+    assert len(changed) == len(unpredicted), done.stderr
+    for name in unpredicted:
+        assert sum(f"step 'touch' changed `{name}`" in line for line in changed) == 1, name
+    record = json.loads((root / "out" / "run.json").read_text(encoding="utf-8"))
+    check = record["verification"]
+    assert sorted(c["name"] for c in check["unexpected_changes"]) == sorted(unpredicted)
+    assert {c["step"] for c in check["unexpected_changes"]} == {"touch"}
+    assert "touch" in check["checked_steps"]
+    assert all(line.removeprefix("warning: ") in record["warnings"] for line in changed)
+
+
+def test_values_that_cannot_be_fingerprinted_are_named_once(checked_run: tuple) -> None:
+    root, done, _ = checked_run
+    skipped = [line for line in done.stderr.splitlines() if "not verified" in line]
+    assert len(skipped) == 1 and "`lock`" in skipped[0], done.stderr
+    record = json.loads((root / "out" / "run.json").read_text(encoding="utf-8"))
+    assert record["verification"]["unchecked"] == ["lock"]
+
+
+def test_the_check_leaves_no_trace_in_the_notebook_or_the_namespace(checked_run: tuple) -> None:
+    root, _, _ = checked_run
+    executed = json.loads((root / "out" / "nb.ipynb").read_text(encoding="utf-8"))
+    code = [c for c in executed["cells"] if c["cell_type"] == "code"]
+    assert len(code) == len(ALIASED)
+    assert [c["execution_count"] for c in code] == list(range(1, len(ALIASED) + 1))
+    assert notebook_outputs(root / "out" / "nb.ipynb").strip() == "2 6 []"
+
+
+def test_strict_makes_an_unpredicted_change_an_error(checked_run: tuple) -> None:
+    root, _, _ = checked_run
+    done = dsops("run", "nb.ipynb", "--out", "strict", "--strict", cwd=root)
+    assert done.returncode == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "step 'touch' changed `rows`" in errors[0], done.stderr
+    assert json.loads((root / "strict" / "run.json").read_text())["status"] == "failed"
+
+
+def test_fingerprints_see_content_changes_and_nothing_else() -> None:
+    """The probe as the kernel runs it, here in-process on real pandas/numpy values."""
+    import threading
+
+    import numpy as np
+    import pandas as pd
+
+    from dsops_jupyter._probe import UNFINGERPRINTABLE, fingerprint
+
+    frame = pd.DataFrame({"a": [1.0, 2.0], "b": [3, 4], "c": ["x", "y"]})
+    grid, rows, nested = np.arange(6.0).reshape(2, 3), [1, {"k": [2]}], {"f": frame}
+    values = {"frame": frame, "grid": grid, "rows": rows, "nested": nested}
+    before = {name: fingerprint(value) for name, value in values.items()}
+    frame.describe(), frame.values, grid.T.sum(), sorted(rows[1])  # reading changes nothing
+    assert {name: fingerprint(value) for name, value in values.items()} == before
+    frame.loc[0, "c"] = "z"
+    grid[1, 2] = -1.0
+    rows[1]["k"].append(3)
+    after = {name: fingerprint(value) for name, value in values.items()}
+    assert all(after[name] != before[name] for name in values), (before, after)
+    assert fingerprint(pd.DataFrame({"b": [1.0, 2.0]})) != fingerprint(
+        pd.DataFrame({"a": [1.0, 2.0]})
+    )  # column names count
+    assert fingerprint(threading.Lock()) == UNFINGERPRINTABLE
+    assert fingerprint(np) is None and fingerprint(fingerprint) is None  # code, not data
+
+
+def test_an_allowed_error_still_fails_the_run_naming_its_line(tmp_path: Path) -> None:
+    """nbclient runs past a cell tagged raises-exception; papermill then fails the run on it."""
+    line = failing_run(
+        tmp_path,
+        [
+            ("x = 1", ["step:first"]),
+            ("y = 2\nraise ValueError('expected')", ["raises-exception"]),
+            "print('ran past it')",
+        ],
+    )
+    assert "step 'first', cell 2, line 2 `raise ValueError('expected')`" in line, line
+    assert "ValueError: expected" in line, line

@@ -24,7 +24,7 @@ import traceback
 from pathlib import Path
 from typing import IO, Any
 
-from dsops_jupyter.errors import DsopsError
+from dsops_jupyter.errors import DsopsError, RunInterruptedError
 from dsops_jupyter.events import Event, OnEvent
 from dsops_jupyter.server.jobs import (
     EMPTY_RESULT,
@@ -92,10 +92,10 @@ def main() -> int:
 def _outcome(job: dict[str, Any], on_event: OnEvent) -> dict[str, Any]:
     try:
         return {"result": bounded_json(run_job(job, on_event))}
+    except (KeyboardInterrupt, RunInterruptedError):  # a stopped run raises the latter
+        return {"interrupted": True}
     except DsopsError as err:
         return {"error": str(err)}
-    except KeyboardInterrupt:
-        return {"interrupted": True}
     except Exception as err:  # a bug in dsops: the server logs the traceback
         return {"crash": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
 
