@@ -809,6 +809,7 @@ def test_a_raises_exception_cell_runs_on_and_fails_at_the_end_as_papermill(
 
 def test_dsops_run_names_the_raises_exception_cell_papermill_fails_for(tmp_path: Path) -> None:
     from dsops_jupyter.errors import ExecutionError
+    from dsops_jupyter.execute import run_notebook
 
     path = make_notebook(
         tmp_path / "r.ipynb",
