@@ -83,6 +83,15 @@ def init_repo(folder: Path, *, commit: bool = True) -> Path:
     return folder
 
 
+def isolate_git_config(tmp_path: Path, monkeypatch: Any) -> None:
+    """No global or system Git config of the machine (signing, hooks path) reaches a test."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(home / ".gitconfig"))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment for child processes: no pager, no colours, matplotlib off-screen."""
     env = dict(os.environ)

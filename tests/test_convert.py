@@ -21,7 +21,7 @@ import pytest
 
 from dsops_jupyter.convert import convert, generate_package
 from dsops_jupyter.errors import ConversionError
-from dsops_jupyter.execute import run_notebook, runnable_notebook
+from dsops_jupyter.execute import runnable_notebook
 from dsops_jupyter.notebook import load_notebook, read_pipeline
 from tests.helpers import (
     JUPYTER_MODULES,
@@ -32,7 +32,10 @@ from tests.helpers import (
     dsops,
     error_line,
     make_notebook,
+    papermill_results,
     run_python,
+    script_results,
+    stepwise_results,
     tree_snapshot,
 )
 
@@ -549,27 +552,9 @@ PROBE_PARAMETERS = {"params_computed.ipynb": {"a": "5", "ratio": "2"}}
 RESULT = Path("outputs") / "result.json"
 
 
-def papermill_result(notebook: Path, parameters: dict[str, str], cwd: Path) -> dict[str, Any]:
-    cwd.mkdir()
-    record = run_notebook(notebook, parameters=parameters, out_dir=cwd / "run", cwd=cwd)
-    assert record.status == "succeeded"
-    return json.loads((cwd / RESULT).read_text(encoding="utf-8"))
-
-
-def script_result(script: Path, args: list[str], cwd: Path) -> dict[str, Any]:
-    cwd.mkdir()
-    done = run_python(script, *args, cwd=cwd)
-    assert done.returncode == 0, done.stderr
-    return json.loads((cwd / RESULT).read_text(encoding="utf-8"))
-
-
-def stepwise_result(script: Path, order: list[str], args: list[str], cwd: Path) -> dict[str, Any]:
-    """One process per step, in pipeline.json order, passing data only through the workdir."""
-    cwd.mkdir()
-    for step in order:
-        done = run_python(script, "--step", step, "--workdir", "work", *args, cwd=cwd)
-        assert done.returncode == 0, f"step {step}: {done.stderr}"
-    return json.loads((cwd / RESULT).read_text(encoding="utf-8"))
+def _result(run: Callable[..., dict[str, bytes]], *args: Any) -> dict[str, Any]:
+    """A probe's answer: the ``outputs/result.json`` the run wrote (shared three-way runners)."""
+    return json.loads(run(*args)[RESULT.as_posix()])
 
 
 @pytest.fixture(scope="module")
@@ -589,13 +574,16 @@ def probe_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str]
                 continue
             args = [a for k, v in values.items() for a in (f"--{k.replace('_', '-')}", v)]
             jobs[(name, f"papermill{suffix}")] = (
-                papermill_result,
-                (notebook, values, folder / f"pm{suffix}"),
+                _result,
+                (papermill_results, notebook, folder / f"pm{suffix}", values),
             )
-            jobs[(name, f"script{suffix}")] = (script_result, (script, args, folder / f"s{suffix}"))
+            jobs[(name, f"script{suffix}")] = (
+                _result,
+                (script_results, script, folder / f"s{suffix}", *args),
+            )
             jobs[(name, f"stepwise{suffix}")] = (
-                stepwise_result,
-                (script, order, args, folder / f"w{suffix}"),
+                _result,
+                (stepwise_results, script, order, folder / f"w{suffix}", *args),
             )
     with ThreadPoolExecutor(max_workers=3) as pool:
         futures = {key: pool.submit(fn, *args) for key, (fn, args) in jobs.items()}

@@ -13,6 +13,7 @@ from dsops_jupyter.convert import GeneratedPackage
 from dsops_jupyter.errors import HandEditError, NotARepositoryError, VcsError
 from dsops_jupyter.events import Event
 from dsops_jupyter.vcs import Version, commit_package, last_version, list_versions, open_repo
+from tests.helpers import isolate_git_config
 
 MANIFEST = b'{\n  "name": "demo",\n  "steps": ["load", "train"]\n}\n'
 FILES = {
@@ -40,11 +41,7 @@ def git(repo: Path, *args: str) -> str:
 @pytest.fixture(autouse=True)
 def isolated_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No global/system config or identity variables of the machine leak into the tests."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(home / ".gitconfig"))
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    isolate_git_config(tmp_path, monkeypatch)
     for var in (*ENV_IDENTITY, "GIT_AUTHOR_DATE", "GIT_COMMITTER_DATE", "GIT_DIR"):
         monkeypatch.delenv(var, raising=False)
 

@@ -23,7 +23,15 @@ from dsops_jupyter import vcs
 from dsops_jupyter.convert import generate_package, package_files
 from dsops_jupyter.errors import HandEditError, VcsError
 from dsops_jupyter.vcs import commit_package
-from tests.helpers import assert_ok, clean_env, dsops, error_line, git, make_notebook
+from tests.helpers import (
+    assert_ok,
+    clean_env,
+    dsops,
+    error_line,
+    git,
+    isolate_git_config,
+    make_notebook,
+)
 
 PACKAGE = "pipelines/demo"
 
@@ -39,11 +47,7 @@ def notebook_cells(alpha: int) -> list:
 @pytest.fixture(autouse=True)
 def isolated_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No global config of the machine (signing, hooks path) leaks into these repositories."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(home / ".gitconfig"))
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    isolate_git_config(tmp_path, monkeypatch)
 
 
 @pytest.fixture
@@ -411,7 +415,6 @@ def test_signing_that_cannot_work_is_refused(repo: Path, gnupg: Path, key: str) 
     assert git(repo, "rev-list", "--count", "HEAD") == "1"
 
 
-@pytest.mark.skipif(shutil.which("gpg") is None, reason="gpg is not installed")
 def test_versions_are_signed_when_configured(repo: Path, gnupg: Path) -> None:
     subprocess.run(
         [
