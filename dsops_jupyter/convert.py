@@ -357,6 +357,58 @@ def _converted_cells(pipeline: Pipeline) -> list[Cell]:
     return [cell for cell in pipeline.cells if cell.index in used]
 
 
+STAR_HELPER = "_dsops_import_star"
+_STAR = f'''
+
+def {STAR_HELPER}(module, level=0):
+    """The names `from module import *` binds (its __all__, else its public names): Python
+    allows the statement only at module level, and a step is a function."""
+    import importlib
+
+    found = importlib.import_module("." * level + module, __package__ if level else None)
+    names = getattr(found, "__all__", None)
+    if names is None:
+        names = [name for name in vars(found) if not name.startswith("_")]
+    return {{name: getattr(found, name) for name in names}}
+'''
+
+
+def _inline_star_imports(code: str, local: set[str]) -> str:
+    """Each top-level `from m import *` of a step's code, run when the step gets there: the
+    module's names go to the script's globals (where the step's free names are looked up, so
+    later steps of a whole run see them as the notebook's later cells did) and onto the step's
+    own local names the module also binds. Nested ones are left for check_compiles to name."""
+    try:
+        body = ast.parse(code).body
+    except SyntaxError:
+        return code
+    lines = code.split("\n")
+    for node in reversed(body):
+        if not (isinstance(node, ast.ImportFrom) and node.names[0].name == "*"):
+            continue
+        first, last = node.lineno, node.end_lineno or node.lineno
+        if any(n is not node and n.lineno <= last and (n.end_lineno or 0) >= first for n in body):
+            continue  # shares a line (`a = 1; from m import *`): not ours to cut
+        call = f"{STAR_HELPER}({node.module or ''!r}{f', {node.level}' if node.level else ''})"
+        new = [f"{STAR_HELPER}_names = {call}", f"globals().update({STAR_HELPER}_names)"]
+        for name in sorted(local):
+            new.append(f"if {name!r} in {STAR_HELPER}_names:")
+            new.append(f"    {name} = {STAR_HELPER}_names[{name!r}]")
+        lines[first - 1 : last] = new
+    return "\n".join(lines)
+
+
+def _step_locals(step: Step, chunks: list[str]) -> set[str]:
+    """Names local to a step's function: its arguments and what its code binds."""
+    trees = []
+    for code in chunks:
+        try:
+            trees += ast.parse(code).body
+        except SyntaxError:
+            continue
+    return {name for name, _ in step.inputs} | set(flow.scan(trees).binds)
+
+
 # --- the script -------------------------------------------------------------------------------
 def render_script(pipeline: Pipeline, notebook: str, keep_magics: bool = False) -> str:
     futures, imports, shared = _module_level(pipeline)
@@ -377,6 +429,8 @@ def render_script(pipeline: Pipeline, notebook: str, keep_magics: bool = False) 
     if keep_magics and any(cell.unsupported or cell.magic_code for cell in cells):
         parts.append(_IPYTHON_SHIM)
     bodies = [code for step in pipeline.steps for _, code in step.body]
+    if any("import *" in code for code in bodies):
+        parts.append(_STAR)
     if any(WRITEFILE_HELPER in code for code in bodies):
         parts.append(_WRITEFILE)
     if any(TIME_HELPER in code for code in bodies):  # also the prefix of TIMEIT_HELPER
@@ -434,17 +488,20 @@ def _step_function(step: Step, keep_magics: bool = False, raising: set[int] | No
     plural = "s" if len(step.cells) > 1 else ""
     doc = f'    """Step {step.name} (cell{plural} {cells})."""'
     lines = [f"\n\ndef step_{step.name}({args}):", doc]
+    body = step.magic_body if keep_magics else step.body
+    local = _step_locals(step, [code for *_, code in [*step.rebound, *body]])
     if step.replays:
         lines.append("    if _STEP_ALONE:  # a fresh process: set it up as the earlier steps did")
         for index, source, code in step.replays:
+            code = _inline_star_imports(code, set())
             lines += [f"        # cell {index + 1} (step {source})", indent_code(code, " " * 8)]
     for index, source, code in step.rebound:
         lines += [
             f"    # cell {index + 1} again: step {source} defines it, this step uses it",
             indent_code(code.strip("\n")),
         ]
-    for index, code in step.magic_body if keep_magics else step.body:
-        code = code.strip("\n")
+    for index, code in body:
+        code = _inline_star_imports(code.strip("\n"), local)
         if code.strip() and index in (raising or ()):
             lines += _raising_cell(index, code)
         elif code.strip():

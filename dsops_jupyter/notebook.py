@@ -803,10 +803,10 @@ def _rebind_definitions(
 def _replay_process_state(
     steps: list[Step], by_index: dict[int, Cell], original: dict[int, str], module: set[str]
 ) -> None:
-    """What earlier steps did to the process (sys.path, cwd, environment) is done again when a
-    step runs alone in a fresh process, so its imports and relative paths find what the
-    notebook's did. Only statements reading module-level names qualify (they run before the
-    step's inputs exist); a whole run never runs them twice."""
+    """What earlier steps did to the process (sys.path, cwd, environment, star imports) is done
+    again when a step runs alone in a fresh process, so its imports, relative paths and names
+    find what the notebook's did. Only statements reading module-level names qualify (they run
+    before the step's inputs exist); a whole run never runs them twice."""
     statements = [n for c in by_index.values() if c.tree is not None for n in c.tree.body]
     aliases = order.import_aliases(statements)
     earlier: list[tuple[int, str, str]] = []
@@ -815,7 +815,7 @@ def _replay_process_state(
         for index in step.cells:
             cell = by_index[index]
             for node in cell.kept:
-                if (
+                if order.is_star_import(node) or (
                     order.sets_process_state(node, aliases)
                     and set(flow.scan([node]).reads) <= module
                 ):
@@ -869,6 +869,20 @@ def _split_cell(
 IMMUTABLE_TYPES = frozenset({"int", "float", "str", "bool"})
 
 
+def _reads_after_each_step(steps: list[Step], by_index: dict[int, Cell]) -> list[set[str]]:
+    """For each step (notebook order), the names the steps after it read."""
+    found: list[set[str]] = []
+    after: set[str] = set()
+    for step in reversed(steps):
+        found.append(set(after))
+        after.update(flow.scan([n for i in step.cells for n in by_index[i].kept]).reads)
+    return found[::-1]
+
+
+def _star_imports(statements: list[ast.stmt]) -> bool:
+    return any(order.is_star_import(node) for top in statements for node in ast.walk(top))
+
+
 def _analyse_flow(pipeline: Pipeline) -> None:
     """Fill reads/writes/inputs/outputs and dependencies; order steps; detect cycles.
 
@@ -890,9 +904,11 @@ def _analyse_flow(pipeline: Pipeline) -> None:
     pipeline.free_reads.update(module.reads)
     pipeline.bound_names.update(module.binds)
     last_writer: dict[str, str] = {}
+    star_imported = False  # `from m import *` may have bound any name
     readers: dict[str, list[str]] = {}  # steps that read a name's current value
     run_after: dict[str, set[str]] = {step.name: set() for step in pipeline.steps}
-    for step in pipeline.steps:  # notebook order defines who wrote a name last
+    later_reads = _reads_after_each_step(pipeline.steps, by_index)
+    for step, read_later in zip(pipeline.steps, later_reads, strict=True):  # notebook order
         names = flow.scan([n for i in step.cells for n in by_index[i].kept], context=context)
         pipeline.free_reads.update(names.reads)
         pipeline.bound_names.update(names.binds)
@@ -903,13 +919,19 @@ def _analyse_flow(pipeline: Pipeline) -> None:
             if n not in module_names
             and (n in binds or n in last_writer or n in mutable_params)  # changed in place
         ]
+        if _star_imports([n for i in step.cells for n in by_index[i].kept]):
+            star_imported = True
+            # It may rebind any earlier value a later step reads: that value passes through it.
+            shadowed = sorted(({*last_writer, *param_names} & read_later) - module_names)
+            names.reads += [n for n in shadowed if n not in names.reads]
+            step.writes += [n for n in shadowed if n not in step.writes]
         for name in names.reads:
             if name in last_writer:
                 step.inputs.append((name, last_writer[name]))
             elif name in param_names:
                 step.inputs.append((name, None))
                 step.parameters.append(name)
-            elif name not in known:
+            elif name not in known and not star_imported:
                 pipeline.warnings.append(
                     f"step {step.name!r} reads {name!r}, which no earlier step, parameter or "
                     f"import defines"

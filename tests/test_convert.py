@@ -820,3 +820,52 @@ def test_dsops_run_names_the_raises_exception_cell_papermill_fails_for(tmp_path:
     message = str(caught.value)
     assert "cell 1" in message and "KeyError" in message, message
     assert "line 2 `raise KeyError('gone')`" in message, message
+
+
+def converted_script(tmp_path: Path, cells: list[tuple[str, list[str]]]) -> tuple[Path, list[str]]:
+    """The script of a notebook made of ``cells`` and its steps in run order."""
+    pkg = convert(make_notebook(tmp_path / "nb.ipynb", cells))
+    assert not pkg.pipeline.warnings, pkg.pipeline.warnings
+    return pkg.directory / f"{pkg.name}.py", json.loads(pkg.files["pipeline.json"])["order"]
+
+
+def test_a_step_that_exits_ends_the_stepwise_run_there_with_its_status(tmp_path: Path) -> None:
+    # papermill and the whole script stop at the exit: the later step must not run either.
+    script, order = converted_script(
+        tmp_path,
+        [
+            ("print('before')", ["step:first"]),
+            ("raise SystemExit(3)", ["step:stop"]),
+            ("print('Cell should not execute.')\nopen('after.txt', 'w').close()", ["step:after"]),
+        ],
+    )
+    assert order == ["first", "stop", "after"]
+    whole = run_python(script, cwd=tmp_path)
+    assert (whole.returncode, whole.stdout) == (3, "before\n")
+    statuses = []
+    for step in order:
+        done = run_python(script, "--step", step, "--workdir", "wd", cwd=tmp_path)
+        statuses.append(done.returncode)
+        assert "should not" not in done.stdout
+    assert statuses == [0, 3, 3]
+    assert not (tmp_path / "after.txt").exists()
+    assert not list((tmp_path / "wd").glob("*.partial"))
+
+
+def test_a_star_import_binds_its_names_in_its_step_in_notebook_order(tmp_path: Path) -> None:
+    cells = [
+        ("e = 5\nprint(e, sum([1, 2]))", ["step:one"]),
+        ("from math import *\nprint(round(e, 3), sin(0))", ["step:two"]),
+        ("print(round(pi, 3), floor(e))", ["step:three"]),
+    ]
+    source = "\n".join(code for code, _ in cells)
+    expected = run_python("-c", source, cwd=tmp_path)  # what the notebook's cells print in order
+    assert_ok(expected)
+    script, order = converted_script(tmp_path, cells)
+    assert "from math import *" not in script.read_text(encoding="utf-8").split("def step_two")[0]
+    assert assert_ok(run_python(script, cwd=tmp_path)).stdout == expected.stdout
+    stepwise = "".join(
+        assert_ok(run_python(script, "--step", step, "--workdir", "wd", cwd=tmp_path)).stdout
+        for step in order
+    )
+    assert stepwise == expected.stdout
