@@ -23,6 +23,7 @@ from dsops_jupyter.fsutil import (
 )
 from dsops_jupyter.ipysyntax import TIME_HELPER, TIMEIT_HELPER, WRITEFILE_HELPER
 from dsops_jupyter.notebook import Cell, Pipeline, Step, indent_code, read_pipeline
+from dsops_jupyter.params import parameter_options
 from dsops_jupyter.spec import SCRIPT_FORMAT, spec_bytes, spec_digest
 
 
@@ -39,7 +40,7 @@ class GeneratedPackage:
 
 
 RESERVED = frozenset({"run", "run_step", "main", "STEPS", "PARAMETERS"})
-RESERVED_PARAMETERS = frozenset({"step", "workdir", "help", "h"})
+RAISES_EXCEPTION = "raises-exception"  # nbclient's tag: the cell's error does not stop the run
 _RUNTIME = Path(__file__).parent / "templates" / "script_runtime.py.txt"
 _RUNTIME_START = "\n# --- command line (generated; the same in every dsops script)"
 _DISPLAY_FALLBACK = """
@@ -231,11 +232,21 @@ def _check_convertible(pipeline: Pipeline, keep_magics: bool) -> None:
         )
     for param in pipeline.parameters:
         escape.json_text(param.to_json(), f"{where}: parameter {param.name}", allow_nan=True)
-        if param.name in RESERVED_PARAMETERS:
-            raise ConversionError(
-                f"{where}: parameter {param.name!r} clashes with the script's --{param.name} "
-                f"option; rename it"
-            )
+    _check_parameter_options(pipeline)
+
+
+def _check_parameter_options(pipeline: Pipeline) -> None:
+    """Each parameter gets options of its own (``step`` is ``--param-step``: then a parameter
+    ``param_step`` would share it; refused rather than one silently shadowing the other)."""
+    owner: dict[str, str] = {}
+    for param in pipeline.parameters:
+        for option in parameter_options(param.name):
+            if option in owner:
+                raise ConversionError(
+                    f"{pipeline.notebook_path.name}: parameters {owner[option]!r} and "
+                    f"{param.name!r} would both be set by the script's {option}; rename one"
+                )
+            owner[option] = param.name
 
 
 def check_compiles(script: str, pipeline: Pipeline) -> None:
@@ -346,6 +357,58 @@ def _converted_cells(pipeline: Pipeline) -> list[Cell]:
     return [cell for cell in pipeline.cells if cell.index in used]
 
 
+STAR_HELPER = "_dsops_import_star"
+_STAR = f'''
+
+def {STAR_HELPER}(module, level=0):
+    """The names `from module import *` binds (its __all__, else its public names): Python
+    allows the statement only at module level, and a step is a function."""
+    import importlib
+
+    found = importlib.import_module("." * level + module, __package__ if level else None)
+    names = getattr(found, "__all__", None)
+    if names is None:
+        names = [name for name in vars(found) if not name.startswith("_")]
+    return {{name: getattr(found, name) for name in names}}
+'''
+
+
+def _inline_star_imports(code: str, local: set[str]) -> str:
+    """Each top-level `from m import *` of a step's code, run when the step gets there: the
+    module's names go to the script's globals (where the step's free names are looked up, so
+    later steps of a whole run see them as the notebook's later cells did) and onto the step's
+    own local names the module also binds. Nested ones are left for check_compiles to name."""
+    try:
+        body = ast.parse(code).body
+    except SyntaxError:
+        return code
+    lines = code.split("\n")
+    for node in reversed(body):
+        if not (isinstance(node, ast.ImportFrom) and node.names[0].name == "*"):
+            continue
+        first, last = node.lineno, node.end_lineno or node.lineno
+        if any(n is not node and n.lineno <= last and (n.end_lineno or 0) >= first for n in body):
+            continue  # shares a line (`a = 1; from m import *`): not ours to cut
+        call = f"{STAR_HELPER}({node.module or ''!r}{f', {node.level}' if node.level else ''})"
+        new = [f"{STAR_HELPER}_names = {call}", f"globals().update({STAR_HELPER}_names)"]
+        for name in sorted(local):
+            new.append(f"if {name!r} in {STAR_HELPER}_names:")
+            new.append(f"    {name} = {STAR_HELPER}_names[{name!r}]")
+        lines[first - 1 : last] = new
+    return "\n".join(lines)
+
+
+def _step_locals(step: Step, chunks: list[str]) -> set[str]:
+    """Names local to a step's function: its arguments and what its code binds."""
+    trees = []
+    for code in chunks:
+        try:
+            trees += ast.parse(code).body
+        except SyntaxError:
+            continue
+    return {name for name, _ in step.inputs} | set(flow.scan(trees).binds)
+
+
 # --- the script -------------------------------------------------------------------------------
 def render_script(pipeline: Pipeline, notebook: str, keep_magics: bool = False) -> str:
     futures, imports, shared = _module_level(pipeline)
@@ -366,13 +429,16 @@ def render_script(pipeline: Pipeline, notebook: str, keep_magics: bool = False) 
     if keep_magics and any(cell.unsupported or cell.magic_code for cell in cells):
         parts.append(_IPYTHON_SHIM)
     bodies = [code for step in pipeline.steps for _, code in step.body]
+    if any("import *" in code for code in bodies):
+        parts.append(_STAR)
     if any(WRITEFILE_HELPER in code for code in bodies):
         parts.append(_WRITEFILE)
     if any(TIME_HELPER in code for code in bodies):  # also the prefix of TIMEIT_HELPER
         parts.append(_TIMING)
     parts += [f"\n# cell {index + 1}\n{code.strip()}\n" for index, code in shared]
     parts.append(_parameters_table(pipeline))
-    parts += [_step_function(step, keep_magics) for step in pipeline.steps]
+    raising = {c.index for c in pipeline.cells if RAISES_EXCEPTION in c.tags}
+    parts += [_step_function(step, keep_magics, raising) for step in pipeline.steps]
     parts.append(_run_function(pipeline))
     parts.append(_steps_table(pipeline))
     parts.append(_RUNTIME.read_text(encoding="utf-8"))
@@ -416,30 +482,47 @@ def _default(param: Any) -> str:
     return escape.python_literal(param.default, f"parameter {param.name}'s default")
 
 
-def _step_function(step: Step, keep_magics: bool = False) -> str:
+def _step_function(step: Step, keep_magics: bool = False, raising: set[int] | None = None) -> str:
     args = ", ".join(name for name, _ in step.inputs)
     cells = ", ".join(str(i + 1) for i in step.cells)
     plural = "s" if len(step.cells) > 1 else ""
     doc = f'    """Step {step.name} (cell{plural} {cells})."""'
     lines = [f"\n\ndef step_{step.name}({args}):", doc]
+    body = step.magic_body if keep_magics else step.body
+    local = _step_locals(step, [code for *_, code in [*step.rebound, *body]])
     if step.replays:
         lines.append("    if _STEP_ALONE:  # a fresh process: set it up as the earlier steps did")
         for index, source, code in step.replays:
+            code = _inline_star_imports(code, set())
             lines += [f"        # cell {index + 1} (step {source})", indent_code(code, " " * 8)]
     for index, source, code in step.rebound:
         lines += [
             f"    # cell {index + 1} again: step {source} defines it, this step uses it",
             indent_code(code.strip("\n")),
         ]
-    for index, code in step.magic_body if keep_magics else step.body:
-        code = code.strip("\n")
-        if code.strip():
+    for index, code in body:
+        code = _inline_star_imports(code.strip("\n"), local)
+        if code.strip() and index in (raising or ()):
+            lines += _raising_cell(index, code)
+        elif code.strip():
             lines += [f"    # cell {index + 1}", indent_code(code)]
     if step.outputs:
         lines.append(f"    return {', '.join(step.outputs)}")
     elif not any(code.strip() for _, code in step.body):
         lines.append("    pass")
     return "\n".join(lines) + "\n"
+
+
+def _raising_cell(index: int, code: str) -> list[str]:
+    """A cell tagged ``raises-exception``: nbclient shows its error and runs on, papermill fails
+    at the end of the run naming it; the script does both (``_dsops_raised`` in the runtime)."""
+    return [
+        f"    # cell {index + 1} (tagged {RAISES_EXCEPTION}: an error is shown, the run goes on)",
+        "    try:",
+        indent_code(code, " " * 8),
+        "    except Exception as _dsops_error:",
+        f"        _dsops_raised({index + 1}, _dsops_error)",
+    ]
 
 
 def _run_function(pipeline: Pipeline) -> str:

@@ -520,8 +520,8 @@ def _execution_error(
     """One line: step, cell, the user's failing line, the exception; the notebook is kept.
 
     The failing cell is the one that stopped the run or, when every cell ran (errors allowed
-    by a ``raises-exception`` tag), the first holding an error, as papermill reports it."""
-    cell = monitor.failed_cell or _first_error_cell(executed)
+    by a ``raises-exception`` tag), the one papermill reports."""
+    cell = monitor.failed_cell or _papermill_error_cell(executed)
     error = monitor.failure or (failure if hasattr(failure, "ename") else None)
     if error is None or not cell:  # a dead kernel, a timeout, a papermill error
         lines = _ANSI.sub("", str(failure)).strip().splitlines() or ["unknown error"]
@@ -539,17 +539,23 @@ def _execution_error(
     )
 
 
-def _first_error_cell(executed: dict[str, Any]) -> dict[str, Any]:
-    """papermill's rule (raise_for_execution_errors): the first error output, SystemExit(0)
-    aside; else the first cell marked failed."""
-    cells = [c for c in executed.get("cells", []) if c.get("cell_type") == "code"]
-    for cell in cells:
-        for out in cell.get("outputs", []):
-            clean_exit = out.get("ename") == "SystemExit" and out.get("evalue") in ("", "0")
-            if out.get("output_type") == "error" and not clean_exit:
-                return cell
-    failed = [c for c in cells if c.get("metadata", {}).get("papermill", {}).get("exception")]
-    return failed[0] if failed else {}
+_CLEAN_EXITS = {("SystemExit", ""), ("SystemExit", "0")}
+
+
+def _papermill_error_cell(executed: dict[str, Any]) -> dict[str, Any]:
+    """papermill's rule (``raise_for_execution_errors``): the LAST cell with an error output
+    (SystemExit(0) aside) wins; a cell marked failed counts only while none was found yet."""
+    found: dict[str, Any] = {}
+    for cell in (c for c in executed.get("cells", []) if c.get("cell_type") == "code"):
+        errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+        clean = [
+            o for o in errors if o.get("ename") == "SystemExit" and o.get("evalue") in ("", "0")
+        ]
+        if len(errors) > len(clean):
+            found = cell
+        elif not found and not clean:
+            found = cell if cell.get("metadata", {}).get("papermill", {}).get("exception") else {}
+    return found
 
 
 _CELL_FRAME = re.compile(

@@ -26,6 +26,7 @@ from typing import Any
 from dsops_jupyter import escape, events
 from dsops_jupyter.errors import BaseImageError, BuildError, EngineUnavailableError, ImageError
 from dsops_jupyter.events import OnEvent
+from dsops_jupyter.params import parameter_options
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 LABEL_PREFIX = "org.opencontainers.image."
@@ -126,7 +127,7 @@ def cli_args(
     args: list[str] = []
     for key in sorted(parameters or {}):
         text = _arg_text(parameters[key], (types or {}).get(key))  # type: ignore[index]
-        option = f"--{key.replace('_', '-')}"
+        option = parameter_options(key)[0]
         # `--x=-1`: argparse would read a separate "-..." value as an option.
         args += [f"{option}={text}"] if text.startswith("-") else [option, text]
     return args

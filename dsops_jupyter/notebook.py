@@ -479,7 +479,7 @@ def _read_pipeline(path: Path, name: str | None) -> Pipeline:
                 f"{where}, {cell.label}, line {err.lineno}: syntax error ({err.msg})"
             ) from None
     parameters, computed = _parameters(cells, where)
-    steps = _group_steps(cells, where)
+    steps, split_notes = _group_steps(cells, where)
     hoisted, hoisted_names = _hoist(cells, steps)
     pipeline = Pipeline(
         name=pipeline_name(path, name),
@@ -498,7 +498,7 @@ def _read_pipeline(path: Path, name: str | None) -> Pipeline:
     ]
     _analyse_flow(pipeline)
     _depend_on_rebound_definitions(pipeline)
-    pipeline.notes += _dsops_lines_note(cells)
+    pipeline.notes += split_notes + _dsops_lines_note(cells)
     return pipeline
 
 
@@ -562,19 +562,28 @@ def _computed_parameters_code(code: str, computed: list[str]) -> str:
     )
 
 
-def _group_steps(cells: list[Cell], where: str) -> list[Step]:
-    """Group code cells into steps: a step cell starts one, unmarked cells continue it."""
+def _group_steps(cells: list[Cell], where: str) -> tuple[list[Step], list[str]]:
+    """Group code cells into steps: a step cell starts one, unmarked cells continue it.
+
+    A step name tagged again on a later cell: right after its own step the cell simply
+    continues it; after other cells it starts a step of its own (``_split_step``), since
+    Kale's way, appending that cell's code to the earlier step, would run it before the
+    cells in between (and in Kale's own Example.ipynb, before the training it evaluates).
+    Notebook order is what papermill runs, so it stays the truth. Returns the steps and
+    one note per split.
+    """
     has_steps = any(c.role == "step" for c in cells)
+    # every tagged name (a split never takes one), then: name -> its latest split-off part
+    last_part: dict[str, str] = {c.step: c.step for c in cells if c.step}
     steps: dict[str, Step] = {}
+    notes: list[str] = []
     current: Step | None = None
     for cell in cells:
-        if cell.role == "step":
-            if cell.step in steps:
-                first = steps[cell.step].cells[0] + 1
-                raise MarkerError(
-                    f"{where}, {cell.label}: step {cell.step!r} is already started by cell "
-                    f"{first}; step names must be unique"
-                )
+        if cell.role == "step" and current is not None and last_part[cell.step] == current.name:  # type: ignore[index]
+            pass  # the same name again on the next step cell: one step, as Kale reads it
+        elif cell.role == "step" and cell.step in steps:
+            current = _split_step(steps, cell, last_part, notes)
+        elif cell.role == "step":
             current = steps[cell.step] = Step(name=cell.step)  # type: ignore[index]
         elif cell.in_step and current is None:
             current = steps.setdefault(
@@ -597,7 +606,28 @@ def _group_steps(cells: list[Cell], where: str) -> list[Step]:
                     f"{where}: step {step.name!r} is marked after:{dep}, but no step {dep!r} "
                     f"exists (steps: {', '.join(steps)})"
                 )
-    return list(steps.values())
+    return list(steps.values()), notes
+
+
+def _split_step(
+    steps: dict[str, Step], cell: Cell, last_part: dict[str, str], notes: list[str]
+) -> Step:
+    """A new step ``<name>_2`` (``_3``, ...) for a cell re-using an earlier, non-adjacent step's
+    name; it runs after that name's previous part (an ``after`` edge) and as data flow says."""
+    name = cell.step or ""
+    taken = set(last_part) | set(steps)
+    number = 2
+    while (split := f"{name[: MAX_NAME - 1 - len(str(number))]}_{number}") in taken:
+        number += 1
+    previous = last_part.get(name, name)
+    last_part[name] = split
+    steps[split] = Step(name=split, after=[previous])
+    notes.append(
+        f"cell {cell.index + 1}: step {name!r} (started by cell {steps[name].cells[0] + 1}) is "
+        f"tagged again after other cells; split off as step {split!r}, run after "
+        f"{previous!r}, because the cells are not adjacent"
+    )
+    return steps[split]
 
 
 def _hoist(cells: list[Cell], steps: list[Step]) -> tuple[list[tuple[int, str]], set[str]]:
@@ -773,10 +803,10 @@ def _rebind_definitions(
 def _replay_process_state(
     steps: list[Step], by_index: dict[int, Cell], original: dict[int, str], module: set[str]
 ) -> None:
-    """What earlier steps did to the process (sys.path, cwd, environment) is done again when a
-    step runs alone in a fresh process, so its imports and relative paths find what the
-    notebook's did. Only statements reading module-level names qualify (they run before the
-    step's inputs exist); a whole run never runs them twice."""
+    """What earlier steps did to the process (sys.path, cwd, environment, star imports) is done
+    again when a step runs alone in a fresh process, so its imports, relative paths and names
+    find what the notebook's did. Only statements reading module-level names qualify (they run
+    before the step's inputs exist); a whole run never runs them twice."""
     statements = [n for c in by_index.values() if c.tree is not None for n in c.tree.body]
     aliases = order.import_aliases(statements)
     earlier: list[tuple[int, str, str]] = []
@@ -785,7 +815,7 @@ def _replay_process_state(
         for index in step.cells:
             cell = by_index[index]
             for node in cell.kept:
-                if (
+                if order.is_star_import(node) or (
                     order.sets_process_state(node, aliases)
                     and set(flow.scan([node]).reads) <= module
                 ):
@@ -839,6 +869,20 @@ def _split_cell(
 IMMUTABLE_TYPES = frozenset({"int", "float", "str", "bool"})
 
 
+def _reads_after_each_step(steps: list[Step], by_index: dict[int, Cell]) -> list[set[str]]:
+    """For each step (notebook order), the names the steps after it read."""
+    found: list[set[str]] = []
+    after: set[str] = set()
+    for step in reversed(steps):
+        found.append(set(after))
+        after.update(flow.scan([n for i in step.cells for n in by_index[i].kept]).reads)
+    return found[::-1]
+
+
+def _star_imports(statements: list[ast.stmt]) -> bool:
+    return any(order.is_star_import(node) for top in statements for node in ast.walk(top))
+
+
 def _analyse_flow(pipeline: Pipeline) -> None:
     """Fill reads/writes/inputs/outputs and dependencies; order steps; detect cycles.
 
@@ -860,9 +904,11 @@ def _analyse_flow(pipeline: Pipeline) -> None:
     pipeline.free_reads.update(module.reads)
     pipeline.bound_names.update(module.binds)
     last_writer: dict[str, str] = {}
+    star_imported = False  # `from m import *` may have bound any name
     readers: dict[str, list[str]] = {}  # steps that read a name's current value
     run_after: dict[str, set[str]] = {step.name: set() for step in pipeline.steps}
-    for step in pipeline.steps:  # notebook order defines who wrote a name last
+    later_reads = _reads_after_each_step(pipeline.steps, by_index)
+    for step, read_later in zip(pipeline.steps, later_reads, strict=True):  # notebook order
         names = flow.scan([n for i in step.cells for n in by_index[i].kept], context=context)
         pipeline.free_reads.update(names.reads)
         pipeline.bound_names.update(names.binds)
@@ -873,13 +919,19 @@ def _analyse_flow(pipeline: Pipeline) -> None:
             if n not in module_names
             and (n in binds or n in last_writer or n in mutable_params)  # changed in place
         ]
+        if _star_imports([n for i in step.cells for n in by_index[i].kept]):
+            star_imported = True
+            # It may rebind any earlier value a later step reads: that value passes through it.
+            shadowed = sorted(({*last_writer, *param_names} & read_later) - module_names)
+            names.reads += [n for n in shadowed if n not in names.reads]
+            step.writes += [n for n in shadowed if n not in step.writes]
         for name in names.reads:
             if name in last_writer:
                 step.inputs.append((name, last_writer[name]))
             elif name in param_names:
                 step.inputs.append((name, None))
                 step.parameters.append(name)
-            elif name not in known:
+            elif name not in known and not star_imported:
                 pipeline.warnings.append(
                     f"step {step.name!r} reads {name!r}, which no earlier step, parameter or "
                     f"import defines"

@@ -339,6 +339,11 @@ _PROCESS_STATE_CALLS = frozenset(
 )
 
 
+def is_star_import(node: ast.AST) -> bool:
+    """``from m import *``: binds names nobody can list without importing ``m``."""
+    return isinstance(node, ast.ImportFrom) and any(a.name == "*" for a in node.names)
+
+
 def sets_process_state(stmt: ast.stmt, aliases: dict[str, str]) -> bool:
     """``sys.path.insert(0, "src")``, ``os.environ["X"] = "1"``, ``os.chdir(d)`` and the like."""
     if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):

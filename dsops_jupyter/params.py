@@ -26,6 +26,9 @@ _PY_TYPES: dict[type, str] = {
     tuple: "list",
     dict: "dict",
 }
+# The generated script's own options (see templates/script_runtime.py.txt, which mirrors
+# parameter_options): a parameter spelled like one is set as ``--param-NAME`` instead.
+SCRIPT_OPTIONS = ("help", "step", "workdir")
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 
@@ -39,6 +42,20 @@ class Parameter:
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "type": self.type, "default": _jsonable(self.default)}
+
+
+def parameter_options(name: str) -> list[str]:
+    """The generated script's options that set a parameter, the first one canonical.
+
+    ``--NAME`` with ``_`` as ``-`` (and ``--NAME`` as written too); a name the script's own
+    options use (``step``, ``workdir``, ``help``) is ``--param-NAME``, so a notebook that
+    papermill runs with ``-p step 3`` converts as well. ``h`` needs nothing: ``--h`` and the
+    script's ``-h`` are different options.
+    """
+    dashed = name.replace("_", "-")
+    if name in SCRIPT_OPTIONS:
+        return [f"--param-{dashed}"]
+    return [f"--{dashed}"] + ([f"--{name}"] if "_" in name else [])
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,6 @@ BAD: dict[str, tuple[object, str]] = {
     "not-a-notebook": ('{"name": "package.json"}', "not a Jupyter notebook"),
     "garbage-nbformat": ('{"nbformat": "four", "cells": []}', "unsupported nbformat"),
     "two-parameters-cells": ([("a = 1", ["parameters"]), ("b = 2", ["parameters"])], "keep one"),
-    "duplicate-step": ([("a = 1", ["step:s"]), ("b = 2", ["step:s"])], "must be unique"),
     "after-unknown": ([("a = 1", ["step:s", "after:nowhere"])], "no step 'nowhere'"),
     "cycle": (
         [("a = 1", ["step:one", "after:two"]), ("b = 2", ["step:two", "after:one"])],

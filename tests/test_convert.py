@@ -437,9 +437,7 @@ def test_names_the_script_needs_cannot_be_redefined(tmp_path: Path) -> None:
     path = make_notebook(tmp_path / "r.ipynb", ["def main():\n    return 1", "x = main()"])
     with pytest.raises(ConversionError, match="'main'"):
         generate_package(path)
-    path = make_notebook(tmp_path / "p.ipynb", [("step = 1", ["parameters"]), "print(step)"])
-    with pytest.raises(ConversionError, match="--step"):
-        generate_package(path)
+    # A parameter named like a script option is no longer refused: it is --param-step (below).
 
 
 def test_zero_config_notebook_converts_to_one_step(tmp_path: Path) -> None:
@@ -759,3 +757,115 @@ def test_keep_magics_runs_magics_with_the_steps_names(tmp_path: Path) -> None:
     )
     assert "get_ipython().run_line_magic('load_ext', 'autoreload')" in text
     assert assert_ok(run_python(script, cwd=tmp_path)).stdout == "['hello world'] 41\n"
+
+
+def test_parameters_named_like_the_scripts_own_options_are_settable(tmp_path: Path) -> None:
+    """Kale's base_example_numpy_hp has a parameter ``h`` (papermill: ``-p h 3``); ``step``,
+    ``workdir`` and ``help`` are the script's own options, so those parameters are --param-NAME."""
+    script, _ = script_of(
+        tmp_path,
+        [("h = 1\nstep = 2\nworkdir = 'w'", ["parameters"]), ("print(h, step, workdir)", [])],
+    )
+    assert assert_ok(run_python(script, cwd=tmp_path)).stdout == "1 2 w\n"
+    given = ["--h", "5", "--param-step", "7", "--param-workdir", "x"]
+    assert assert_ok(run_python(script, *given, cwd=tmp_path)).stdout == "5 7 x\n"
+    stepwise = [*given, "--step", "main", "--workdir", str(tmp_path / "wd")]
+    assert assert_ok(run_python(script, *stepwise, cwd=tmp_path)).stdout == "5 7 x\n"
+    assert "--param-step" in assert_ok(run_python(script, "-h", cwd=tmp_path)).stdout
+    from dsops_jupyter.image import cli_args
+
+    args = cli_args({"h": 4, "step": 9, "workdir": "y"}, {"h": "int", "step": "int"})
+    assert assert_ok(run_python(script, *args, cwd=tmp_path)).stdout == "4 9 y\n"
+
+
+def test_two_parameters_sharing_one_option_are_refused(tmp_path: Path) -> None:
+    make_notebook(tmp_path / "p.ipynb", [("step = 1\nparam_step = 2", ["parameters"]), "x = 1"])
+    message = error_line(dsops("convert", "p.ipynb", cwd=tmp_path))
+    assert "'step'" in message and "'param_step'" in message and "--param-step" in message
+
+
+@pytest.mark.parametrize("stepwise", [False, True], ids=["whole", "stepwise"])
+def test_a_raises_exception_cell_runs_on_and_fails_at_the_end_as_papermill(
+    tmp_path: Path, stepwise: bool
+) -> None:
+    """nbclient shows the tagged cell's error and runs on; papermill then fails naming it."""
+    script, _ = script_of(
+        tmp_path,
+        [
+            ("a = 1\nraise ValueError('boom')\nb = 2", ["step:one", "raises-exception"]),
+            ("print('after', a)", ["step:two"]),
+            ("print('last')", ["step:three"]),
+        ],
+    )
+    order = ["one", "two", "three"]
+    chain = [["--step", s, "--workdir", str(tmp_path / "wd")] for s in order] if stepwise else [[]]
+    runs = [run_python(script, *args, cwd=tmp_path) for args in chain]
+    assert [r.returncode for r in runs] == [0] * (len(runs) - 1) + [1]
+    assert "".join(r.stdout for r in runs) == "after 1\nlast\n"
+    assert "raise ValueError('boom')" in runs[0].stderr  # the traceback, as the notebook shows
+    last = runs[-1].stderr.strip().splitlines()[-1]
+    assert "cell 1" in last and "ValueError: boom" in last and "raises-exception" in last
+
+
+def test_dsops_run_names_the_raises_exception_cell_papermill_fails_for(tmp_path: Path) -> None:
+    from dsops_jupyter.errors import ExecutionError
+    from dsops_jupyter.execute import run_notebook
+
+    path = make_notebook(
+        tmp_path / "r.ipynb",
+        [("x = 1\nraise KeyError('gone')", ["raises-exception"]), "print('ran on')"],
+    )
+    with pytest.raises(ExecutionError) as caught:
+        run_notebook(path, out_dir=tmp_path / "out", cwd=tmp_path)
+    message = str(caught.value)
+    assert "cell 1" in message and "KeyError" in message, message
+    assert "line 2 `raise KeyError('gone')`" in message, message
+
+
+def converted_script(tmp_path: Path, cells: list[tuple[str, list[str]]]) -> tuple[Path, list[str]]:
+    """The script of a notebook made of ``cells`` and its steps in run order."""
+    pkg = convert(make_notebook(tmp_path / "nb.ipynb", cells))
+    assert not pkg.pipeline.warnings, pkg.pipeline.warnings
+    return pkg.directory / f"{pkg.name}.py", json.loads(pkg.files["pipeline.json"])["order"]
+
+
+def test_a_step_that_exits_ends_the_stepwise_run_there_with_its_status(tmp_path: Path) -> None:
+    # papermill and the whole script stop at the exit: the later step must not run either.
+    script, order = converted_script(
+        tmp_path,
+        [
+            ("print('before')", ["step:first"]),
+            ("raise SystemExit(3)", ["step:stop"]),
+            ("print('Cell should not execute.')\nopen('after.txt', 'w').close()", ["step:after"]),
+        ],
+    )
+    assert order == ["first", "stop", "after"]
+    whole = run_python(script, cwd=tmp_path)
+    assert (whole.returncode, whole.stdout) == (3, "before\n")
+    statuses = []
+    for step in order:
+        done = run_python(script, "--step", step, "--workdir", "wd", cwd=tmp_path)
+        statuses.append(done.returncode)
+        assert "should not" not in done.stdout
+    assert statuses == [0, 3, 3]
+    assert not (tmp_path / "after.txt").exists()
+    assert not list((tmp_path / "wd").glob("*.partial"))
+
+
+def test_a_star_import_binds_its_names_in_its_step_in_notebook_order(tmp_path: Path) -> None:
+    cells = [
+        ("e = 5\nprint(e, sum([1, 2]))", ["step:one"]),
+        ("from math import *\nprint(round(e, 3), sin(0))", ["step:two"]),
+        ("print(round(pi, 3), floor(e))", ["step:three"]),
+    ]
+    source = "\n".join(code for code, _ in cells)
+    expected = run_python("-c", source, cwd=tmp_path)  # what the notebook's cells print in order
+    assert_ok(expected)
+    script, order = converted_script(tmp_path, cells)
+    assert "from math import *" not in script.read_text(encoding="utf-8").split("def step_two")[0]
+    assert assert_ok(run_python(script, cwd=tmp_path)).stdout == expected.stdout
+    stepwise = "".join(
+        assert_ok(run_python(script, "--step", step, "--workdir", "wd", cwd=tmp_path)).stdout
+        for step in order
+    )
+    assert stepwise == expected.stdout

@@ -285,8 +285,9 @@ def failing_cell(outcome: Outcome) -> tuple[int, str]:
     """The index and error name of the cell papermill blames.
 
     That is the cell papermill marked failed or, when nbclient ran on past an error (a cell
-    tagged ``raises-exception``), the first cell holding an error output: papermill raises for
-    it after the run. The error name comes from the error output, or, for errors IPython prints
+    tagged ``raises-exception``), the last cell holding an error output: papermill raises for
+    it after the run (``raise_for_execution_errors`` keeps the last one it finds).
+    The error name comes from the error output, or, for errors IPython prints
     instead of raising (an unknown magic's UsageError), from the last ``Name: message`` line.
     """
     assert outcome.executed, "papermill failed and kept no executed notebook"
@@ -298,7 +299,7 @@ def failing_cell(outcome: Outcome) -> tuple[int, str]:
     ]
     erred = [c for c in code if any(o.get("output_type") == "error" for o in c.get("outputs", []))]
     assert failed or erred, "papermill failed but no cell failed"
-    cell = (failed or erred)[0]
+    cell = failed[0] if failed else erred[-1]
     source = "".join(cell["source"])
     index = next(i for i, c in enumerate(original["cells"]) if "".join(c["source"]) == source)
     outputs = cell.get("outputs", [])

@@ -428,3 +428,20 @@ def test_an_allowed_error_still_fails_the_run_naming_its_line(tmp_path: Path) ->
     )
     assert "step 'first', cell 2, line 2 `raise ValueError('expected')`" in line, line
     assert "ValueError: expected" in line, line
+
+
+def test_of_several_allowed_errors_the_run_names_the_last_as_papermill_does(
+    tmp_path: Path,
+) -> None:
+    """papermill's raise_for_execution_errors keeps the last cell holding an error output."""
+    line = failing_run(
+        tmp_path,
+        [
+            ("x = 1", ["step:first"]),
+            ("raise ValueError('early')", ["raises-exception"]),
+            ("raise KeyError('late')", ["raises-exception"]),
+            "print('ran past both')",
+        ],
+    )
+    assert "cell 3, line 1 `raise KeyError('late')`" in line, line
+    assert "ValueError" not in line, line

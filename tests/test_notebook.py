@@ -350,11 +350,49 @@ def test_two_parameters_cells_are_an_error(tmp_path: Path) -> None:
 
 
 # --- bad markers ----------------------------------------------------------------------------------
-def test_duplicate_step_names(tmp_path: Path) -> None:
-    message = fails(
-        tmp_path, [("a = 1", ["step:load"]), Markdown("x"), "%%dsops step load\nb = 2"], MarkerError
+def test_a_step_name_tagged_again_next_continues_the_step(tmp_path: Path) -> None:
+    pipeline = pipeline_of(
+        tmp_path, [("a = 1", ["step:load"]), Markdown("x"), "%%dsops step load\nb = a + 1"]
     )
-    assert "cell 3" in message and "'load'" in message and "cell 1" in message
+    assert steps_of(pipeline) == {"load": [0, 2]}
+    assert pipeline.notes == []
+
+
+def test_a_step_name_tagged_again_after_other_cells_splits_in_notebook_order(
+    tmp_path: Path,
+) -> None:
+    """Kale's Example.ipynb: cell 4 evaluates what cell 3 trained, under cell 1's name."""
+    pipeline = pipeline_of(
+        tmp_path,
+        [
+            ("data = [3, 1, 2]", ["step:evaluation"]),
+            ("model = sorted(data)", ["step:training"]),
+            ("print(model[0])", ["step:evaluation"]),
+            "print(data)",
+        ],
+    )
+    assert steps_of(pipeline) == {"evaluation": [0], "training": [1], "evaluation_2": [2, 3]}
+    split = pipeline.step("evaluation_2")
+    assert split.after == ["evaluation"]
+    assert set(split.depends_on) == {"evaluation", "training"}
+    assert len(pipeline.notes) == 1 and "not adjacent" in pipeline.notes[0]
+    assert "cell 3" in pipeline.notes[0] and "'evaluation_2'" in pipeline.notes[0]
+    assert pipeline.to_json()["notes"] == pipeline.notes
+
+
+def test_a_split_step_name_never_takes_a_tagged_name(tmp_path: Path) -> None:
+    pipeline = pipeline_of(
+        tmp_path,
+        [
+            ("a = 1", ["step:s"]),
+            ("b = 2", ["step:s_2"]),
+            ("c = a", ["step:s"]),
+            ("d = b", ["step:t"]),
+            ("e = c", ["step:s"]),
+        ],
+    )
+    assert steps_of(pipeline) == {"s": [0], "s_2": [1], "s_3": [2], "t": [3], "s_4": [4]}
+    assert pipeline.step("s_3").after == ["s"] and pipeline.step("s_4").after == ["s_3"]
 
 
 def test_after_an_unknown_step(tmp_path: Path) -> None:
