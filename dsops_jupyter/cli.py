@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     except DsopsError as err:
         return _fail(args, str(err), err.exit_code)
     except KeyboardInterrupt:
+        # Objects the interrupted work left behind (GitPython's cat-file streams) complain from
+        # their finalizers at exit; the one line below is the whole story.
+        sys.unraisablehook = lambda _unraisable: None
         return _fail(args, "interrupted; nothing was left half-written", 130)
 
 

@@ -272,6 +272,8 @@ def _drop_own_ref_locks(repo: git.Repo, journal: dict[str, Any]) -> None:
     """A git killed inside `update-ref` leaves ``<ref>.lock`` files: remove ours, or the branch
     could never move again. Ours: holding our new value, or empty (killed before writing it)
     and made during our transaction, at least a second ago (a live git holds one for far less).
+    Moving the branch HEAD names also locks ``HEAD`` (for its reflog): that lock is ours only
+    when made during our transaction and left untouched, whatever git had written into it.
     """
     common = Path(repo.common_dir)
     ours = {journal["commit"], journal["tag_object"]}
@@ -281,15 +283,20 @@ def _drop_own_ref_locks(repo: git.Repo, journal: dict[str, Any]) -> None:
             content = lock.read_text(errors="replace").strip()
             if content in ours or (not content and _abandoned(lock, journal["started"])):
                 lock.unlink()
+    head_lock = Path(repo.git_dir) / "HEAD.lock"
+    with contextlib.suppress(OSError):
+        if _abandoned(head_lock, journal["started"], empty=False):
+            head_lock.unlink()
 
 
-def _abandoned(lock: Path, since: float) -> bool:
-    """An empty lock made since ``since`` that stays empty and untouched for a second."""
+def _abandoned(lock: Path, since: float, *, empty: bool = True) -> bool:
+    """A lock made since ``since`` that stays untouched (and, by default, empty) for a second."""
     before = lock.stat().st_mtime
     if before < since:
         return False
     time.sleep(max(0.0, before + 1 - time.time()))
-    return lock.stat().st_mtime == before and lock.stat().st_size == 0
+    after = lock.stat()
+    return after.st_mtime == before and (not empty or after.st_size == 0)
 
 
 def _disk_forward(repo: git.Repo, journal: dict[str, Any]) -> None:

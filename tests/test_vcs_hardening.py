@@ -314,6 +314,42 @@ def test_kill_9_at_each_stage_is_finished_or_undone_by_the_next_commit(
     assert git(repo, "rev-parse", "dsops/demo/v2^{commit}") == head(repo)
 
 
+DIES_IN_UPDATE_REF = textwrap.dedent(
+    """
+    import os, signal, sys
+    from dsops_jupyter import vcs
+    from dsops_jupyter.convert import generate_package
+
+    def killed_inside_update_ref(*args, **kwargs):  # git died there holding HEAD.lock
+        open(os.path.join(sys.argv[2], "HEAD.lock"), "w").write("ref: refs/heads/main\\n")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    vcs._update_refs = killed_inside_update_ref
+    vcs.commit_package(generate_package(sys.argv[1]))
+    """
+)
+
+
+def test_head_lock_left_by_a_git_killed_inside_update_ref_is_dropped(repo: Path) -> None:
+    """Moving the branch HEAD names also locks HEAD; a git killed there leaves HEAD.lock (seen in
+    the SIGKILL loop). A kill inside git cannot be timed, so the process dies where update-ref
+    would run, leaving the lock as git leaves it."""
+    assert_ok(dsops("commit", "demo.ipynb", cwd=repo))
+    set_alpha(repo, 2)
+    killed = subprocess.run(
+        [sys.executable, "-c", DIES_IN_UPDATE_REF, str(repo / "demo.ipynb"), str(repo / ".git")],
+        cwd=repo,
+        env=clean_env(),
+        capture_output=True,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert (repo / ".git/HEAD.lock").exists()
+    done = assert_ok(dsops("commit", "demo.ipynb", "--json", cwd=repo))
+    assert json.loads(done.stdout)["tag"] == "dsops/demo/v2"
+    assert not (repo / ".git/HEAD.lock").exists()
+    assert_consistent(repo)
+
+
 # --- one commit at a time (issue 8 item 2) -----------------------------------------------------
 HOLDER = textwrap.dedent(
     """
