@@ -204,7 +204,9 @@ def test_line_magics_without_a_session_say_so(tmp_path: Path):
 
 
 def test_core_errors_show_as_one_line(tmp_path: Path, monkeypatch):
-    target = write(tmp_path / "dup.ipynb", ["%%dsops step a\nx = 1", "%%dsops step a\ny = 2"])
+    target = write(
+        tmp_path / "dup.ipynb", ["%%dsops step a\nx = 1", "%%dsops step b --after c\ny = 2"]
+    )
     driver = write(tmp_path / "driver.ipynb", ["%load_ext dsops_jupyter", "%dsops steps"])
     monkeypatch.setenv("JPY_SESSION_NAME", str(target))
     (error,) = usage_errors(execute(driver, allow_errors=True).cells[1])

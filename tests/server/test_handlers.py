@@ -165,9 +165,9 @@ async def test_pipeline_returns_the_steps(jp_fetch, repo):
 
 
 async def test_pipeline_marker_error_is_400(jp_fetch, repo, write_notebook):
-    write_notebook("dup.ipynb", ("a = 1", ["step:load"]), ("b = 2", ["step:load"]))
-    status, reply = await fetch_json(jp_fetch, "dsops", "pipeline", params={"path": "dup.ipynb"})
-    assert_error(status, reply, 400, "load")
+    write_notebook("bad.ipynb", ("a = 1", ["step:load"]), ("b = 2", ["step:fit", "prev:loda"]))
+    status, reply = await fetch_json(jp_fetch, "dsops", "pipeline", params={"path": "bad.ipynb"})
+    assert_error(status, reply, 400, "loda")
 
 
 # --- jobs --------------------------------------------------------------------------------------
