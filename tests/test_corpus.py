@@ -365,18 +365,17 @@ def check_failed(outcome: Outcome) -> None:
         assert printed == expected, f"{kind} printed other text before failing"
 
 
-@pytest.mark.parametrize(
-    "notebook",
-    [
-        pytest.param(
-            nb,
-            marks=[pytest.mark.xfail(strict=True, reason=entry(nb)["xfail"])]
-            if "xfail" in entry(nb)
-            else [],
-        )
+def notebooks_marked(key: str) -> list[Any]:
+    """Every corpus notebook; a strict xfail where the manifest gives ``key`` (its cause)."""
+    return [
+        pytest.param(nb, marks=pytest.mark.xfail(strict=True, reason=entry(nb)[key]))
+        if key in entry(nb)
+        else nb
         for nb in corpus_notebooks()
-    ],
-)
+    ]
+
+
+@pytest.mark.parametrize("notebook", notebooks_marked("xfail"))
 def test_notebook_runs_the_same_as_papermill(outcomes: dict[str, Outcome], notebook: str) -> None:
     outcome = outcomes[notebook]
     assert outcome.crash is None, outcome.crash
@@ -394,18 +393,7 @@ def test_notebook_runs_the_same_as_papermill(outcomes: dict[str, Outcome], noteb
         check_failed(outcome)
 
 
-@pytest.mark.parametrize(
-    "notebook",
-    [
-        pytest.param(
-            nb,
-            marks=[pytest.mark.xfail(strict=True, reason=entry(nb)["xfail_split"])]
-            if "xfail_split" in entry(nb)
-            else [],
-        )
-        for nb in corpus_notebooks()
-    ],
-)
+@pytest.mark.parametrize("notebook", notebooks_marked("xfail_split"))
 def test_notebook_split_into_one_step_per_cell_runs_the_same(
     outcomes: dict[str, Outcome], notebook: str
 ) -> None:
