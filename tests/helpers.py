@@ -10,7 +10,8 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +223,20 @@ def stepwise_results(script: Path, order: Sequence[str], cwd: Path, *args: str) 
         done = run_python(script, *args, "--step", step, "--workdir", "work", cwd=cwd)
         assert done.returncode == 0, f"step {step} of {script.name}: {done.stderr}"
     return result_files(cwd)
+
+
+def run_jobs(jobs: dict[Any, tuple[Callable[..., Any], tuple]]) -> dict[Any, Any]:
+    """Run independent jobs (kernels and scripts are separate processes) three at a time; each
+    key maps to its result, or to its failure as text so the test that reads it reports it."""
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        futures = {key: pool.submit(fn, *args) for key, (fn, args) in jobs.items()}
+    found = {}
+    for key, future in futures.items():
+        try:
+            found[key] = future.result()
+        except BaseException as err:
+            found[key] = f"{type(err).__name__}: {err}"
+    return found
 
 
 def three_way(notebook: Path, tmp: Path) -> dict[str, dict[str, bytes] | str]:

@@ -13,7 +13,6 @@ import pickle
 import re
 import shutil
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from tests.helpers import (
     error_line,
     make_notebook,
     papermill_results,
+    run_jobs,
     run_python,
     script_results,
     stepwise_results,
@@ -583,16 +583,7 @@ def probe_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str]
                 _result,
                 (stepwise_results, script, order, folder / f"w{suffix}", *args),
             )
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        futures = {key: pool.submit(fn, *args) for key, (fn, args) in jobs.items()}
-        return {key: _outcome(future) for key, future in futures.items()}
-
-
-def _outcome(future: Future) -> dict[str, Any] | str:
-    try:
-        return future.result()
-    except BaseException as err:  # reported by the test that reads it
-        return f"{type(err).__name__}: {err}"
+    return run_jobs(jobs)
 
 
 def probe_result(runs: dict, notebook: str, kind: str) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import pytest
 
 from dsops_jupyter.convert import convert
 from dsops_jupyter.execute import run_notebook
-from tests.helpers import EXAMPLE_NOTEBOOKS, copy_example, run_python
+from tests.helpers import EXAMPLE_NOTEBOOKS, copy_example, run_jobs, run_python
 
 # One parameter per notebook whose change moves the metrics (see examples/README.md).
 CHANGED = {
@@ -54,14 +53,6 @@ def stepwise_metrics(script: Path, order: list[str], cwd: Path) -> dict[str, Any
     return json.loads((cwd / METRICS).read_text(encoding="utf-8"))
 
 
-def outcome(future: Future) -> dict[str, Any] | str:
-    """The metrics, or the failure as text so each test reports its own run."""
-    try:
-        return future.result()
-    except BaseException as err:  # reported by the test that reads it
-        return f"{type(err).__name__}: {err}"
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], dict | str]:
     root = tmp_path_factory.mktemp("equivalence")
@@ -85,9 +76,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], dict
             (script, [flag, text], folder / "script-changed"),
         )
         jobs[(name, "stepwise")] = (stepwise_metrics, (script, order, folder / "stepwise"))
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        futures = {key: pool.submit(fn, *args) for key, (fn, args) in jobs.items()}
-        return {key: outcome(future) for key, future in futures.items()}
+    return run_jobs(jobs)
 
 
 def metrics(runs: dict, notebook: str, kind: str) -> dict[str, Any]:
