@@ -6,11 +6,10 @@ import ast
 import functools
 import hashlib
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dsops_jupyter import escape, flow
+from dsops_jupyter import escape, flow, recipe
 from dsops_jupyter.config import Config, load_config
 from dsops_jupyter.errors import ConversionError
 from dsops_jupyter.events import OnEvent, ignore, log
@@ -22,22 +21,10 @@ from dsops_jupyter.fsutil import (
     written_by_convert,
 )
 from dsops_jupyter.ipysyntax import TIME_HELPER, TIMEIT_HELPER, WRITEFILE_HELPER
+from dsops_jupyter.model import GeneratedPackage
 from dsops_jupyter.notebook import Cell, Pipeline, Step, indent_code, read_pipeline
 from dsops_jupyter.params import parameter_options
 from dsops_jupyter.spec import SCRIPT_FORMAT, spec_bytes, spec_digest
-
-
-@dataclass
-class GeneratedPackage:
-    """The files of one generated package, in memory until written (so failures write nothing)."""
-
-    name: str
-    directory: Path
-    files: dict[str, bytes]
-    notebook_path: Path
-    content_hash: str
-    pipeline: Any = field(default=None, repr=False)
-
 
 RESERVED = frozenset({"run", "run_step", "main", "STEPS", "PARAMETERS"})
 RAISES_EXCEPTION = "raises-exception"  # nbclient's tag: the cell's error does not stop the run
@@ -131,7 +118,6 @@ def generate_package(
     image_parameters: dict[str, Any] | None = None,
 ) -> GeneratedPackage:
     """Every file of the package, in memory: script, spec, lock, image recipe."""
-    from dsops_jupyter import image
     from dsops_jupyter.lock import lock_for
 
     path = Path(path).resolve()
@@ -140,8 +126,8 @@ def generate_package(
     files = render_files(pipeline, config)
     lock = lock_for(pipeline)
     files["requirements.lock"] = lock.render()
-    base = config.base_image or image.default_base_image(lock.python)  # the kernel's Python
-    files.update(image.render_recipe(pipeline, base, image_parameters))
+    base = config.base_image or recipe.default_base_image(lock.python)  # the kernel's Python
+    files.update(recipe.render_recipe(pipeline, base, image_parameters))
     directory = (out_dir or config.package_dir(pipeline.name)).resolve()
     return GeneratedPackage(pipeline.name, directory, files, path, pipeline.content_hash, pipeline)
 

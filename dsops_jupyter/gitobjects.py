@@ -12,8 +12,8 @@ import git
 from gitdb import IStream
 
 from dsops_jupyter import escape
-from dsops_jupyter.convert import GeneratedPackage
 from dsops_jupyter.gitrun import _git
+from dsops_jupyter.model import GeneratedPackage
 
 _NULL_SHA = "0" * 40
 _FILE_MODE = "100644"

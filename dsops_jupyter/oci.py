@@ -42,8 +42,9 @@ from typing import IO, Any
 from dsops_jupyter import wheelhouse as wh
 from dsops_jupyter.errors import BaseImageError, ImageError
 from dsops_jupyter.events import OnEvent, ignore, log, progress, result, stage
-from dsops_jupyter.image import cli_args, image_tags, rfc3339
 from dsops_jupyter.image import image_labels as recipe_labels
+from dsops_jupyter.image import image_tags, rfc3339
+from dsops_jupyter.recipe import cli_args
 
 MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

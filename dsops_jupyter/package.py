@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dsops_jupyter import events
+from dsops_jupyter import events, recipe
 from dsops_jupyter.errors import ImageError
 from dsops_jupyter.events import OnEvent
 
@@ -88,7 +88,7 @@ def package_notebook(
     # Fail fast, before anything is written or committed, when the engine is needed but absent
     # or the base archive given is not an image with Python.
     if base_image and not file_base:
-        from dsops_jupyter.image import check_base_image
+        from dsops_jupyter.recipe import check_base_image
 
         check_base_image(base_image)  # bad input is said before a missing engine is
     client = _engine(smoke, push, output, file_base) if images else None
@@ -194,7 +194,7 @@ def _build(
     return oci.build_reproducible(
         pkg,
         version,
-        base_image=file_base or image.recipe_base_image(pkg.files["Dockerfile"]),
+        base_image=file_base or recipe.recipe_base_image(pkg.files["Dockerfile"]),
         parameters=values or None,
         output=Path(output) if output is not None else None,
         engine=client,

@@ -19,13 +19,11 @@ import json
 import re
 import shutil
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import git
 
-from dsops_jupyter.convert import GeneratedPackage
 from dsops_jupyter.errors import NotARepositoryError, VcsError
 from dsops_jupyter.events import OnEvent, ignore, log, result, stage
 from dsops_jupyter.fsutil import (
@@ -50,6 +48,7 @@ from dsops_jupyter.gitobjects import (
 from dsops_jupyter.gitpolicy import _check_identity, _commit_tree, _make_tag, _run_commit_hooks
 from dsops_jupyter.gitrun import GitFailed as GitFailed
 from dsops_jupyter.gitrun import _git
+from dsops_jupyter.model import GeneratedPackage, Version
 from dsops_jupyter.vcs_txn import (
     _build_next_index,
     _disk_forward,
@@ -65,23 +64,6 @@ from dsops_jupyter.vcs_txn import (
 TAG_NAMESPACE = "dsops"
 _TAG_RE = re.compile(r"^refs/tags/dsops/(?P<name>[^/]+)/v(?P<number>[1-9][0-9]*)$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-
-
-@dataclass(frozen=True)
-class Version:
-    """One tagged version of a generated package (``epoch``: committer time, for reproducible
-    image timestamps; ``message``: the version commit's message)."""
-
-    name: str
-    number: int
-    tag: str
-    commit: str
-    short: str
-    epoch: int
-    message: str
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def tag_name(name: str, number: int) -> str:

@@ -763,7 +763,7 @@ def test_parameters_named_like_the_scripts_own_options_are_settable(tmp_path: Pa
     stepwise = [*given, "--step", "main", "--workdir", str(tmp_path / "wd")]
     assert assert_ok(run_python(script, *stepwise, cwd=tmp_path)).stdout == "5 7 x\n"
     assert "--param-step" in assert_ok(run_python(script, "-h", cwd=tmp_path)).stdout
-    from dsops_jupyter.image import cli_args
+    from dsops_jupyter.recipe import cli_args
 
     args = cli_args({"h": 4, "step": 9, "workdir": "y"}, {"h": "int", "step": "int"})
     assert assert_ok(run_python(script, *args, cwd=tmp_path)).stdout == "4 9 y\n"

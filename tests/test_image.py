@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from dsops_jupyter import convert, image, vcs
+from dsops_jupyter import convert, image, recipe, vcs
 from dsops_jupyter.errors import BuildError, EngineUnavailableError, ImageError
 from dsops_jupyter.events import Event
 from dsops_jupyter.execute import run_notebook
@@ -133,8 +133,8 @@ def test_recipe_is_deterministic_pinned_and_ordered(tmp_path: Path) -> None:
     notebook = wine_repo(tmp_path / "p")
     pipeline = read_pipeline(notebook)
     params = {"alpha": 0.7, "output_dir": "out"}
-    first = image.render_recipe(pipeline, "python:3.11-slim", params)
-    assert first == image.render_recipe(pipeline, "python:3.11-slim", params)
+    first = recipe.render_recipe(pipeline, "python:3.11-slim", params)
+    assert first == recipe.render_recipe(pipeline, "python:3.11-slim", params)
     assert set(first) == {"Dockerfile", ".dockerignore"}
     text = first["Dockerfile"].decode()
     instructions = [line.split()[0] for line in text.splitlines() if re.match(r"^[A-Z]+ ", line)]
@@ -160,12 +160,12 @@ def test_recipe_is_deterministic_pinned_and_ordered(tmp_path: Path) -> None:
 
 
 def test_default_base_image_follows_the_kernel_python() -> None:
-    assert image.default_base_image("3.12.4") == "python:3.12-slim"
-    assert image.default_base_image("3.10") == "python:3.10-slim"
+    assert recipe.default_base_image("3.12.4") == "python:3.12-slim"
+    assert recipe.default_base_image("3.10") == "python:3.10-slim"
     minor = f"{sys.version_info.major}.{sys.version_info.minor}"
-    assert image.default_base_image() == f"python:{minor}-slim"
+    assert recipe.default_base_image() == f"python:{minor}-slim"
     with pytest.raises(ImageError, match="cannot derive a base image"):
-        image.default_base_image("three")
+        recipe.default_base_image("three")
 
 
 def test_base_image_comes_from_config_and_flag_and_must_be_pinned(tmp_path: Path) -> None:
@@ -183,7 +183,7 @@ def test_base_image_comes_from_config_and_flag_and_must_be_pinned(tmp_path: Path
 
 
 def test_parameters_are_spelled_as_the_script_parses_them() -> None:
-    args = image.cli_args(
+    args = recipe.cli_args(
         {"alpha": 0.5, "flag": True, "ids": [1, 2], "name": "-x", "seed": 3, "misc": "7"},
         {"misc": "any", "name": "str", "flag": "bool"},
     )
@@ -191,7 +191,7 @@ def test_parameters_are_spelled_as_the_script_parses_them() -> None:
         "--alpha", "0.5", "--flag", "true", "--ids", "[1, 2]",
         "--misc", "'7'", "--name=-x", "--seed", "3",
     ]  # fmt: skip
-    assert image.cli_args(None) == []
+    assert recipe.cli_args(None) == []
 
 
 def test_build_context_holds_only_the_generated_package(tmp_path: Path) -> None:

@@ -25,8 +25,7 @@ import nbformat
 import pytest
 
 from dsops_jupyter import convert, image, oci, vcs
-from dsops_jupyter.convert import GeneratedPackage
-from dsops_jupyter.vcs import Version
+from dsops_jupyter.model import GeneratedPackage, Version
 from tests.docker_engine import (
     DockerEngine,
     _start_dockerd,

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from dsops_jupyter.convert import GeneratedPackage
 from dsops_jupyter.errors import HandEditError, NotARepositoryError, VcsError
 from dsops_jupyter.events import Event
+from dsops_jupyter.model import GeneratedPackage
 from dsops_jupyter.vcs import Version, commit_package, last_version, list_versions, open_repo
 from tests.helpers import isolate_git_config
 
