@@ -1,8 +1,8 @@
-"""Content fingerprints of kernel values, for `dsops run`'s check that steps change only what the
-static analysis predicted.
+"""Content fingerprints of kernel values, for `dsops run`'s check of the static analysis.
 
-This file's source is sent to the kernel once per run and executed there as module
-``_dsops_probe`` (the user's namespace gains no name). It must not import dsops_jupyter and
+`dsops run` checks that each step changes only the values the analysis predicted. This file's
+source is sent to the kernel once per run and executed there as module ``_dsops_probe`` (the
+user's namespace gains no name). It must not import dsops_jupyter and
 needs only the standard library; pandas and numpy values get a content hash when the kernel
 has already imported those libraries, anything else is hashed through its pickle stream
 (cloudpickle when plain pickle refuses), streamed into the hash so no copy is kept in memory.

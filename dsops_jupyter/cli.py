@@ -275,7 +275,7 @@ def cmd_commit(args: argparse.Namespace) -> int:
 
 
 def cmd_versions(args: argparse.Namespace) -> int:
-    from dsops_jupyter.notebook import pipeline_name
+    from dsops_jupyter.markers import pipeline_name
     from dsops_jupyter.vcs import list_versions
 
     versions = list_versions(args.notebook, pipeline_name(args.notebook, args.name))

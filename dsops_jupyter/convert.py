@@ -20,10 +20,11 @@ from dsops_jupyter.fsutil import (
     write_files,
     written_by_convert,
 )
-from dsops_jupyter.ipysyntax import TIME_HELPER, TIMEIT_HELPER, WRITEFILE_HELPER
+from dsops_jupyter.ipysyntax import TIME_HELPER, TIMEIT_HELPER, WRITEFILE_HELPER, indent_code
 from dsops_jupyter.model import GeneratedPackage
-from dsops_jupyter.notebook import Cell, Pipeline, Step, indent_code, read_pipeline
+from dsops_jupyter.notebook import read_pipeline
 from dsops_jupyter.params import parameter_options
+from dsops_jupyter.pipeline import Cell, Pipeline, Step
 from dsops_jupyter.spec import SCRIPT_FORMAT, spec_bytes, spec_digest
 
 RESERVED = frozenset({"run", "run_step", "main", "STEPS", "PARAMETERS"})

@@ -23,12 +23,14 @@ from typing import Any
 
 from dsops_jupyter import __version__, events, ipysyntax
 from dsops_jupyter._probe import UNFINGERPRINTABLE
+from dsops_jupyter.cells import load_notebook
 from dsops_jupyter.config import load_config
 from dsops_jupyter.errors import ExecutionError, RunInterruptedError
 from dsops_jupyter.events import OnEvent
 from dsops_jupyter.fsutil import atomic_write
-from dsops_jupyter.notebook import Pipeline, load_notebook, read_pipeline
+from dsops_jupyter.notebook import read_pipeline
 from dsops_jupyter.params import coerce_parameters
+from dsops_jupyter.pipeline import Pipeline
 from dsops_jupyter.spec import source_of
 
 ENGINE_NAME = "dsops"

@@ -20,7 +20,7 @@ from typing import Any
 
 from dsops_jupyter import _lockscan
 from dsops_jupyter.errors import LockError
-from dsops_jupyter.notebook import Pipeline
+from dsops_jupyter.pipeline import Pipeline
 
 
 @dataclass(frozen=True)

@@ -168,7 +168,7 @@ def _split(line: str) -> list[str]:
 def check_marker(line: str) -> None:
     """Validate a ``%%dsops`` first line with the core's own reader of that line, so the live
     kernel and the saved notebook can never disagree about a marker."""
-    from dsops_jupyter.notebook import parse_marker_line
+    from dsops_jupyter.markers import parse_marker_line
 
     parse_marker_line(f"%%dsops {line.strip()}")
 

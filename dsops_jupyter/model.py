@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dsops_jupyter.notebook import Pipeline
+    from dsops_jupyter.pipeline import Pipeline
 
 
 @dataclass

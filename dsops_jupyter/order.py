@@ -324,7 +324,7 @@ def rebindable(stmt: ast.stmt, stable: set[str]) -> bool:
 
 
 # Calls that set up the process for the code after them (imports, paths, environment). A step
-# run alone in a fresh process runs the ones earlier steps ran (see notebook._replays).
+# run alone in a fresh process runs the ones earlier steps ran (see hoist._replay_process_state).
 _PROCESS_STATE_CALLS = frozenset(
     {
         "sys.path.insert",

@@ -15,7 +15,7 @@ from dsops_jupyter.errors import BaseImageError, ImageError
 from dsops_jupyter.params import parameter_options
 
 if TYPE_CHECKING:
-    from dsops_jupyter.notebook import Pipeline
+    from dsops_jupyter.pipeline import Pipeline
 
 # A Docker image reference, [registry[:port]/]path[:tag][@sha256:<64 hex>]: no spaces or quotes,
 # so it cannot break out of the FROM line or the LABEL value.

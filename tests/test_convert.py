@@ -18,10 +18,11 @@ from typing import Any
 
 import pytest
 
+from dsops_jupyter.cells import load_notebook
 from dsops_jupyter.convert import convert, generate_package
 from dsops_jupyter.errors import ConversionError
 from dsops_jupyter.execute import runnable_notebook
-from dsops_jupyter.notebook import load_notebook, read_pipeline
+from dsops_jupyter.notebook import read_pipeline
 from tests.helpers import (
     JUPYTER_MODULES,
     REPO_ROOT,

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from dsops_jupyter.errors import CycleError
-from dsops_jupyter.flow import free_names, scan, topological_order
-from dsops_jupyter.notebook import Pipeline, read_pipeline
+from dsops_jupyter.flow import scan, topological_order
+from dsops_jupyter.notebook import read_pipeline
+from dsops_jupyter.pipeline import Pipeline
+from dsops_jupyter.scopes import free_names
 from tests.helpers import make_notebook
 
 

@@ -21,7 +21,8 @@ from dsops_jupyter.errors import (
     ParameterError,
     UnknownStepError,
 )
-from dsops_jupyter.notebook import Pipeline, read_pipeline
+from dsops_jupyter.notebook import read_pipeline
+from dsops_jupyter.pipeline import Pipeline
 from tests.helpers import EXAMPLES, Markdown, make_notebook
 
 

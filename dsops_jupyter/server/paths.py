@@ -29,7 +29,7 @@ def inside(path: Path, root: Path) -> bool:
 def write_targets(notebook: Path, kind: str, options: dict[str, Any]) -> list[Path]:
     """The folders a job writes: the package folder, or the run's output folder."""
     from dsops_jupyter.config import load_config
-    from dsops_jupyter.notebook import pipeline_name
+    from dsops_jupyter.markers import pipeline_name
 
     config = load_config(notebook)
     if kind == "package":
