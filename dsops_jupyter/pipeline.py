@@ -61,7 +61,7 @@ class Step:
     parameters: list[str] = field(default_factory=list)
     inferred: list[str] = field(default_factory=list)
     depends_on: list[str] = field(default_factory=list)
-    # (cell index, step that defines it, code): definitions this step runs again, see _hoist
+    # (cell index, step that defines it, code): definitions this step runs again, see hoist
     rebound: list[tuple[int, str, str]] = field(default_factory=list)
     # (cell index, step, code): process set-up of earlier steps, rerun when this step runs alone
     replays: list[tuple[int, str, str]] = field(default_factory=list)

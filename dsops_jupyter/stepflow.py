@@ -11,7 +11,7 @@ import ast
 from dsops_jupyter import flow, ipysyntax, order
 from dsops_jupyter.errors import CycleError
 from dsops_jupyter.pipeline import Cell, Pipeline, Step
-from dsops_jupyter.scopes import BUILTINS
+from dsops_jupyter.scopes import BUILTINS, Context
 
 # Names a notebook may read without defining them (IPython's namespace, our display fallback).
 KNOWN_NAMES = frozenset(
@@ -24,7 +24,7 @@ IMMUTABLE_TYPES = frozenset({"int", "float", "str", "bool"})
 def analyse_flow(pipeline: Pipeline) -> None:
     """Fill reads/writes/inputs/outputs and dependencies; order steps; detect cycles.
 
-    A step that may change a value it reads in place writes it (see dsops_jupyter.flow), so
+    A step that may change a value it reads in place writes it (see dsops_jupyter.mutation), so
     the steps reading it later get the changed value from that step and depend on it. A step
     that writes a name also runs after the earlier steps that read its previous value, so the
     whole script never shows them the new one (an ``after:`` that contradicts it is a cycle).
@@ -34,7 +34,7 @@ def analyse_flow(pipeline: Pipeline) -> None:
     module_names = pipeline.module_names
     known = BUILTINS | module_names | KNOWN_NAMES
     by_index = {c.index: c for c in pipeline.cells}
-    context = flow.Context()  # imports and notebook functions, seen in notebook order
+    context = Context()  # imports and notebook functions, seen in notebook order
     module = flow.scan(
         [n for c in pipeline.cells for n in (c.tree.body if c.role == "shared" else c.hoisted)],  # type: ignore[union-attr]
         context=context,
