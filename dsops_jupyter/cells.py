@@ -35,7 +35,9 @@ def load_notebook(path: Path) -> dict[str, Any]:
     try:
         nb = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        where = f" (line {err.lineno}, column {err.colno})" if hasattr(err, "lineno") else ""
+        where = ""
+        if isinstance(err, json.JSONDecodeError):
+            where = f" (line {err.lineno}, column {err.colno})"
         raise NotebookError(f"{path.name} is not valid JSON{where}: is it a notebook?") from None
     except RecursionError:
         raise NotebookError(f"{path.name} nests JSON too deeply to be a notebook") from None

@@ -174,13 +174,15 @@ class _Scanner(MutationTracker, ast.NodeVisitor):
 
 def summarise(node: Definition, context: Context) -> Summary:
     """What calling ``node`` may change: scan its body (a class: its ``__init__``)."""
-    function = node
+    function: ast.FunctionDef | ast.AsyncFunctionDef
     if isinstance(node, ast.ClassDef):
         inits = [n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"]
         if not inits:
             return Summary()
         function = inits[-1]
-    args = function.args  # type: ignore[union-attr]
+    else:
+        function = node
+    args = function.args
     positional = tuple(a.arg for a in (*args.posonlyargs, *args.args))
     everything = [*positional, *(a.arg for a in args.kwonlyargs)]
     vararg = args.vararg.arg if args.vararg else None
@@ -188,7 +190,7 @@ def summarise(node: Definition, context: Context) -> Summary:
     inner = Names()
     scope = Context(set(context.modules), dict(context.functions), context.summaries)
     scanner = _Scanner(inner, set(), scope)
-    for stmt in function.body:  # type: ignore[union-attr]
+    for stmt in function.body:
         scanner.visit(stmt)
     mutated = tuple(inner.mutated)
     if isinstance(node, ast.ClassDef) and positional:  # self is the new object

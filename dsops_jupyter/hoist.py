@@ -28,14 +28,14 @@ def hoist(cells: list[Cell], steps: list[Step]) -> tuple[list[tuple[int, str]], 
     by_index = {c.index: c for c in cells}
     in_steps = {i for step in steps for i in step.cells}
     running = [c for c in cells if c.role in ("shared", "parameters") or c.index in in_steps]
-    statements = [n for c in running for n in c.tree.body]  # type: ignore[union-attr]
+    statements = [n for c in running for n in c.statements]
     facts = {id(n): order.statement_facts(n) for n in statements}
     counts = order.binding_counts(statements, facts)
     hoist_ids = _movable(running, in_steps, counts, facts)
     module_names: set[str] = set()
     for cell in running:
         if cell.role == "shared":
-            module_names.update(flow.scan(cell.tree.body).writes)  # type: ignore[union-attr]
+            module_names.update(flow.scan(cell.statements).writes)
     import_code: list[tuple[int, str]] = []
     other_code: list[tuple[int, str]] = []
     original = {c.index: c.code for c in cells}
@@ -50,7 +50,7 @@ def hoist(cells: list[Cell], steps: list[Step]) -> tuple[list[tuple[int, str]], 
             with_magics = ipysyntax.translate(without_marker(cell.source)).kept
             if with_magics != cell.code:  # same lines, extension magics kept: split alike
                 cell.magic_code = _split_cell(cell, hoist_ids, with_magics)[0]
-        cell.kept = [n for n in cell.tree.body if id(n) not in hoist_ids]  # type: ignore[union-attr]
+        cell.kept = [n for n in cell.statements if id(n) not in hoist_ids]
         cell.hoisted = [node for node, _ in moved]
         for node, text in moved:
             module_names.update(flow.scan([node]).writes)
@@ -63,9 +63,10 @@ def hoist(cells: list[Cell], steps: list[Step]) -> tuple[list[tuple[int, str]], 
     stable = {n for n, count in counts.items() if count == 1} | module_names | BUILTINS
     _rebind_definitions(steps, by_index, original, stable, facts)
     _replay_process_state(steps, by_index, original, module_names | BUILTINS)
-    seen: set[str] = set()
-    unique_imports = [(i, t) for i, t in import_code if not (t in seen or seen.add(t))]
-    return unique_imports + other_code, module_names
+    first_import: dict[str, tuple[int, str]] = {}  # an import written twice moves once
+    for index, text in import_code:
+        first_import.setdefault(text, (index, text))
+    return [*first_import.values(), *other_code], module_names
 
 
 def _movable(
@@ -81,7 +82,7 @@ def _movable(
       rebinds and names that move too.
     Code that binds names invisibly (exec, globals(), magics) moves nothing but __future__.
     """
-    statements = [(c, n) for c in running for n in c.tree.body]  # type: ignore[union-attr]
+    statements = [(c, n) for c in running for n in c.statements]
     nodes = [n for _, n in statements]
     futures = {
         id(n)
@@ -119,7 +120,7 @@ def _movable(
         name
         for cell in running
         if cell.role == "shared"
-        for name in flow.scan(cell.tree.body).writes  # type: ignore[union-attr]
+        for name in flow.scan(cell.statements).writes
         if counts[name] == 1
     }
     candidates = {
@@ -215,18 +216,14 @@ def _statement_text(node: ast.stmt, cell: Cell, code: str) -> str:
     if not _alone_on_its_lines(node, cell):
         return ast.unparse(node)
     lines = code.split("\n")
-    return "\n".join(lines[_first_line(node) - 1 : node.end_lineno])
+    return "\n".join(lines[_first_line(node) - 1 : _last_line(node)])
 
 
 def _alone_on_its_lines(node: ast.stmt, cell: Cell) -> bool:
     """A statement sharing a line with another (``import os; x = 1``) is left where it is."""
-    start = _first_line(node)
-    for other in cell.tree.body:  # type: ignore[union-attr]
-        if (
-            other is not node
-            and _first_line(other) <= node.end_lineno
-            and other.end_lineno >= start
-        ):  # type: ignore[operator]
+    start, end = _first_line(node), _last_line(node)
+    for other in cell.statements:
+        if other is not node and _first_line(other) <= end and _last_line(other) >= start:
             return False
     return True
 
@@ -236,6 +233,10 @@ def _first_line(node: ast.stmt) -> int:
     return min([node.lineno, *(d.lineno for d in decorators)])
 
 
+def _last_line(node: ast.stmt) -> int:
+    return node.end_lineno or node.lineno  # always set by ast.parse
+
+
 def _split_cell(
     cell: Cell, hoist_ids: set[int], code: str
 ) -> tuple[str, list[tuple[ast.stmt, str]]]:
@@ -243,9 +244,9 @@ def _split_cell(
     lines = code.split("\n")
     moved: list[tuple[ast.stmt, str]] = []
     drop: set[int] = set()
-    for node in cell.tree.body:  # type: ignore[union-attr]
+    for node in cell.statements:
         if id(node) in hoist_ids:
-            first, last = _first_line(node), node.end_lineno or node.lineno
+            first, last = _first_line(node), _last_line(node)
             moved.append((node, "\n".join(lines[first - 1 : last])))
             drop.update(range(first - 1, last))
     kept = "\n".join(line for number, line in enumerate(lines) if number not in drop)

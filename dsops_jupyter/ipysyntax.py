@@ -268,7 +268,7 @@ class _Rewriter:
         """Splice replacements in (UTF-8 column offsets, from the end so offsets hold)."""
         lines = [line.encode("utf-8") for line in self.lines]
         for node, text in sorted(edits, key=_position, reverse=True):
-            first, last = node.lineno - 1, node.end_lineno - 1  # type: ignore[attr-defined,operator]
+            first, last = node.lineno - 1, node.end_lineno - 1  # type: ignore[attr-defined]
             head = lines[first][: node.col_offset]  # type: ignore[attr-defined]
             tail = lines[last][node.end_col_offset :]  # type: ignore[attr-defined]
             lines[first : last + 1] = [head + text.encode("utf-8") + tail]

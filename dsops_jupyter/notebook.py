@@ -140,12 +140,13 @@ def _group_steps(cells: list[Cell], where: str) -> tuple[list[Step], list[str]]:
     notes: list[str] = []
     current: Step | None = None
     for cell in cells:
-        if cell.role == "step" and current is not None and last_part[cell.step] == current.name:  # type: ignore[index]
+        name = cell.step or ""  # set whenever the role is step (markers set both together)
+        if cell.role == "step" and current is not None and last_part[name] == current.name:
             pass  # the same name again on the next step cell: one step, as Kale reads it
-        elif cell.role == "step" and cell.step in steps:
+        elif cell.role == "step" and name in steps:
             current = _split_step(steps, cell, last_part, notes)
         elif cell.role == "step":
-            current = steps[cell.step] = Step(name=cell.step)  # type: ignore[index]
+            current = steps[name] = Step(name=name)
         elif cell.in_step and current is None:
             current = steps.setdefault(
                 IMPLICIT_STEP if has_steps else ZERO_CONFIG_STEP,

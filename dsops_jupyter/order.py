@@ -12,7 +12,7 @@ from __future__ import annotations
 import ast
 import sys
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from dsops_jupyter import flow
@@ -156,6 +156,7 @@ def statement_facts(stmt: ast.stmt) -> Facts:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
             args = node.args
             outside = [*args.defaults, *(d for d in args.kw_defaults if d is not None)]
+            body: Sequence[ast.AST]
             if isinstance(node, ast.Lambda):
                 inner, body = function or "<lambda>", [node.body]
             else:

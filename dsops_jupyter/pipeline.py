@@ -43,6 +43,12 @@ class Cell:
     def label(self) -> str:
         return f"cell {self.index + 1}"
 
+    @property
+    def statements(self) -> list[ast.stmt]:
+        """Its top-level statements: every cell a pipeline runs is parsed (skipped ones are not)."""
+        assert self.tree is not None, f"{self.label} is skipped, never parsed"
+        return self.tree.body
+
 
 @dataclass
 class Step:

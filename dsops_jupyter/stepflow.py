@@ -36,7 +36,7 @@ def analyse_flow(pipeline: Pipeline) -> None:
     by_index = {c.index: c for c in pipeline.cells}
     context = Context()  # imports and notebook functions, seen in notebook order
     module = flow.scan(
-        [n for c in pipeline.cells for n in (c.tree.body if c.role == "shared" else c.hoisted)],  # type: ignore[union-attr]
+        [n for c in pipeline.cells for n in (c.statements if c.role == "shared" else c.hoisted)],
         context=context,
     )
     pipeline.free_reads.update(module.reads)
