@@ -35,14 +35,15 @@ from pathlib import Path
 PACKAGE = "dsops_jupyter"
 ROOT = Path(__file__).resolve().parent.parent / PACKAGE
 MAX_LINES = 500
-ADAPTERS = {f"{PACKAGE}.cli", f"{PACKAGE}.magics", f"{PACKAGE}.__main__", f"{PACKAGE}:hooks"}
-ADAPTER_PACKAGES = (f"{PACKAGE}.server",)
+# The Jupyter hooks of __init__.py, and the graph node their imports belong to.
 HOOKS = {
     "load_ipython_extension",
     "_jupyter_server_extension_points",
     "_jupyter_labextension_paths",
 }
 HOOK_NODE = f"{PACKAGE}:hooks"
+ADAPTERS = {f"{PACKAGE}.cli", f"{PACKAGE}.magics", f"{PACKAGE}.__main__", HOOK_NODE}
+ADAPTER_PACKAGES = (f"{PACKAGE}.server",)
 INTERACTIVE_OR_WEB = ("IPython", "tornado", "jupyter_server", "ipywidgets")
 ALLOWED_IN_CORE = {(f"{PACKAGE}.ipysyntax", "IPython.core.inputtransformer2")}
 
@@ -62,6 +63,8 @@ class Import:
 
 @dataclass
 class Module:
+    """One module of the package, parsed, with its imports by graph node."""
+
     name: str
     path: Path
     source: str
