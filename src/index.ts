@@ -19,15 +19,7 @@ import { dsopsIcon } from './icons';
 import { MarkerChoice, stepNameProblem } from './markers';
 import { packageNotebook } from './packaging';
 import { PipelinePanel } from './panel';
-
-export namespace CommandIDs {
-  export const packageNotebook = 'dsops:package-notebook';
-  export const markStep = 'dsops:mark-step';
-  export const markParameters = 'dsops:mark-parameters';
-  export const markSkip = 'dsops:mark-skip';
-  export const clearMarker = 'dsops:clear-marker';
-  export const showPanel = 'dsops:show-panel';
-}
+import { CommandIDs } from './tokens';
 
 const CELL_SELECTOR = '.jp-Notebook .jp-Cell';
 

@@ -7,16 +7,8 @@ import { NotebookPanel } from '@jupyterlab/notebook';
 import { CommandRegistry } from '@lumino/commands';
 import { Widget } from '@lumino/widgets';
 
-import {
-  getPipeline,
-  IJob,
-  IJobOptions,
-  IJobResult,
-  IParameter,
-  IPipeline,
-  startJob,
-  watchJob
-} from './api';
+import { getPipeline, startJob, watchJob } from './api';
+import { IJob, IJobOptions, IJobResult, IParameter, IPipeline } from './tokens';
 
 /** The one-line message of anything thrown. */
 export function errorMessage(error: unknown): string {

@@ -8,18 +8,10 @@ import { CommandRegistry } from '@lumino/commands';
 import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 
-import {
-  formatSeconds,
-  getPipeline,
-  IJob,
-  IPipeline,
-  IStep,
-  jobDuration,
-  startJob,
-  watchJob
-} from './api';
+import { formatSeconds, getPipeline, jobDuration, startJob, watchJob } from './api';
 import { dsopsIcon } from './icons';
 import { errorMessage } from './packaging';
+import { IJob, IPipeline, IStep } from './tokens';
 
 interface IStepStatus {
   state: 'running' | 'succeeded' | 'failed';
