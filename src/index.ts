@@ -3,11 +3,7 @@
  * commands with badges, and a pipeline side panel. Every action calls the
  * dsops server routes; the pipeline logic lives in the Python core.
  */
-import {
-  ILayoutRestorer,
-  JupyterFrontEnd,
-  JupyterFrontEndPlugin
-} from '@jupyterlab/application';
+import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ICommandPalette, InputDialog, ToolbarButton } from '@jupyterlab/apputils';
 import { DocumentRegistry } from '@jupyterlab/docregistry';
 import { INotebookModel, INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
@@ -24,7 +20,10 @@ import { CommandIDs } from './tokens';
 const CELL_SELECTOR = '.jp-Notebook .jp-Cell';
 
 /** Adds the toolbar button and the badge keeper to every notebook panel. */
-class NotebookExtension implements DocumentRegistry.IWidgetExtension<NotebookPanel, INotebookModel> {
+class NotebookExtension implements DocumentRegistry.IWidgetExtension<
+  NotebookPanel,
+  INotebookModel
+> {
   constructor(private readonly _commands: CommandRegistry) {}
 
   createNew(panel: NotebookPanel): IDisposable {
@@ -107,7 +106,9 @@ function addCellCommands(app: JupyterFrontEnd, tracker: INotebookTracker): void 
     const target = findTarget(app, tracker);
     if (target) {
       const cells = many ? targetCells(target) : [target.cell];
-      cells.filter(cell => cell.model.type === 'code').forEach(cell => applyMarker(cell.model, choice));
+      cells
+        .filter(cell => cell.model.type === 'code')
+        .forEach(cell => applyMarker(cell.model, choice));
     }
   };
 
@@ -121,7 +122,7 @@ function addCellCommands(app: JupyterFrontEnd, tracker: INotebookTracker): void 
         return;
       }
       const current = cellMarker(target.cell.model);
-      const name = await askStepName(current?.kind === 'step' ? current.name ?? '' : '');
+      const name = await askStepName(current?.kind === 'step' ? (current.name ?? '') : '');
       if (name !== null && !target.cell.isDisposed) {
         applyMarker(target.cell.model, { kind: 'step', name });
       }
@@ -147,7 +148,12 @@ function addCellCommands(app: JupyterFrontEnd, tracker: INotebookTracker): void 
   });
 
   app.contextMenu.addItem({ type: 'separator', selector: CELL_SELECTOR, rank: 60 });
-  const ids = [CommandIDs.markStep, CommandIDs.markParameters, CommandIDs.markSkip, CommandIDs.clearMarker];
+  const ids = [
+    CommandIDs.markStep,
+    CommandIDs.markParameters,
+    CommandIDs.markSkip,
+    CommandIDs.clearMarker
+  ];
   ids.forEach((command, index) => {
     app.contextMenu.addItem({ command, selector: CELL_SELECTOR, rank: 60.1 + index / 10 });
   });

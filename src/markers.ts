@@ -18,10 +18,7 @@ export interface IMarker {
 
 /** A marker the user can set from the UI; null clears. */
 export type MarkerChoice =
-  | { kind: 'step'; name: string }
-  | { kind: 'parameters' }
-  | { kind: 'skip' }
-  | null;
+  { kind: 'step'; name: string } | { kind: 'parameters' } | { kind: 'skip' } | null;
 
 const KIND_TAGS = new Set([
   'parameters',

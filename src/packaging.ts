@@ -273,7 +273,11 @@ export class JobView extends Widget {
     }
     if (result.smoke) {
       const code = result.smoke.exit_code;
-      fact('Smoke run', code === 0 ? 'succeeded (exit 0)' : `failed (exit ${code})`, 'dsops-result-smoke');
+      fact(
+        'Smoke run',
+        code === 0 ? 'succeeded (exit 0)' : `failed (exit ${code})`,
+        'dsops-result-smoke'
+      );
     }
     if (result.run) {
       fact('Run', result.run.status, 'dsops-result-run');
@@ -289,7 +293,10 @@ export class JobView extends Widget {
   }
 
   private _headline(result: IJobResult): HTMLElement {
-    const headline = element('div', { class: 'dsops-Result-headline', 'data-testid': 'dsops-result-headline' });
+    const headline = element('div', {
+      class: 'dsops-Result-headline',
+      'data-testid': 'dsops-result-headline'
+    });
     if (result.created === false && result.tag) {
       headline.textContent = `unchanged: still ${result.tag}`;
     } else if (result.tag) {
@@ -301,7 +308,11 @@ export class JobView extends Widget {
   }
 
   private _openLink(script: string): HTMLElement {
-    const link = element('a', { href: '#', class: 'dsops-Result-open', 'data-testid': 'dsops-open-script' });
+    const link = element('a', {
+      href: '#',
+      class: 'dsops-Result-open',
+      'data-testid': 'dsops-open-script'
+    });
     link.textContent = 'Open generated script';
     link.title = script;
     link.addEventListener('click', event => {

@@ -149,8 +149,16 @@ export class PipelinePanel extends Widget {
     for (const step of pipeline.steps) {
       steps.appendChild(this._stepItem(path, step));
     }
-    const name = make('div', 'dsops-Panel-name', `${pipeline.name} · ${pipeline.steps.length} step(s)`);
-    const nodes: HTMLElement[] = [name, make('h3', 'dsops-Panel-heading', 'Steps (run order)'), steps];
+    const name = make(
+      'div',
+      'dsops-Panel-name',
+      `${pipeline.name} · ${pipeline.steps.length} step(s)`
+    );
+    const nodes: HTMLElement[] = [
+      name,
+      make('h3', 'dsops-Panel-heading', 'Steps (run order)'),
+      steps
+    ];
     nodes.push(make('h3', 'dsops-Panel-heading', 'Parameters'));
     nodes.push(this._parameters(pipeline));
     this._body.replaceChildren(...nodes);
