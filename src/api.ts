@@ -4,66 +4,8 @@
  * Every action of the frontend goes through these calls: the Python core owns
  * all pipeline logic, the frontend only renders what the server answers.
  */
-import { URLExt } from '@jupyterlab/coreutils';
-import { ServerConnection } from '@jupyterlab/services';
-
+import { requestAPI } from './request';
 import { IJob, IJobOptions, IPipeline, JobKind } from './tokens';
-
-/** An error answered by the server: its one-line message, ready to show. */
-export class DsopsAPIError extends Error {
-  constructor(
-    message: string,
-    readonly status: number
-  ) {
-    super(message);
-    this.name = 'DsopsAPIError';
-  }
-}
-
-/** Call a `dsops/` route; JSON in and out, `{"error"}` bodies become DsopsAPIError. */
-export async function requestAPI<T>(
-  endPoint: string,
-  init: RequestInit = {},
-  query: Record<string, string> = {}
-): Promise<T> {
-  const settings = ServerConnection.makeSettings();
-  let url = URLExt.join(settings.baseUrl, 'dsops', endPoint);
-  if (Object.keys(query).length > 0) {
-    url += URLExt.objectToQueryString(query);
-  }
-  let response: Response;
-  try {
-    response = await ServerConnection.makeRequest(url, init, settings);
-  } catch (error) {
-    throw new DsopsAPIError(`cannot reach the Jupyter server: ${String(error)}`, 0);
-  }
-  const text = await response.text();
-  let data: unknown = null;
-  if (text.length > 0) {
-    try {
-      data = JSON.parse(text);
-    } catch {
-      data = text;
-    }
-  }
-  if (!response.ok) {
-    throw new DsopsAPIError(errorLine(data, response), response.status);
-  }
-  return data as T;
-}
-
-function errorLine(data: unknown, response: Response): string {
-  if (data && typeof data === 'object' && 'error' in data) {
-    const error = (data as { error: unknown }).error;
-    if (typeof error === 'string' && error.length > 0) {
-      return error.split('\n')[0];
-    }
-  }
-  if (response.status === 404) {
-    return 'the dsops server extension is not enabled on this Jupyter server (404)';
-  }
-  return `${response.status} ${response.statusText}`.trim();
-}
 
 /** The pipeline the core reads from the notebook at `path` (as saved on disk). */
 export function getPipeline(path: string): Promise<IPipeline> {
@@ -108,20 +50,4 @@ export async function watchJob(
     onUpdate(current);
   }
   return current;
-}
-
-/** A job's wall time in seconds, or null while it runs. */
-export function jobDuration(job: IJob): number | null {
-  if (job.finished === null || job.finished === undefined) {
-    return null;
-  }
-  return Math.max(0, job.finished - job.created);
-}
-
-export function formatSeconds(seconds: number): string {
-  if (seconds < 60) {
-    return `${seconds.toFixed(1)} s`;
-  }
-  const minutes = Math.floor(seconds / 60);
-  return `${minutes} min ${Math.round(seconds - minutes * 60)} s`;
 }

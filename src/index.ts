@@ -10,11 +10,12 @@ import { INotebookModel, INotebookTracker, NotebookPanel } from '@jupyterlab/not
 import { CommandRegistry } from '@lumino/commands';
 import { DisposableDelegate, IDisposable } from '@lumino/disposable';
 
-import { applyMarker, BadgeManager, Cell, cellMarker } from './badges';
+import { applyMarker, BadgeManager, Cell, cellStepName } from './badges';
 import { dsopsIcon } from './icons';
 import { MarkerChoice, stepNameProblem } from './markers';
 import { packageNotebook } from './packaging';
 import { PipelinePanel } from './panel';
+import { useServerSettings } from './request';
 import { CommandIDs } from './tokens';
 
 const CELL_SELECTOR = '.jp-Notebook .jp-Cell';
@@ -121,8 +122,7 @@ function addCellCommands(app: JupyterFrontEnd, tracker: INotebookTracker): void 
       if (!target) {
         return;
       }
-      const current = cellMarker(target.cell.model);
-      const name = await askStepName(current?.kind === 'step' ? (current.name ?? '') : '');
+      const name = await askStepName(cellStepName(target.cell.model));
       if (name !== null && !target.cell.isDisposed) {
         applyMarker(target.cell.model, { kind: 'step', name });
       }
@@ -166,6 +166,7 @@ function activate(
   restorer: ILayoutRestorer | null
 ): void {
   const { commands } = app;
+  useServerSettings(app.serviceManager.serverSettings);
   app.docRegistry.addWidgetExtension('Notebook', new NotebookExtension(commands));
 
   commands.addCommand(CommandIDs.packageNotebook, {

@@ -8,28 +8,9 @@ import { CommandRegistry } from '@lumino/commands';
 import { Widget } from '@lumino/widgets';
 
 import { getPipeline, startJob, watchJob } from './api';
+import { element } from './dom';
+import { errorMessage } from './format';
 import { IJob, IJobOptions, IJobResult, IParameter, IPipeline } from './tokens';
-
-/** The one-line message of anything thrown. */
-export function errorMessage(error: unknown): string {
-  const text = error instanceof Error ? error.message : String(error);
-  return text.split('\n')[0];
-}
-
-function element<K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  attributes: Record<string, string> = {},
-  text?: string
-): HTMLElementTagNameMap[K] {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attributes)) {
-    node.setAttribute(key, value);
-  }
-  if (text !== undefined) {
-    node.textContent = text;
-  }
-  return node;
-}
 
 /** Show a one-line error in a dialog. */
 export async function showDsopsError(title: string, error: unknown): Promise<void> {
