@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import ast
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from dsops_jupyter import escape, ipysyntax
 from dsops_jupyter.errors import NotebookError
-from dsops_jupyter.markers import apply_markers
+from dsops_jupyter.markers import read_markers, without_marker
 from dsops_jupyter.pipeline import Cell
 from dsops_jupyter.spec import source_of
 
@@ -138,10 +139,13 @@ def normalise_newlines(source: str) -> str:
 
 def read_cell(index: int, raw: dict[str, Any], where: str) -> Cell:
     """One code cell with its markers applied, parsed when it is plain Python."""
-    tags = tuple(raw.get("metadata", {}).get("tags", []))
-    cell = Cell(index=index, source=source_of(raw), tags=tags, role="continue")
+    source = source_of(raw)
     label = f"{where}, cell {index + 1}"
-    source = apply_markers(cell, label)
+    markers = read_markers(
+        raw.get("metadata", {}).get("tags", []), source.partition("\n")[0], label
+    )
+    cell = replace(markers, index=index, source=source)
+    source = without_marker(source)
     try:  # most cells are plain Python: parse once, keep the tree
         cell.tree, cell.code = parse_cell(source, label), source
     except SyntaxError:

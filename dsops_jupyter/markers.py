@@ -10,6 +10,7 @@ from __future__ import annotations
 import keyword
 import re
 import shlex
+from collections.abc import Iterable
 from pathlib import Path
 
 from dsops_jupyter import escape
@@ -32,20 +33,22 @@ MAX_NAME = 100  # pipeline and step names: file, module, tag and image names sta
 MAGIC = "%%dsops"
 
 
-def apply_markers(cell: Cell, label: str) -> str:
-    """Set the cell's role, step, ``after`` and Kale extras from its tags and its first line;
-    returns its source without that ``%%dsops`` line."""
+def read_markers(tags: Iterable[str], first_line: str, where: str) -> Cell:
+    """The markers of one cell, its tags then a ``%%dsops`` first line, as a Cell without code.
+
+    The one reader of the marker grammar: tests/marker_cases.json runs through it and through
+    the frontend's src/markers.ts, so the badges and the core never disagree about a marker.
+    """
+    cell = Cell(index=-1, source="", tags=tuple(tags), role="continue")
     for tag in cell.tags:
-        _apply_tag(cell, tag, label)
-    first, _, rest = cell.source.partition("\n")
-    if first.strip().startswith(MAGIC):
-        _apply_magic_line(cell, first.strip(), label)
-        return rest
-    return cell.source
+        _apply_tag(cell, tag, where)
+    if first_line.strip().startswith(MAGIC):
+        _apply_magic_line(cell, first_line.strip(), where)
+    return cell
 
 
 def without_marker(source: str) -> str:
-    """The cell's code without a first ``%%dsops`` marker line (as ``apply_markers`` reads it)."""
+    """The cell's code without a first ``%%dsops`` marker line (as ``read_markers`` reads it)."""
     first, _, rest = source.partition("\n")
     return rest if first.strip().startswith(MAGIC) else source
 
@@ -56,8 +59,7 @@ def parse_marker_line(line: str, where: str = MAGIC) -> tuple[str, str | None, l
     The magics validate their first line with this, so the live kernel and the saved
     notebook can never disagree about a marker.
     """
-    cell = Cell(index=-1, source="", tags=(), role="continue")
-    _apply_magic_line(cell, line.strip(), where)
+    cell = read_markers((), line, where)
     return cell.role, cell.step, cell.after
 
 
