@@ -7,80 +7,39 @@ committed version as it is: the version is the source of truth, the image only i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dsops_jupyter import events, recipe
 from dsops_jupyter.errors import ImageError
 from dsops_jupyter.events import OnEvent
+from dsops_jupyter.model import PackageOptions, PackageResult
 
 UNRESOLVED = "# unresolved import: "
-
-
-@dataclass
-class PackageResult:
-    """What packaging produced: the version, the package folder, and the image when built."""
-
-    version: Any  # vcs.Version, or None with commit=False
-    created: bool
-    package_dir: Path
-    script: Path
-    image: Any = None  # image.ImageInfo, or oci.ReproducibleImage for reproducible builds
-    smoke: Any = None  # image.SmokeResult
-    pushed: list[str] = field(default_factory=list)
-    output: Path | None = None
-    unresolved_imports: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "version": self.version.to_json() if self.version is not None else None,
-            "created": self.created,
-            "package_dir": str(self.package_dir),
-            "script": str(self.script),
-            "image": self.image.to_json() if self.image is not None else None,
-            "smoke": self.smoke.to_json() if self.smoke is not None else None,
-            "pushed": list(self.pushed),
-            "output": str(self.output) if self.output is not None else None,
-            "unresolved_imports": list(self.unresolved_imports),
-        }
+#: Frozen: safe as the default argument of every call.
+DEFAULTS = PackageOptions()
 
 
 def package_notebook(
     path: str | Path,
-    *,
-    parameters: dict[str, Any] | None = None,
-    name: str | None = None,
-    out_dir: Path | None = None,
-    commit: bool = True,
-    build: bool = True,
-    smoke: bool = False,
-    base_image: str | None = None,
-    push: str | None = None,
-    force: bool = False,
-    reproducible: bool = False,
-    output: Path | None = None,
+    options: PackageOptions = DEFAULTS,
     on_event: OnEvent = events.ignore,
 ) -> PackageResult:
     """Convert and commit the notebook, then build (and smoke-run, push) its image.
 
-    `parameters` are coerced to the notebook's parameter types and baked in as the image's
-    default arguments. `reproducible`/`output` assemble the image without a Dockerfile build.
+    ``options.parameters`` are coerced to the notebook's parameter types and baked in as the
+    image's default arguments. ``reproducible``/``output`` assemble the image without a
+    Dockerfile build. The options checked their own combinations when they were made.
     """
     from dsops_jupyter.convert import generate_package, write_package
     from dsops_jupyter.notebook import read_pipeline
     from dsops_jupyter.params import coerce_parameters
 
-    images = build or smoke or bool(push) or reproducible or output is not None
-    if images and not commit:
-        raise ImageError(
-            f"{Path(path).name}: an image is built from a committed version; "
-            "drop --no-commit, or add --no-build to only write the recipe"
-        )
-    pipeline = read_pipeline(path, name=name)
-    values = coerce_parameters(pipeline, parameters)
+    pipeline = read_pipeline(path, name=options.name)
+    values = coerce_parameters(pipeline, options.parameters)
+    base_image, output = options.base_image, options.output
     file_base = base_image if _is_file(base_image) else None
-    if file_base and not (reproducible or output is not None):
+    if file_base and not (options.reproducible or output is not None):
         raise ImageError(
             f"base image {file_base} is a file: only --reproducible/--output builds read image "
             "archives; give a Dockerfile build a name:tag or name@sha256:... reference"
@@ -91,13 +50,13 @@ def package_notebook(
         from dsops_jupyter.recipe import check_base_image
 
         check_base_image(base_image)  # bad input is said before a missing engine is
-    client = _engine(smoke, push, output, file_base) if images else None
+    client = _engine(options.smoke, options.push, output, file_base) if options.images else None
     base = _read_file_base(file_base) if file_base else None
     events.stage(on_event, f"Converting {Path(path).name}")
     pkg = generate_package(
         path,
-        out_dir=out_dir,
-        name=name,
+        out_dir=options.out_dir,
+        name=options.name,
         base_image=None if file_base else base_image,
         image_parameters=values,
     )
@@ -108,22 +67,23 @@ def package_notebook(
         script=pkg.directory / f"{pkg.name}.py",
         unresolved_imports=_report_unresolved(pkg, on_event),
     )
-    if not commit:
-        write_package(pkg, force=force, on_event=on_event)
+    if not options.commit:
+        write_package(pkg, force=options.force, on_event=on_event)
         events.result(on_event, f"wrote {pkg.directory}", package_dir=str(pkg.directory))
         return result
     from dsops_jupyter.vcs import commit_package
 
     events.stage(on_event, f"Committing {pkg.name}")
-    result.version, result.created = commit_package(pkg, force=force, on_event=on_event)
-    if not images:
+    result.version, result.created = commit_package(pkg, force=options.force, on_event=on_event)
+    if not options.images:
         return result
+    reproducible = options.reproducible
     result.image = _build(pkg, result.version, values, reproducible, output, base, client, on_event)
-    result.output = Path(output) if output is not None else None
-    if smoke:
+    result.output = output
+    if options.smoke:
         result.smoke = _smoke(result.image, client, on_event)
-    if push:
-        result.pushed = _push(result.image, push, result.version, client, on_event)
+    if options.push:
+        result.pushed = _push(result.image, options.push, result.version, client, on_event)
     return result
 
 
