@@ -446,3 +446,28 @@ def test_of_several_allowed_errors_the_run_names_the_last_as_papermill_does(
     )
     assert "cell 3, line 1 `raise KeyError('late')`" in line, line
     assert "ValueError" not in line, line
+
+
+def test_papermill_finds_the_engine_through_its_entry_point(tmp_path: Path) -> None:
+    """papermill loads the ``papermill.engine`` entry points pyproject.toml declares, in either
+    import order (papermill first, or dsops's run code first). The source checkout's installed
+    metadata may predate the declaration, so it is copied into a dist-info of its own here."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    declared = tomllib.loads((root / "pyproject.toml").read_text())["project"]["entry-points"]
+    engines = declared["papermill.engine"]
+    assert engines == {"dsops": "dsops_jupyter.papermill_engine:DsopsEngine"}
+    info = tmp_path / "dsops_entry_points-0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: dsops-entry-points\nVersion: 0\n")
+    lines = [f"{name} = {target}" for name, target in engines.items()]
+    (info / "entry_points.txt").write_text("\n".join(["[papermill.engine]", *lines, ""]))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(root)])}
+    check = "from papermill.engines import papermill_engines as e; print(e.get_engine('dsops'))"
+    for first in ("import papermill", "import dsops_jupyter.execute"):
+        done = subprocess.run(
+            [sys.executable, "-c", f"{first}; {check}"], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        assert "dsops_jupyter.papermill_engine.DsopsEngine" in done.stdout
