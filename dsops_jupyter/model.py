@@ -82,19 +82,20 @@ class SmokeResult:
 
 
 # --- what a job is asked to do, and what it did: the one shape every adapter uses ------------
-#: A client's value quoted back in an error is cut to this many characters.
-SHOWN_CHARS = 200
+#: A user's value quoted back in an error is cut to this many characters.
+QUOTED_CHARS = 200
 
 
-def _shown(value: object) -> str:
-    """A user's value quoted for a one-line error, cut short: a 50 MB value is not echoed."""
+def quoted(value: object) -> str:
+    """A user's value (an option, a path a client sent) quoted as JSON for a one-line error
+    and cut short, so the reason after it stays readable and a 50 MB value is not echoed."""
     try:
         text = json.dumps(value, default=str)
     except (TypeError, ValueError, RecursionError):
-        text = "(a value that is not JSON)"
-    if len(text) <= SHOWN_CHARS:
+        text = "(a value that is not JSON, or nested too deeply)"
+    if len(text) <= QUOTED_CHARS:
         return text
-    return f"{text[:SHOWN_CHARS]}... ({len(text) - SHOWN_CHARS} more characters)"
+    return f"{text[:QUOTED_CHARS]}... ({len(text) - QUOTED_CHARS} more characters)"
 
 
 def _from_json(kind: str, data: object, types: Mapping[str, tuple[type, ...]]) -> dict[str, Any]:
@@ -103,13 +104,13 @@ def _from_json(kind: str, data: object, types: Mapping[str, tuple[type, ...]]) -
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise OptionsError(f"{kind} options must be a JSON object, not {_shown(data)}")
+        raise OptionsError(f"{kind} options must be a JSON object, not {quoted(data)}")
     for key, value in data.items():
         if key not in types:
-            raise OptionsError(f"unknown option {_shown(key)}; expected one of {', '.join(types)}")
+            raise OptionsError(f"unknown option {quoted(key)}; expected one of {', '.join(types)}")
         if not isinstance(value, types[key]):
             names = " or ".join("null" if t is type(None) else t.__name__ for t in types[key])
-            raise OptionsError(f"option {key!r} must be {names}, not {_shown(value)}")
+            raise OptionsError(f"option {key!r} must be {names}, not {quoted(value)}")
     parameters = data.get("parameters") or {}
     if not all(isinstance(name, str) for name in parameters):
         raise OptionsError("option 'parameters' must map names to values")

@@ -20,7 +20,7 @@ from jupyter_server.utils import url_path_join
 from tornado.web import HTTPError
 
 from dsops_jupyter.errors import DsopsError
-from dsops_jupyter.model import PackageOptions, RunOptions
+from dsops_jupyter.model import PackageOptions, RunOptions, quoted
 from dsops_jupyter.server.jobs import (
     MAX_ERROR_CHARS,
     JobManager,
@@ -47,8 +47,6 @@ MAX_REQUEST_BYTES = 1024 * 1024
 #: Nesting a parameter value may have: deeper is no notebook's literal, and would only make
 #: the core and the kernel recurse.
 MAX_VALUE_DEPTH = 32
-#: Characters of a client's value quoted back in an error message.
-MAX_ECHO_CHARS = 200
 
 
 class DsopsHandler(APIHandler):
@@ -69,17 +67,17 @@ class DsopsHandler(APIHandler):
         if not isinstance(rel, str) or not rel.strip():
             raise HTTPError(400, "missing 'path': a notebook path relative to the server root")
         if os.path.isabs(rel) or rel.startswith(("/", "\\")) or ".." in Path(rel).parts:
-            raise HTTPError(403, f"path {echo(rel)} is outside the server root")
+            raise HTTPError(403, f"path {quoted(rel)} is outside the server root")
         try:
             if not inside(self.root / rel, self.root):
-                raise HTTPError(403, f"path {echo(rel)} is outside the server root")
+                raise HTTPError(403, f"path {quoted(rel)} is outside the server root")
             target = (self.root / rel).resolve()
             found = target.is_file()
         except (OSError, ValueError) as err:  # too long a name, a NUL byte, ...
             reason = err.strerror if isinstance(err, OSError) else one_line(err)
-            raise HTTPError(400, f"cannot use path {echo(rel)}: {reason}") from None
+            raise HTTPError(400, f"cannot use path {quoted(rel)}: {reason}") from None
         if not found:
-            raise HTTPError(404, f"no such notebook: {echo(rel)}")
+            raise HTTPError(404, f"no such notebook: {quoted(rel)}")
         return target
 
     def relative(self, path: Path) -> str:
@@ -154,7 +152,7 @@ class JobsHandler(DsopsHandler):
         body = self.json_body()
         kind = body.get("kind")
         if kind not in KINDS:
-            raise HTTPError(400, f"unknown job kind {echo(kind)}; expected 'package' or 'run'")
+            raise HTTPError(400, f"unknown job kind {quoted(kind)}; expected 'package' or 'run'")
         notebook = self.notebook_path(body.get("path"))
         options = job_options(kind, body.get("options", {}))
         check_writes(notebook, self.root, options)
@@ -190,7 +188,7 @@ class JobHandler(DsopsHandler):
     def get(self, job_id: str) -> None:
         job = self.jobs.get(job_id)
         if job is None:
-            raise HTTPError(404, f"no such job: {echo(job_id)}")
+            raise HTTPError(404, f"no such job: {quoted(job_id)}")
         self.write_json(job)
 
 
@@ -202,27 +200,20 @@ def job_options(kind: str, options: Any) -> PackageOptions | RunOptions:
     if not isinstance(options, dict):
         raise HTTPError(400, "'options' must be a JSON object")
     known = list(dict.fromkeys(CLIENT_OPTIONS["package"] + CLIENT_OPTIONS["run"]))
-    for key in options:
-        if key not in known:
-            raise HTTPError(400, f"unknown option {echo(key)}; expected one of {', '.join(known)}")
+    unknown = next((key for key in options if key not in known), None)
+    if unknown is not None:
+        expected = ", ".join(known)
+        raise HTTPError(400, f"unknown option {quoted(unknown)}; expected one of {expected}")
     parameters = options.get("parameters")
     if isinstance(parameters, dict):
         deep = next((k for k, v in parameters.items() if depth(v) > MAX_VALUE_DEPTH), None)
         if deep is not None:
-            raise HTTPError(400, f"parameter {echo(deep)} is nested over {MAX_VALUE_DEPTH} levels")
+            levels = f"nested over {MAX_VALUE_DEPTH} levels"
+            raise HTTPError(400, f"parameter {quoted(deep)} is {levels}")
     own = {k: v for k, v in options.items() if k in CLIENT_OPTIONS[kind]}
     other = "run" if kind == "package" else "package"
     OPTIONS_OF[other].check_json({k: v for k, v in options.items() if k not in own})
     return OPTIONS_OF[kind].from_json(own)
-
-
-def echo(value: Any) -> str:
-    """A value the client sent, quoted for an error message and cut short (MAX_ECHO_CHARS),
-    so the reason after it stays readable and a huge value is not sent back."""
-    try:
-        return bounded(json.dumps(value, default=str), MAX_ECHO_CHARS)
-    except RecursionError:
-        return "(a deeply nested value)"
 
 
 def depth(value: Any) -> int:

@@ -367,6 +367,7 @@ def bounded_json(value: Any, limit: int = MAX_VALUE_CHARS) -> Any:
 
 
 def job_kind(options: PackageOptions | RunOptions) -> JobKind:
+    """The job kind the options are for: the REST ``kind`` and the worker's dispatch."""
     return "package" if isinstance(options, PackageOptions) else "run"
 
 
