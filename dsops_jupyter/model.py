@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from dsops_jupyter.events import OnEvent
     from dsops_jupyter.notebook import Pipeline
 
 
@@ -44,19 +45,54 @@ class Version:
 
 
 @dataclass
-class ImageInfo:
-    """A built image as `dsops images` shows it; version/commit/created come from its labels."""
+class ImageResult:
+    """A built image: from either builder, or found in the engine by `dsops images`.
 
-    id: str
+    An engine image carries what its labels say (version, commit, created); an assembled image
+    (``reproducible``) adds its manifest digest, base, layers and archive. `to_json` gives the
+    first kind's keys only, so `dsops images --json` and Dockerfile builds keep their shape.
+    """
+
+    id: str  # "sha256:<config digest>": the image ID an engine reports
     tags: list[str]
-    size: int
-    version: str = ""
+    size: int  # bytes: the engine's size, or the uncompressed layers of an assembled image
+    version: str = ""  # "v<N>"
     commit: str = ""
     created: str = ""
     name: str = ""
+    manifest_digest: str = ""
+    base: str = ""
+    base_digest: str = ""
+    layers: list[str] = field(default_factory=list)
+    archive: Path | None = None
+    loaded: bool = False
+    reproducible: bool = False
+
+    @property
+    def short_id(self) -> str:
+        return self.id.split(":", 1)[-1][:12]
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if not self.reproducible:
+            return {key: data[key] for key in _ENGINE_KEYS}
+        data["archive"] = str(self.archive) if self.archive else None
+        return data
+
+
+_ENGINE_KEYS = ("id", "tags", "size", "version", "commit", "created", "name")
+
+
+class ImageBuilder(Protocol):
+    """How `package` builds the image of a committed version, whichever builder it picked."""
+
+    def build(
+        self,
+        pkg: GeneratedPackage,
+        version: Version,
+        parameters: dict[str, Any],
+        on_event: OnEvent,
+    ) -> ImageResult: ...
 
 
 @dataclass
