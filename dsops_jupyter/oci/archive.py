@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from dsops_jupyter.errors import ImageError
 from dsops_jupyter.fsutil import atomic_stream
@@ -117,8 +117,11 @@ def _write_archive_tar(
 
 
 def _index(manifest: bytes, tags: list[str]) -> bytes:
-    descriptor = {"mediaType": MEDIA_MANIFEST, "digest": sha256_digest(manifest)}
-    descriptor["size"] = len(manifest)
+    descriptor: dict[str, Any] = {
+        "mediaType": MEDIA_MANIFEST,
+        "digest": sha256_digest(manifest),
+        "size": len(manifest),
+    }
     entries = [
         {
             **descriptor,

@@ -10,7 +10,7 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dsops_jupyter import wheelhouse as wh
 from dsops_jupyter.errors import BaseImageError, ImageError
@@ -26,6 +26,9 @@ from dsops_jupyter.oci.policy import code_layer, deps_layer, image_config
 from dsops_jupyter.oci.source import BaseImage, read_base, read_base_path
 from dsops_jupyter.recipe import recipe_base_image
 
+if TYPE_CHECKING:
+    from docker import DockerClient
+
 
 @dataclass(frozen=True)
 class Assembler:
@@ -34,7 +37,7 @@ class Assembler:
 
     base: BaseImage | None = None
     output: Path | None = None
-    engine: Any = None
+    engine: DockerClient | None = None
 
     def build(
         self,
@@ -87,7 +90,7 @@ def build_reproducible(
     base_image: str | Path | BaseImage,
     parameters: dict[str, Any] | None = None,
     output: Path | None = None,
-    engine: Any = None,
+    engine: DockerClient | None = None,
     wheelhouse: Path | None = None,
     on_event: OnEvent = ignore,
     cache_dir: Path | None = None,

@@ -7,7 +7,7 @@ runnable there, and the engine must then agree on the image ID.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from dsops_jupyter.errors import ImageError
 from dsops_jupyter.events import OnEvent, log
@@ -15,9 +15,12 @@ from dsops_jupyter.fsutil import atomic_stream
 from dsops_jupyter.oci.archive import Assembled, write_archive
 from dsops_jupyter.oci.blob import CHUNK, hex_of, sha256_digest
 
+if TYPE_CHECKING:
+    from docker import DockerClient
+
 
 def save_base(
-    client: Any, ref: str, folder: Path, on_event: OnEvent
+    client: DockerClient, ref: str, folder: Path, on_event: OnEvent
 ) -> tuple[Path, str, list[str]]:
     """``docker save`` of ``ref`` into ``folder``, once per image ID: (archive, ID, its tags)."""
     from docker.errors import DockerException, ImageNotFound
@@ -40,7 +43,7 @@ def save_base(
 
 
 def load_into_engine(
-    client: Any,
+    client: DockerClient,
     image: Assembled,
     tags: list[str],
     epoch: int,
@@ -89,6 +92,6 @@ def _ensure_archive(
     return path if output is not None else _archive(path, image, tags, epoch, thin=False)
 
 
-def _load(client: Any, archive: Path) -> None:
+def _load(client: DockerClient, archive: Path) -> None:
     with archive.open("rb") as handle:
         client.images.load(handle)

@@ -15,7 +15,7 @@ import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dsops_jupyter.errors import ImageError
 from dsops_jupyter.events import OnEvent, ignore
@@ -38,6 +38,9 @@ from dsops_jupyter.oci.blob import (
     sha256_digest,
 )
 from dsops_jupyter.oci.layer import LayerSpec, write_layer
+
+if TYPE_CHECKING:
+    from docker import DockerClient
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -127,7 +130,7 @@ def normalize_member(name: str) -> str:
 
 
 def read_base(
-    ref: str | Path, *, engine: Any = None, cache: Path, on_event: OnEvent = ignore
+    ref: str | Path, *, engine: DockerClient | None = None, cache: Path, on_event: OnEvent = ignore
 ) -> BaseImage:
     """A base image from a path (docker-archive, OCI layout dir/tar, rootfs tar) or an engine."""
     path = Path(ref).expanduser()
