@@ -2,8 +2,9 @@
 
 Why: ``pip install`` inside ``docker build`` needs the network, a resolver and the wall clock at
 build time. Fetching exactly the pinned wheels on the host (``pip download --only-binary=:all:
---platform ...``) and unpacking them ourselves makes the image build hermetic (no network once the
-wheelhouse holds the wheels) and deterministic (the layer is a pure function of the wheel bytes).
+--platform ...``) and unpacking them with pypa ``installer`` into a layer makes the image build
+hermetic (no network once the wheelhouse holds the wheels) and deterministic (the layer is a pure
+function of the wheel bytes, each checked against its RECORD hash).
 """
 
 from __future__ import annotations
