@@ -2,9 +2,9 @@
 
 The recipe (recipe.py) is rendered at convert time and committed with the package, so it holds
 nothing that depends on the version (commit, time): those arrive as build args of its one LABEL
-instruction, placed just before the code so they never invalidate the dependency layers. The build context
-is made in memory from the generated files only, so nothing else (notebook outputs, .git, .env)
-can reach the image.
+instruction, placed just before the code so they never invalidate the dependency layers. The
+build context is made in memory from the generated files only, so nothing else (notebook
+outputs, .git, .env) can reach the image.
 """
 
 from __future__ import annotations
