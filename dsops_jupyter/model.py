@@ -13,13 +13,13 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from dsops_jupyter.errors import ImageError, OptionsError
 
 if TYPE_CHECKING:
+    from dsops_jupyter.events import OnEvent
     from dsops_jupyter.notebook import Pipeline
-    from dsops_jupyter.oci import ReproducibleImage
 
 
 @dataclass
@@ -52,19 +52,54 @@ class Version:
 
 
 @dataclass
-class ImageInfo:
-    """A built image as `dsops images` shows it; version/commit/created come from its labels."""
+class ImageResult:
+    """A built image: from either builder, or found in the engine by `dsops images`.
 
-    id: str
+    An engine image carries what its labels say (version, commit, created); an assembled image
+    (``reproducible``) adds its manifest digest, base, layers and archive. `to_json` gives the
+    first kind's keys only, so `dsops images --json` and Dockerfile builds keep their shape.
+    """
+
+    id: str  # "sha256:<config digest>": the image ID an engine reports
     tags: list[str]
-    size: int
-    version: str = ""
+    size: int  # bytes: the engine's size, or the uncompressed layers of an assembled image
+    version: str = ""  # "v<N>"
     commit: str = ""
     created: str = ""
     name: str = ""
+    manifest_digest: str = ""
+    base: str = ""
+    base_digest: str = ""
+    layers: list[str] = field(default_factory=list)
+    archive: Path | None = None
+    loaded: bool = False
+    reproducible: bool = False
+
+    @property
+    def short_id(self) -> str:
+        return self.id.split(":", 1)[-1][:12]
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if not self.reproducible:
+            return {key: data[key] for key in _ENGINE_KEYS}
+        data["archive"] = str(self.archive) if self.archive else None
+        return data
+
+
+_ENGINE_KEYS = ("id", "tags", "size", "version", "commit", "created", "name")
+
+
+class ImageBuilder(Protocol):
+    """How `package` builds the image of a committed version, whichever builder it picked."""
+
+    def build(
+        self,
+        pkg: GeneratedPackage,
+        version: Version,
+        parameters: dict[str, Any],
+        on_event: OnEvent,
+    ) -> ImageResult: ...
 
 
 @dataclass
@@ -257,7 +292,7 @@ class PackageResult:
     created: bool
     package_dir: Path
     script: Path
-    image: ImageInfo | ReproducibleImage | None = None
+    image: ImageResult | None = None
     smoke: SmokeResult | None = None
     pushed: list[str] = field(default_factory=list)
     output: Path | None = None

@@ -8,12 +8,25 @@ committed version as it is: the version is the source of truth, the image only i
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dsops_jupyter import events, recipe
+from dsops_jupyter import events
 from dsops_jupyter.errors import ImageError
 from dsops_jupyter.events import OnEvent
-from dsops_jupyter.model import PackageOptions, PackageResult
+from dsops_jupyter.model import (
+    GeneratedPackage,
+    ImageBuilder,
+    ImageResult,
+    PackageOptions,
+    PackageResult,
+    SmokeResult,
+    Version,
+)
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+
+    from dsops_jupyter.oci import BaseImage
 
 UNRESOLVED = "# unresolved import: "
 #: Frozen: safe as the default argument of every call.
@@ -87,7 +100,9 @@ def package_notebook(
     return result
 
 
-def _engine(smoke: bool, push: str | None, output: Path | None, file_base: str | None) -> Any:
+def _engine(
+    smoke: bool, push: str | None, output: Path | None, file_base: str | None
+) -> DockerClient | None:
     """The engine client, or None for a daemonless build (`output`, no smoke run, no push).
 
     A daemonless build still reads a base given by name from the engine when one answers.
@@ -105,7 +120,7 @@ def _engine(smoke: bool, push: str | None, output: Path | None, file_base: str |
         return None  # the daemonless builder says the base needs a file or an engine
 
 
-def _read_file_base(file_base: str) -> Any:
+def _read_file_base(file_base: str) -> BaseImage:
     """The base archive, read and inspected now: a bad file is refused before any commit."""
     from dsops_jupyter import oci
 
@@ -131,45 +146,54 @@ def _report_unresolved(pkg: Any, on_event: OnEvent) -> list[str]:
     return names
 
 
+def builder_for(
+    reproducible: bool,
+    output: Path | None,
+    file_base: BaseImage | None,
+    client: DockerClient | None,
+) -> ImageBuilder:
+    """The deterministic assembler for --reproducible, --output or a base archive; else the
+    Dockerfile build on the engine."""
+    if reproducible or output is not None or file_base is not None:
+        from dsops_jupyter import oci  # the daemonless builder, only for these builds
+
+        return oci.Assembler(base=file_base, output=output, engine=client)
+    from dsops_jupyter import image
+
+    return image.DockerfileBuilder(client)
+
+
 def _build(
-    pkg: Any,
-    version: Any,
+    pkg: GeneratedPackage,
+    version: Version,
     values: dict[str, Any],
     reproducible: bool,
     output: Path | None,
-    file_base: Any,  # oci.BaseImage read from a file, or None
-    client: Any,
+    file_base: BaseImage | None,
+    client: DockerClient | None,
     on_event: OnEvent,
-) -> Any:
-    """A Dockerfile build on the engine, or the daemonless assembly (loaded when `client`)."""
-    from dsops_jupyter import image
-
-    tag = image.image_tags(pkg.name, version)[0]
-    if not (reproducible or output is not None):
-        events.stage(on_event, f"Building image {tag}")
-        return image.build_image(pkg, version, on_event=on_event, client=client)
-    from dsops_jupyter import oci  # the daemonless builder, only for these builds
-
-    events.stage(on_event, f"Assembling image {tag}")
-    return oci.build_reproducible(
-        pkg,
-        version,
-        base_image=file_base or recipe.recipe_base_image(pkg.files["Dockerfile"]),
-        parameters=values or None,
-        output=Path(output) if output is not None else None,
-        engine=client,
-        on_event=on_event,
+) -> ImageResult:
+    """The image of the committed version, by whichever builder the options pick."""
+    builder = builder_for(
+        reproducible, Path(output) if output is not None else None, file_base, client
     )
+    return builder.build(pkg, version, values, on_event)
 
 
-def _smoke(info: Any, client: Any, on_event: OnEvent) -> Any:
+def _smoke(info: ImageResult, client: DockerClient | None, on_event: OnEvent) -> SmokeResult:
     from dsops_jupyter import image
 
     events.stage(on_event, f"Smoke run of {(info.tags or [info.id])[0]}")
     return image.smoke_run(info, None, on_event, client=client)
 
 
-def _push(info: Any, registry: str, version: Any, client: Any, on_event: OnEvent) -> list[str]:
+def _push(
+    info: ImageResult,
+    registry: str,
+    version: Version,
+    client: DockerClient | None,
+    on_event: OnEvent,
+) -> list[str]:
     from dsops_jupyter import image
 
     events.stage(on_event, f"Pushing to {registry}")
