@@ -209,18 +209,17 @@ def cmd_steps(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from dsops_jupyter.execute import run_notebook
+    from dsops_jupyter.model import RunOptions
 
-    values = _parameters(args)
+    options = RunOptions(
+        parameters=_parameters(args),
+        steps=tuple(args.step),
+        out_dir=args.out,
+        kernel_name=args.kernel,
+        strict=args.strict,
+    )
     with _reporter(args) as on_event:
-        record = run_notebook(
-            args.notebook,
-            parameters=values,
-            steps=args.step or None,
-            out_dir=args.out,
-            kernel_name=args.kernel,
-            strict=args.strict,
-            on_event=on_event,
-        )
+        record = run_notebook(args.notebook, options, on_event)
     if args.json:
         _print_json(record.to_json())
         return 0
@@ -311,25 +310,24 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_package(args: argparse.Namespace) -> int:
+    from dsops_jupyter.model import PackageOptions
     from dsops_jupyter.package import package_notebook
 
-    values = _parameters(args)
+    options = PackageOptions(
+        parameters=_parameters(args),
+        name=args.name,
+        out_dir=args.out,
+        commit=not args.no_commit,
+        build=not args.no_build,
+        smoke=args.smoke,
+        base_image=args.base_image,
+        push=args.push,
+        force=args.force,
+        reproducible=args.reproducible,
+        output=args.output,
+    )
     with _reporter(args) as on_event:
-        result = package_notebook(
-            args.notebook,
-            parameters=values,
-            name=args.name,
-            out_dir=args.out,
-            commit=not args.no_commit,
-            build=not args.no_build,
-            smoke=args.smoke,
-            base_image=args.base_image,
-            push=args.push,
-            force=args.force,
-            reproducible=args.reproducible,
-            output=args.output,
-            on_event=on_event,
-        )
+        result = package_notebook(args.notebook, options, on_event)
     data = result.to_json()
     if args.json:
         _print_json(data)

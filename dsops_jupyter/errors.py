@@ -119,3 +119,7 @@ class JobConflictError(DsopsError):
     """Another job already works on the same notebook."""
 
     http_status = 409
+
+
+class OptionsError(DsopsError):
+    """A job option is unknown or of the wrong type (a server request, a magic's options)."""

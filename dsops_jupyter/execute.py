@@ -1,90 +1,57 @@
 """Run a notebook (or chosen steps and what they need) with papermill, and keep a run record.
 
 papermill does the executing; dsops chooses the cells, coerces parameters before any kernel
-starts, reports progress per cell through a registered papermill engine, and writes a JSON run
-record beside the executed notebook.
+starts, reports progress per cell through its papermill engine (papermill_engine.py, found by
+name), and writes a JSON run record (model.RunRecord) beside the executed notebook.
 """
 
 from __future__ import annotations
 
-import ast
 import copy
 import json
 import re
 import subprocess
 import time
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 from dsops_jupyter import __version__, events, ipysyntax
-from dsops_jupyter._probe import UNFINGERPRINTABLE
 from dsops_jupyter.cells import load_notebook
 from dsops_jupyter.config import load_config
 from dsops_jupyter.errors import ExecutionError, RunInterruptedError
 from dsops_jupyter.events import OnEvent
 from dsops_jupyter.fsutil import atomic_write
+from dsops_jupyter.model import RunOptions, RunRecord
+from dsops_jupyter.monitor import Monitor
 from dsops_jupyter.notebook import read_pipeline
 from dsops_jupyter.params import coerce_parameters
 from dsops_jupyter.pipeline import Pipeline
 from dsops_jupyter.spec import source_of
 
-ENGINE_NAME = "dsops"
+ENGINE_NAME = "dsops"  # the papermill.engine entry point's name in pyproject.toml
+#: Frozen: safe as the default argument of every call.
+DEFAULTS = RunOptions()
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-@dataclass
-class RunRecord:
-    notebook: str
-    output_notebook: Path
-    record_path: Path
-    status: str
-    parameters: dict[str, Any]
-    steps: list[dict[str, Any]]
-    started: str
-    duration: float
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "notebook": self.notebook,
-            "output_notebook": str(self.output_notebook),
-            "record": str(self.record_path),
-            "status": self.status,
-            "parameters": self.parameters,
-            "steps": self.steps,
-            "started": self.started,
-            "duration": round(self.duration, 3),
-            **self.details,
-        }
-
-
 def run_notebook(
-    path: str | Path,
-    *,
-    parameters: dict[str, Any] | None = None,
-    steps: list[str] | None = None,
-    out_dir: Path | None = None,
-    kernel_name: str | None = None,
-    cwd: Path | None = None,
-    strict: bool = False,
-    on_event: OnEvent = events.ignore,
+    path: str | Path, options: RunOptions = DEFAULTS, on_event: OnEvent = events.ignore
 ) -> RunRecord:
-    """Execute the notebook's pipeline (all steps, or ``steps`` plus their upstream).
+    """Execute the notebook's pipeline (all steps, or ``options.steps`` plus their upstream).
 
     Each step's inputs are fingerprinted in the kernel before and after the step; a change the
     static analysis did not predict is a warning in the record (an error with ``strict``).
     """
     path = Path(path).resolve()
+    kernel_name, cwd, strict = options.kernel_name, options.cwd, options.strict
     pipeline = read_pipeline(path)
-    values = coerce_parameters(pipeline, parameters)
+    values = coerce_parameters(pipeline, options.parameters)
+    steps = list(options.steps)
     chosen = pipeline.upstream(steps) if steps else [s.name for s in pipeline.steps]
     nb = runnable_notebook(pipeline, load_notebook(path), chosen)
-    out_dir = (out_dir or _default_out_dir(pipeline)).resolve()
+    out_dir = (options.out_dir or _default_out_dir(pipeline)).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir / path.name
     events.stage(on_event, f"Running {len(chosen)} step(s) of {path.name}: {', '.join(chosen)}")
@@ -208,7 +175,7 @@ def _papermill(
     import nbformat
     import papermill
 
-    _register_engine()
+    _ensure_engine()
     return papermill.execute_notebook(
         nbformat.from_dict(nb),
         str(output),
@@ -222,253 +189,20 @@ def _papermill(
     )
 
 
-@dataclass
-class Monitor:
-    """What the engine reports while cells run: progress, live output lines, the failing cell,
-    and the runtime check of each step's inputs (fingerprints taken in the kernel)."""
+def _ensure_engine() -> None:
+    """papermill registers the dsops engine from the installed ``papermill.engine`` entry
+    point; a source checkout run through PYTHONPATH (or an install made before the entry
+    point existed) has no such metadata, so register it here then. papermill is loaded by now,
+    which is the one order in which the engine module may be imported."""
+    from papermill.engines import papermill_engines
+    from papermill.exceptions import PapermillException
 
-    on_event: OnEvent
-    input_path: str
-    watched: dict[str, list[str]]  # step -> names it reads and should leave unchanged
-    on_first_cell: Callable[[], None] = lambda: None
-    failure: Any = None  # nbclient's CellExecutionError
-    failed_cell: dict[str, Any] = field(default_factory=dict)
-    interrupted: dict[str, Any] = field(default_factory=dict)  # metadata.dsops of that cell
-    changes: list[dict[str, str]] = field(default_factory=list)
-    unchecked: set[str] = field(default_factory=set)
-    checked: list[str] = field(default_factory=list)
-    probe_seconds: float = 0.0  # time spent fingerprinting, the cost of the runtime check
-    partial: dict[str, str] = field(default_factory=dict)  # stream name -> unfinished line
+    try:
+        papermill_engines.get_engine(ENGINE_NAME)
+    except PapermillException:
+        from dsops_jupyter.papermill_engine import DsopsEngine
 
-    def stream(self, name: str, text: str) -> None:
-        """Kernel output as it arrives, one log event per complete line (the kernel's breaks)."""
-        *lines, self.partial[name] = (self.partial.get(name, "") + text).split("\n")
-        for line in lines:
-            events.log(self.on_event, _terminal_line(line))
-
-    def flush(self) -> None:
-        for rest in self.partial.values():
-            if rest:
-                events.log(self.on_event, _terminal_line(rest))
-        self.partial.clear()
-
-    def compare(self, step: str, before: dict[str, str], after: dict[str, str]) -> None:
-        self.checked.append(step)
-        for name, digest in before.items():
-            if digest == UNFINGERPRINTABLE or after.get(name) == UNFINGERPRINTABLE:
-                self.unchecked.add(name)
-            elif name in after and after[name] != digest:
-                self.changes.append({"step": step, "name": name})
-
-    def verification(self) -> dict[str, Any]:
-        return {
-            "checked_steps": self.checked,
-            "unexpected_changes": self.changes,
-            "unchecked": sorted(self.unchecked),
-            "seconds": round(self.probe_seconds, 3),
-        }
-
-    def warnings(self) -> list[str]:
-        lines = [
-            f"step {c['step']!r} changed `{c['name']}`, which the analysis says it only reads: "
-            "a step-by-step run would pass the unchanged value on"
-            for c in self.changes
-        ]
-        if self.unchecked:
-            names = ", ".join(f"`{n}`" for n in sorted(self.unchecked))
-            lines.append(f"not verified at run time (cannot be fingerprinted): {names}")
-        return lines
-
-
-def _terminal_line(line: str) -> str:
-    """What a terminal shows of a line: the text after its last carriage return."""
-    return line.rstrip("\r").rsplit("\r", 1)[-1]
-
-
-@cache
-def _register_engine() -> None:
-    """A papermill engine whose client reports progress and live output as dsops events,
-    records the input path (not a copy), and verifies each step's inputs between steps."""
-    from nbclient.exceptions import CellExecutionError
-    from papermill.clientwrap import PapermillNotebookClient
-    from papermill.engines import NBClientEngine, papermill_engines
-    from papermill.log import logger
-    from papermill.utils import merge_kwargs, remove_args
-
-    class DsopsClient(PapermillNotebookClient):
-        def __init__(self, nb_man: Any, monitor: Monitor, **kwargs: Any) -> None:
-            super().__init__(nb_man, **kwargs)
-            self.monitor = monitor
-            self.probe_installed = False
-
-        def papermill_execute_cells(self) -> None:
-            """papermill's loop, plus events and checks; an interrupted cell is marked failed
-            (papermill would mark it completed) and the kernel is killed, not asked to stop
-            while it is busy (that makes it print a ZMQ traceback)."""
-            self.shutdown_kernel = "immediate"
-            save = self.nb_man.save
-            self.nb_man.save = _throttled(save)
-            try:
-                self.execute_code_cells()
-            finally:
-                self.nb_man.save = save  # the final save (notebook_complete) always happens
-            self.shutdown_kernel = "graceful"
-
-        def execute_code_cells(self) -> None:
-            code = [i for i, c in enumerate(self.nb.cells) if c.get("cell_type") == "code"]
-            starts, ends = _step_runs(self.nb.cells, code, self.monitor.watched)
-            before: dict[str, str] = {}
-            for done, index in enumerate(code):
-                cell = self.nb.cells[index]
-                step = _label(cell)
-                if index in starts:
-                    before = self.fingerprints(self.monitor.watched[step])
-                self.monitor.on_first_cell()
-                events.progress(self.monitor.on_event, done / len(code), f"step {step}")
-                self.nb_man.cell_start(cell, index)
-                try:
-                    self.execute_cell(cell, index)
-                except CellExecutionError as err:
-                    self.nb_man.cell_exception(cell, cell_index=index, exception=err)
-                    self.monitor.failure, self.monitor.failed_cell = err, cell
-                    break
-                except KeyboardInterrupt:
-                    _cancel_pending_tasks()  # else they report the killed kernel at exit
-                    self.nb_man.cell_exception(cell, cell_index=index)
-                    self.monitor.interrupted = dict(cell.get("metadata", {}).get("dsops", {}))
-                    raise
-                finally:
-                    self.monitor.flush()
-                    self.nb_man.cell_complete(cell, cell_index=index)
-                events.progress(self.monitor.on_event, (done + 1) / len(code))
-                if index in ends:
-                    after = self.fingerprints(list(before))
-                    self.monitor.compare(step, before, after)
-
-        def fingerprints(self, names: list[str]) -> dict[str, str]:
-            """Digests of ``names`` in the user's namespace, through silent requests: no cell,
-            no execution count, no history, no hooks (IPython skips them when silent)."""
-            clock = time.perf_counter()
-            if not self.probe_installed:
-                self.silent_request(_probe_install(), {})
-                self.probe_installed = True
-            expression = f"__import__('_dsops_probe').fingerprints({names!r}, globals())"
-            reply = self.silent_request("", {"fp": expression})
-            result = reply.get("user_expressions", {}).get("fp", {})
-            self.monitor.probe_seconds += time.perf_counter() - clock
-            if result.get("status") != "ok":
-                return {}
-            return json.loads(ast.literal_eval(result["data"]["text/plain"]))
-
-        def silent_request(self, code: str, expressions: dict[str, str]) -> dict[str, Any]:
-            msg_id = self.kc.execute(
-                code, silent=True, store_history=False, user_expressions=expressions
-            )
-            reply = self.wait_for_reply(msg_id)
-            return reply["content"] if reply else {}
-
-        def process_message(self, msg: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-            if msg.get("msg_type") == "stream":
-                self.monitor.stream(msg["content"]["name"], msg["content"]["text"])
-            return super().process_message(msg, *args, **kwargs)
-
-    class DsopsEngine(NBClientEngine):
-        @classmethod
-        def execute_notebook(cls, nb: Any, kernel_name: Any, **kwargs: Any) -> Any:
-            # papermill records the input as given: for a notebook object, a full copy,
-            # re-serialised with every save (twice a cell). The file's path is what it ran.
-            nb.metadata.papermill["input_path"] = kwargs["dsops_monitor"].input_path
-            return super().execute_notebook(nb, kernel_name, **kwargs)
-
-        @classmethod
-        def execute_managed_notebook(
-            cls,
-            nb_man: Any,
-            kernel_name: str,
-            dsops_monitor: Monitor,
-            log_output: bool = False,
-            stdout_file: Any = None,
-            stderr_file: Any = None,
-            start_timeout: int = 60,
-            execution_timeout: int | None = None,
-            **kwargs: Any,
-        ) -> Any:
-            """NBClientEngine.execute_managed_notebook (papermill 2.x) with dsops's client."""
-            kwargs = remove_args(["input_path"], **kwargs)
-            safe_kwargs = remove_args(["timeout", "startup_timeout"], **kwargs)
-            final_kwargs = merge_kwargs(
-                safe_kwargs,
-                timeout=execution_timeout if execution_timeout else kwargs.get("timeout"),
-                startup_timeout=start_timeout,
-                kernel_name=kernel_name,
-                log=logger,
-                log_output=log_output,
-                stdout_file=stdout_file,
-                stderr_file=stderr_file,
-            )
-            return DsopsClient(nb_man, dsops_monitor, **final_kwargs).execute()
-
-    papermill_engines.register(ENGINE_NAME, DsopsEngine)
-
-
-def _probe_install() -> str:
-    """Code that makes _probe.py the kernel's module ``_dsops_probe``, binding no user name."""
-    source = Path(__file__).with_name("_probe.py").read_text(encoding="utf-8")
-    return (
-        "__import__('sys').modules.setdefault('_dsops_probe', __import__('types')"
-        f".ModuleType('_dsops_probe')); exec({source!r}, "
-        "__import__('sys').modules['_dsops_probe'].__dict__)"
-    )
-
-
-def _throttled(save: Callable[[], None]) -> Callable[[], None]:
-    """papermill saves the whole notebook (validated, re-serialised) when each cell starts and
-    ends: ~0.1 s a save on a 170-cell notebook with figures, more than the cells themselves.
-    Save at most once a second, and never spend more than ~5% of the run saving."""
-    next_save = [0.0]
-
-    def throttled(**kwargs: Any) -> None:
-        start = time.monotonic()
-        if start >= next_save[0]:
-            save(**kwargs)
-            next_save[0] = start + max(1.0, 20 * (time.monotonic() - start))
-
-    return throttled
-
-
-def _cancel_pending_tasks() -> None:
-    """Ctrl-C stops nbclient's event loop mid-cell, leaving its tasks pending: cancel them."""
-    import asyncio
-
-    from jupyter_core.utils import ensure_event_loop
-
-    loop = ensure_event_loop()
-    if loop.is_running():  # driven by someone else's loop: theirs to clean up
-        return
-    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
-    for task in pending:
-        task.cancel()
-    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-
-
-def _label(cell: Any) -> str:
-    return cell.get("metadata", {}).get("dsops", {}).get("step", "parameters")
-
-
-def _step_runs(
-    cells: list[Any], code: list[int], watched: dict[str, list[str]]
-) -> tuple[set[int], set[int]]:
-    """First and last cell indexes of each unbroken run of a watched step's code cells."""
-    labels = [_label(cells[i]) for i in code]
-    starts, ends = set(), set()
-    for position, index in enumerate(code):
-        if labels[position] not in watched:
-            continue
-        if position == 0 or labels[position - 1] != labels[position]:
-            starts.add(index)
-        if position == len(code) - 1 or labels[position + 1] != labels[position]:
-            ends.add(index)
-    return starts, ends
+        papermill_engines.register(ENGINE_NAME, DsopsEngine)
 
 
 def _read_output(output: Path, fallback: dict[str, Any]) -> dict[str, Any]:

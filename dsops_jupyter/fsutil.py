@@ -12,25 +12,43 @@ import json
 import os
 import subprocess
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 from dsops_jupyter.errors import HandEditError
 
 
-def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
-    """Write through a temp file in the same folder, then rename over the target."""
+@contextlib.contextmanager
+def atomic_stream(
+    path: Path, mode: int | None = None, *, final_name: Callable[[], str] | None = None
+) -> Iterator[BinaryIO]:
+    """Stream into a temp file in ``path``'s folder; on success fsync it and rename it over
+    ``path``, on any failure (Ctrl-C included) remove it: the target is whole or untouched.
+
+    ``final_name``, called once the body succeeded, names the target in the same folder when
+    the content decides it (a blob named by its digest).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, mode if mode is not None else _mode_for(path))
-        os.replace(tmp, path)
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        target = path.with_name(final_name()) if final_name is not None else path
+        os.chmod(tmp, mode if mode is not None else _mode_for(target))
+        os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
+    """Write ``data`` whole or not at all (see `atomic_stream`)."""
+    with atomic_stream(path, mode) as handle:
+        handle.write(data)
 
 
 def _read_umask() -> int:

@@ -1,10 +1,10 @@
-"""Image recipe (Dockerfile), build, smoke run and listing through the Docker SDK.
+"""Images through the Docker engine: the Dockerfile builder, smoke run, listing and push.
 
-The recipe is rendered at convert time and committed with the package, so it holds nothing that
-depends on the version (commit, time): those arrive as build args of its one LABEL instruction,
-placed just before the code so they never invalidate the dependency layers. The build context
-is made in memory from the generated files only, so nothing else (notebook outputs, .git, .env)
-can reach the image.
+The recipe (recipe.py) is rendered at convert time and committed with the package, so it holds
+nothing that depends on the version (commit, time): those arrive as build args of its one LABEL
+instruction, placed just before the code so they never invalidate the dependency layers. The
+build context is made in memory from the generated files only, so nothing else (notebook
+outputs, .git, .env) can reach the image.
 """
 
 from __future__ import annotations
@@ -15,15 +15,21 @@ import os
 import re
 import tarfile
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dsops_jupyter import escape, events
 from dsops_jupyter.errors import BuildError, EngineUnavailableError, ImageError
 from dsops_jupyter.events import OnEvent
-from dsops_jupyter.model import ImageInfo, SmokeResult
+from dsops_jupyter.model import GeneratedPackage, ImageResult, SmokeResult, Version
 from dsops_jupyter.recipe import check_base_image, cli_args, recipe_base_image
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+    from docker.models.containers import Container
+    from docker.models.images import Image
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 LABEL_PREFIX = "org.opencontainers.image."
@@ -59,7 +65,7 @@ def engine_address() -> str:
     return os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
 
 
-def connect() -> Any:
+def connect() -> DockerClient:
     """A client for the engine DOCKER_HOST (or the default socket) names, known to answer."""
     import docker  # lazy: the SDK pulls in requests; most commands never need it
 
@@ -79,7 +85,7 @@ def repository_name(name: str) -> str:
     return name.lower().strip("_") or "pipeline"
 
 
-def image_tags(name: str, version: Any, registry: str | None = None) -> list[str]:
+def image_tags(name: str, version: Version, registry: str | None = None) -> list[str]:
     """`<name>:v<N>` and `<name>:<short-sha>` (prefixed with the registry when pushing)."""
     repo = repository_name(name)
     if registry:
@@ -87,7 +93,7 @@ def image_tags(name: str, version: Any, registry: str | None = None) -> list[str
     return [f"{repo}:v{version.number}", f"{repo}:{version.short}"]
 
 
-def image_labels(pkg: Any, version: Any, base_image: str) -> dict[str, str]:
+def image_labels(pkg: GeneratedPackage, version: Version, base_image: str) -> dict[str, str]:
     """The image's labels for a version; `created` is the version commit's time, never the clock.
 
     Nothing host-specific: the notebook is its project-relative path, the source the `origin`
@@ -112,7 +118,7 @@ def rfc3339(epoch: int) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def build_args(pkg: Any, version: Any) -> dict[str, str]:
+def build_args(pkg: GeneratedPackage, version: Version) -> dict[str, str]:
     """Values of the recipe's version ARGs: they only feed its one LABEL instruction.
 
     Passed as build args (never spliced into the Dockerfile text), so quotes and line breaks
@@ -151,13 +157,13 @@ def source_url(directory: Path) -> str:
 
 # --- build -------------------------------------------------------------------------------------
 def build_image(
-    pkg: Any,
-    version: Any,
+    pkg: GeneratedPackage,
+    version: Version,
     *,
     base_image: str | None = None,
     on_event: OnEvent = events.ignore,
-    client: Any = None,
-) -> ImageInfo:
+    client: DockerClient | None = None,
+) -> ImageResult:
     """Build the committed package's recipe; every log line is an event, each step a progress."""
     files = pkg.files
     if "Dockerfile" not in files:
@@ -189,6 +195,26 @@ def build_image(
     info = describe(client.images.get(image_id))
     events.result(on_event, f"built {', '.join(info.tags)}", **info.to_json())
     return info
+
+
+@dataclass(frozen=True)
+class DockerfileBuilder:
+    """The `ImageBuilder` of a plain `dsops package`: the committed recipe, built by the engine.
+
+    ``parameters`` are not passed on: convert baked them into the recipe's CMD already.
+    """
+
+    client: DockerClient | None
+
+    def build(
+        self,
+        pkg: GeneratedPackage,
+        version: Version,
+        parameters: dict[str, Any],
+        on_event: OnEvent,
+    ) -> ImageResult:
+        events.stage(on_event, f"Building image {image_tags(pkg.name, version)[0]}")
+        return build_image(pkg, version, on_event=on_event, client=self.client)
 
 
 def _follow_build(stream: Iterable[dict[str, Any]], label: str, on_event: OnEvent) -> str:
@@ -238,10 +264,10 @@ def _lines(stream: Iterable[dict[str, Any]]) -> Iterator[tuple[str | None, dict[
         yield _ANSI.sub("", pending), {}
 
 
-def describe(image: Any) -> ImageInfo:
-    """ImageInfo from an SDK image: size from the engine, version facts from the labels."""
+def describe(image: Image) -> ImageResult:
+    """ImageResult from an SDK image: size from the engine, version facts from the labels."""
     labels = image.labels or {}
-    return ImageInfo(
+    return ImageResult(
         id=image.id,
         tags=sorted(image.tags, key=_tag_order),
         size=int(image.attrs.get("Size", 0)),
@@ -259,13 +285,13 @@ def _tag_order(tag: str) -> tuple[bool, str]:
 
 # --- run / list / push -------------------------------------------------------------------------
 def smoke_run(
-    image: Any,
+    image: ImageResult | str,
     parameters: Mapping[str, Any] | None = None,
     on_event: OnEvent = events.ignore,
     *,
     copy_out: Path | None = None,
     types: Mapping[str, str] | None = None,
-    client: Any = None,
+    client: DockerClient | None = None,
 ) -> SmokeResult:
     """Run the image once without network (given parameters, else its baked defaults).
 
@@ -295,12 +321,12 @@ def smoke_run(
     return SmokeResult(exit_code=code, log=log, workdir=workdir)
 
 
-def _display(image: Any) -> str:
-    """The first tag of an ImageInfo (or oci.ReproducibleImage), else the reference given."""
+def _display(image: ImageResult | str) -> str:
+    """The first tag of an ImageResult, else the reference given."""
     return image if isinstance(image, str) else (image.tags or [image.id])[0]
 
 
-def _container_lines(container: Any) -> Iterator[str]:
+def _container_lines(container: Container) -> Iterator[str]:
     pending = b""
     for chunk in container.logs(stream=True, follow=True):
         pending += chunk
@@ -311,7 +337,7 @@ def _container_lines(container: Any) -> Iterator[str]:
         yield pending.decode("utf-8", "replace")
 
 
-def _copy_workdir(container: Any, target: Path) -> Path:
+def _copy_workdir(container: Container, target: Path) -> Path:
     """Extract the stopped container's /work into `target` (its files, without the folder)."""
     stream, _ = container.get_archive(WORKDIR + "/.")
     data = io.BytesIO(b"".join(stream))
@@ -322,8 +348,8 @@ def _copy_workdir(container: Any, target: Path) -> Path:
 
 
 def list_images(
-    notebook_path: str | Path, name: str | None = None, *, client: Any = None
-) -> list[ImageInfo]:
+    notebook_path: str | Path, name: str | None = None, *, client: DockerClient | None = None
+) -> list[ImageResult]:
     """The images built from a notebook's versions, oldest version first.
 
     Found by label (project-relative notebook path, pipeline name), then kept only when their
@@ -354,12 +380,12 @@ def _version_number(version: str) -> int:
 
 
 def push_image(
-    info: ImageInfo,
+    info: ImageResult,
     registry: str,
-    version: Any,
+    version: Version,
     on_event: OnEvent = events.ignore,
     *,
-    client: Any = None,
+    client: DockerClient | None = None,
 ) -> list[str]:
     """Tag the image for `registry` and push both tags; ImageError naming the registry if not."""
     client = client or connect()

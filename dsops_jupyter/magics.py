@@ -26,6 +26,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from dsops_jupyter.errors import DsopsError
 from dsops_jupyter.events import Event, OnEvent, OverallProgress
+from dsops_jupyter.model import PackageOptions, PackageResult, RunOptions, RunRecord
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,7 +55,7 @@ def _package_parser() -> _Parser:
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[])
     parser.add_argument("--name")
     parser.add_argument("--no-commit", dest="commit", action="store_false")
-    parser.add_argument("--build", action="store_true")
+    parser.add_argument("--no-build", dest="build", action="store_false")
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--force", action="store_true")
     return parser
@@ -73,7 +74,7 @@ class DsopsMagics(Magics):
         %%dsops skip                      exploration: never run by pipelines
         %dsops steps                      the steps of this notebook, as saved
         %dsops run [-p NAME VALUE]... [--step NAME]...
-        %dsops package [--name N] [--no-commit] [--build] [--smoke] [--force] [-p NAME VALUE]...
+        %dsops package [--name N] [--no-commit] [--no-build] [--smoke] [--force] [-p NAME VALUE]...
         %dsops panel                      a form to run or package this notebook
 
         run/package/steps/panel read the SAVED notebook and execute it in another kernel.
@@ -117,31 +118,24 @@ class DsopsMagics(Magics):
         print(format_steps(read_pipeline(current_notebook(self.shell))))
 
     def _run(self, args: list[str]) -> None:
-        options = _run_parser().parse_args(args)
+        parsed = _run_parser().parse_args(args)
+        options = RunOptions(parameters=dict(parsed.parameter), steps=tuple(parsed.step))
         notebook = current_notebook(self.shell)
-        view = ProgressView()
+        view = ProgressView(options.expected_stages())
         view.show()
         with view.failing():
-            record = call_run(notebook, dict(options.parameter), options.step, view.on_event)
+            record = call_run(notebook, options, view.on_event)
         view.done("Run finished")
         print(format_run(record.to_json()))
 
     def _package(self, args: list[str]) -> None:
-        options = _package_parser().parse_args(args)
+        parsed = vars(_package_parser().parse_args(args))
+        options = PackageOptions(parameters=dict(parsed.pop("parameter")), **parsed)
         notebook = current_notebook(self.shell)
-        view = ProgressView(expected_stages=1 + options.commit + options.build + options.smoke)
+        view = ProgressView(options.expected_stages())
         view.show()
         with view.failing():
-            result = call_package(
-                notebook,
-                dict(options.parameter),
-                name=options.name,
-                commit=options.commit,
-                build=options.build,
-                smoke=options.smoke,
-                force=options.force,
-                on_event=view.on_event,
-            )
+            result = call_package(notebook, options, view.on_event)
         view.done("Packaged")
         print(format_package(result.to_json()))
 
@@ -206,20 +200,16 @@ def _resolve(value: str) -> Path | None:
 
 
 # --- calling the core --------------------------------------------------------------------------
-def call_run(
-    notebook: Path, parameters: dict[str, Any], steps: list[str], on_event: OnEvent
-) -> Any:
+def call_run(notebook: Path, options: RunOptions, on_event: OnEvent) -> RunRecord:
     from dsops_jupyter.execute import run_notebook
 
-    return run_notebook(
-        notebook, parameters=parameters or None, steps=steps or None, on_event=on_event
-    )
+    return run_notebook(notebook, options, on_event)
 
 
-def call_package(notebook: Path, parameters: dict[str, Any], **options: Any) -> Any:
+def call_package(notebook: Path, options: PackageOptions, on_event: OnEvent) -> PackageResult:
     from dsops_jupyter.package import package_notebook
 
-    return package_notebook(notebook, parameters=parameters or None, **options)
+    return package_notebook(notebook, options, on_event)
 
 
 # --- rendering ---------------------------------------------------------------------------------
@@ -333,7 +323,7 @@ class Panel:
         self.steps = w.SelectMultiple(
             options=[s.name for s in pipeline.steps], description="Steps", rows=5
         )
-        self.build = w.Checkbox(value=False, description="Build image")
+        self.build = w.Checkbox(value=PackageOptions().build, description="Build image")
         self.smoke = w.Checkbox(value=False, description="Smoke test")
         self.run_button = w.Button(description="Run", icon="play", button_style="primary")
         self.package_button = w.Button(description="Package", icon="archive")
@@ -343,10 +333,8 @@ class Panel:
         self.error: str | None = None
         self.result: dict[str, Any] | None = None
         self._thread: threading.Thread | None = None
-        self.run_button.on_click(lambda _b: self.start(self._do_run))
-        self.package_button.on_click(
-            lambda _b: self.start(self._do_package, 2 + self.build.value + self.smoke.value)
-        )
+        self.run_button.on_click(lambda _b: self._start_run())
+        self.package_button.on_click(lambda _b: self._start_package())
         title = w.HTML(f"<b>{pipeline.name}</b> <code>{notebook.name}</code>")
         self.widget = w.VBox(
             [
@@ -364,6 +352,16 @@ class Panel:
 
     def parameters(self) -> dict[str, Any]:
         return {name: widget.value for name, widget in self.inputs.items()}
+
+    def _start_run(self) -> None:
+        options = RunOptions(parameters=self.parameters(), steps=tuple(self.steps.value))
+        self.start(lambda: self._do_run(options), options.expected_stages())
+
+    def _start_package(self) -> None:
+        options = PackageOptions(
+            parameters=self.parameters(), build=self.build.value, smoke=self.smoke.value
+        )
+        self.start(lambda: self._do_package(options), options.expected_stages())
 
     def start(self, action: Callable[[], dict[str, Any]], expected_stages: int = 1) -> None:
         if self._thread is not None and self._thread.is_alive():
@@ -398,22 +396,14 @@ class Panel:
         self.progress.failed(message)
         self._append(f"error: {message}")
 
-    def _do_run(self) -> dict[str, Any]:
-        steps = list(self.steps.value)
-        record = call_run(self.notebook, self.parameters(), steps, self.progress.on_event)
+    def _do_run(self, options: RunOptions) -> dict[str, Any]:
+        record = call_run(self.notebook, options, self.progress.on_event)
         data = record.to_json()
         self._append(format_run(data))
         return data
 
-    def _do_package(self) -> dict[str, Any]:
-        result = call_package(
-            self.notebook,
-            self.parameters(),
-            commit=True,
-            build=self.build.value,
-            smoke=self.smoke.value,
-            on_event=self.progress.on_event,
-        )
+    def _do_package(self, options: PackageOptions) -> dict[str, Any]:
+        result = call_package(self.notebook, options, self.progress.on_event)
         data = result.to_json()
         self._append(format_package(data))
         return data

@@ -2,27 +2,37 @@
 
 Why: ``pip install`` inside ``docker build`` needs the network, a resolver and the wall clock at
 build time. Fetching exactly the pinned wheels on the host (``pip download --only-binary=:all:
---platform ...``) and unpacking them ourselves makes the image build hermetic (no network once the
-wheelhouse holds the wheels) and deterministic (the layer is a pure function of the wheel bytes).
+--platform ...``) and unpacking them with pypa ``installer`` into a layer makes the image build
+hermetic (no network once the wheelhouse holds the wheels) and deterministic (the layer is a pure
+function of the wheel bytes, each checked against its RECORD hash).
 """
 
 from __future__ import annotations
 
 import calendar
 import contextlib
-import hashlib
+import io
 import os
 import re
 import subprocess
 import sys
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
-from packaging.markers import Marker
+from installer import install
+from installer.destinations import WheelDestination
+from installer.exceptions import InstallerError
+from installer.records import InvalidRecordEntry, RecordEntry, parse_record_file
+from installer.sources import WheelFile
+from installer.utils import Scheme, construct_record_file
+from packaging.requirements import InvalidRequirement
+from packaging.requirements import Requirement as PackagingRequirement
 from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
@@ -33,7 +43,6 @@ from dsops_jupyter.events import OnEvent, ignore, log, progress
 SITE_PACKAGES = "opt/dsops/site-packages"
 _MANYLINUX_LEGACY = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
 _OLDEST_GLIBC = {"x86_64": 5, "i686": 5}  # other architectures start at manylinux2014 (2.17)
-_LOCK_LINE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)\s*===?\s*([^\s;#]+)\s*(?:;(.*))?$")
 
 
 def cache_dir() -> Path:
@@ -74,23 +83,52 @@ def parse_lock(text: str | bytes, target: Target | None = None) -> list[Requirem
         line = raw.split(" #", 1)[0].strip()
         if not line or line.startswith("#"):
             continue
-        match = _LOCK_LINE.match(line)
-        if not match:
-            raise LockError(
-                f"requirements.lock line {number}: {raw.strip()!r} is not pinned as name==version;"
-                " regenerate the lock with dsops convert"
-            )
-        name, version, marker = match.groups()
-        try:
-            Version(version)
-        except InvalidVersion:
-            raise LockError(
-                f"requirements.lock line {number}: {version!r} is not a valid version of {name}"
-            ) from None
-        if marker and target is not None and not Marker(marker).evaluate(target.environment()):
+        req = _pinned(line, f"requirements.lock line {number}", raw)
+        if req.marker and target is not None and not req.marker.evaluate(target.environment()):
             continue
-        found[canonicalize_name(name)] = Requirement(canonicalize_name(name), version)
+        name = canonicalize_name(req.name)
+        found[name] = Requirement(name, next(iter(req.specifier)).version)
     return [found[name] for name in sorted(found)]
+
+
+def _pinned(line: str, where: str, raw: str) -> PackagingRequirement:
+    """The line as a PEP 508 requirement pinned to one valid version, or LockError."""
+    try:
+        req = PackagingRequirement(line)
+    except InvalidRequirement:
+        raise LockError(_refusal(line, where, raw)) from None
+    specs = list(req.specifier)
+    if req.url or req.extras or len(specs) != 1 or specs[0].operator not in ("==", "==="):
+        raise LockError(_unpinned(where, raw))
+    try:
+        Version(specs[0].version)
+    except InvalidVersion:
+        raise LockError(
+            f"{where}: {specs[0].version!r} is not a valid version of {req.name}"
+        ) from None
+    return req
+
+
+def _refusal(line: str, where: str, raw: str) -> str:
+    """Why packaging refused a line; ``six==latest`` is said to have a bad version."""
+    name, pinned, version = (part.strip() for part in line.partition("=="))
+    if pinned and _is_name(name):
+        return f"{where}: {version.split(';', 1)[0].strip()!r} is not a valid version of {name}"
+    return _unpinned(where, raw)
+
+
+def _unpinned(where: str, raw: str) -> str:
+    return (
+        f"{where}: {raw.strip()!r} is not pinned as name==version; regenerate the lock with "
+        "dsops convert"
+    )
+
+
+def _is_name(text: str) -> bool:
+    try:
+        return PackagingRequirement(text).name == text
+    except InvalidRequirement:
+        return False
 
 
 # --- the target interpreter --------------------------------------------------------------------
@@ -252,16 +290,10 @@ def ensure_wheels(
     return [chosen[req.name] for req in requirements]
 
 
-def file_digest(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(partial(handle.read, 1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+# --- unpacking wheels: pypa installer, into a layer instead of a folder ------------------------
+_INSTALLED = ("purelib", "platlib")  # site-packages; scripts, headers and data are left out
 
 
-# --- unpacking wheels (what an installer does, minus scripts and bytecode) ---------------------
 @dataclass(frozen=True)
 class InstalledFile:
     """One file a wheel puts into site-packages; ``read`` gives its bytes on demand."""
@@ -278,38 +310,101 @@ def installed_files(
 ) -> Iterator[list[InstalledFile]]:
     """The files of ``pip install --target site_packages --no-deps --no-compile`` of the wheels.
 
-    Console-script wrappers and ``.data/{scripts,headers,data}`` are left out (the image runs
-    ``python /app/<name>.py``), and so is any bytecode a wheel ships: ``.pyc`` stays absent.
-    Later wheels (in the given order) win when two write the same path, as with pip.
+    pypa ``installer`` reads each wheel (its WHEEL file, ``.data`` schemes and RECORD); each
+    file's bytes are checked against their RECORD hash when read, so a tampered wheel is refused
+    while its layer is written. Console-script wrappers and ``.data/{scripts,headers,data}`` are
+    left out (the image runs ``python /opt/dsops/<name>.py``), and so is any bytecode: ``.pyc``
+    stays absent. Later wheels (in the given order) win when two write the same path, as with pip.
     """
     with contextlib.ExitStack() as stack:
         files: dict[str, InstalledFile] = {}
         for wheel in wheels:
-            archive = stack.enter_context(zipfile.ZipFile(wheel))
-            for info in archive.infolist():
-                dest = _install_path(info.filename, wheel)
-                if dest is None or info.is_dir():
-                    continue
-                path = f"{site_packages}/{dest}"
-                executable = (info.external_attr >> 16) & 0o111
-                files[path] = InstalledFile(
-                    path,
-                    0o755 if executable else 0o644,
-                    calendar.timegm((*info.date_time, 0, 0, 0)),
-                    partial(archive.read, info.filename),
-                )
+            try:
+                archive = stack.enter_context(zipfile.ZipFile(wheel))
+                source = WheelFile(archive)
+                source.validate_record(validate_contents=False)
+                destination = _LayerDestination(wheel, archive, source, site_packages)
+                with warnings.catch_warnings():  # installer warns of the __pycache__ it skips
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    install(source, destination, additional_metadata={})
+            except (InstallerError, InvalidRecordEntry, ValueError, zipfile.BadZipFile) as err:
+                raise LockError(
+                    f"wheel {wheel.name} is malformed ({_first_issue(err)}); delete {wheel} so "
+                    "it is fetched again"
+                ) from None
+            files.update(destination.files)
         yield [files[path] for path in sorted(files)]
 
 
-def _install_path(name: str, wheel: Path) -> str | None:
-    """Where a wheel member goes, relative to site-packages (None: not installed)."""
-    parts = PurePosixPath(name).parts
-    if not parts or name.startswith("/") or ".." in parts:
-        raise LockError(f"wheel {wheel.name} has an unsafe member {name!r}; remove it from {wheel}")
-    if parts[-1].endswith(".pyc") or "__pycache__" in parts:
-        return None
-    if parts[0].endswith(".data"):
-        if len(parts) > 2 and parts[1] in ("purelib", "platlib"):
-            return "/".join(parts[2:])
-        return None
-    return "/".join(parts)
+def _first_issue(err: Exception) -> str:
+    issues = getattr(err, "issues", None)
+    return str(issues[0] if issues else err)
+
+
+class _LayerDestination(WheelDestination):
+    """installer's destination for a layer: notes where each file goes and reads nothing yet."""
+
+    def __init__(
+        self, wheel: Path, archive: zipfile.ZipFile, source: WheelFile, site_packages: str
+    ) -> None:
+        self.wheel, self.archive, self.site_packages = wheel, archive, site_packages
+        self.records = {
+            row[0]: RecordEntry.from_elements(*row)
+            for row in parse_record_file(source.read_dist_info("RECORD").splitlines())
+        }
+        self.record_mtime = self._mtime(f"{source.dist_info_dir}/RECORD")
+        self.files: dict[str, InstalledFile] = {}
+
+    def write_script(self, name: str, module: str, attr: str, section: str) -> RecordEntry:
+        return RecordEntry(name, None, None)  # left out: the image runs the script directly
+
+    def write_file(
+        self, scheme: Scheme, path: str | os.PathLike[str], stream: BinaryIO, is_executable: bool
+    ) -> RecordEntry:
+        member, dest = stream.name, PurePosixPath(path).as_posix()
+        parts = PurePosixPath(dest).parts
+        if dest.startswith("/") or ".." in parts:
+            raise LockError(
+                f"wheel {self.wheel.name} has an unsafe member {member!r}; remove it from "
+                f"{self.wheel}"
+            )
+        record = self.records.get(member)  # None: RECORD.jws/.p7s, a signature of the old RECORD
+        if record is None:
+            return RecordEntry(dest, None, None)
+        if scheme in _INSTALLED and not dest.endswith(".pyc"):
+            self.files[f"{self.site_packages}/{dest}"] = InstalledFile(
+                f"{self.site_packages}/{dest}",
+                0o755 if is_executable else 0o644,
+                self._mtime(member),
+                partial(self._read, member, record),
+            )
+        return RecordEntry(dest, record.hash_, record.size)
+
+    def finalize_installation(
+        self, scheme: Scheme, record_file_path: str, records: Iterable[tuple[Scheme, RecordEntry]]
+    ) -> None:
+        """RECORD lists what was installed (relocated ``.data/purelib`` files, no scripts)."""
+        kept = [
+            (where, entry)
+            for where, entry in records
+            if where in _INSTALLED
+            and (
+                f"{self.site_packages}/{entry.path}" in self.files or entry.path == record_file_path
+            )
+        ]
+        with construct_record_file(kept) as stream:
+            data = stream.read()
+        path = f"{self.site_packages}/{record_file_path}"
+        self.files[path] = InstalledFile(path, 0o644, self.record_mtime, lambda: data)
+
+    def _mtime(self, member: str) -> int:
+        return calendar.timegm((*self.archive.getinfo(member).date_time, 0, 0, 0))
+
+    def _read(self, member: str, record: RecordEntry) -> bytes:
+        data = self.archive.read(member)
+        if not record.validate_stream(io.BytesIO(data)):
+            raise LockError(
+                f"wheel {self.wheel.name}: {member} does not match its RECORD hash; delete "
+                f"{self.wheel} so it is fetched again"
+            )
+        return data

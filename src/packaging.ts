@@ -10,7 +10,7 @@ import { Widget } from '@lumino/widgets';
 import { getPipeline, startJob, watchJob } from './api';
 import { element } from './dom';
 import { errorMessage } from './format';
-import { IJob, IJobOptions, IJobResult, IParameter, IPipeline } from './tokens';
+import { IJob, IJobOptions, IPackageResult, IParameter, IPipeline } from './tokens';
 
 /** Show a one-line error in a dialog. */
 export async function showDsopsError(title: string, error: unknown): Promise<void> {
@@ -204,7 +204,7 @@ export class JobView extends Widget {
     this._updateLog(job.log ?? []);
     if (job.state === 'failed') {
       this.showError(job.error ?? 'the job failed');
-    } else if (job.state === 'succeeded' && job.result) {
+    } else if (job.state === 'succeeded' && job.kind === 'package' && job.result) {
       this._showResult(job.result);
     }
   }
@@ -229,18 +229,16 @@ export class JobView extends Widget {
     }
   }
 
-  private _showResult(result: IJobResult): void {
+  private _showResult(result: IPackageResult): void {
     const box = element('div', { class: 'dsops-Result', 'data-testid': 'dsops-result' });
     box.appendChild(this._headline(result));
     const facts = element('dl', { class: 'dsops-Result-facts' });
     const fact = (label: string, value: string, testid: string): void => {
       facts.append(element('dt', {}, label), element('dd', { 'data-testid': testid }, value));
     };
-    if (result.tag) {
-      fact('Version', result.tag, 'dsops-result-tag');
-    }
-    if (result.short) {
-      fact('Commit', result.short, 'dsops-result-commit');
+    if (result.version) {
+      fact('Version', result.version.tag, 'dsops-result-tag');
+      fact('Commit', result.version.short, 'dsops-result-commit');
     }
     if (result.package_dir) {
       fact('Package', result.package_dir, 'dsops-result-dir');
@@ -260,10 +258,7 @@ export class JobView extends Widget {
         'dsops-result-smoke'
       );
     }
-    if (result.run) {
-      fact('Run', result.run.status, 'dsops-result-run');
-    }
-    if (result.unresolved_imports?.length) {
+    if (result.unresolved_imports.length) {
       fact('Unresolved imports', result.unresolved_imports.join(', '), 'dsops-result-unresolved');
     }
     box.appendChild(facts);
@@ -273,18 +268,12 @@ export class JobView extends Widget {
     this._result.replaceChildren(box);
   }
 
-  private _headline(result: IJobResult): HTMLElement {
+  private _headline(result: IPackageResult): HTMLElement {
     const headline = element('div', {
       class: 'dsops-Result-headline',
       'data-testid': 'dsops-result-headline'
     });
-    if (result.created === false && result.tag) {
-      headline.textContent = `unchanged: still ${result.tag}`;
-    } else if (result.tag) {
-      headline.textContent = `Packaged as ${result.version ?? result.tag}`;
-    } else {
-      headline.textContent = 'Generated (no Git version)';
-    }
+    headline.textContent = packageHeadline(result);
     return headline;
   }
 
@@ -303,6 +292,16 @@ export class JobView extends Widget {
     });
     return link;
   }
+}
+
+/** The one-line outcome of a package job: the dialog's headline and the notification. */
+function packageHeadline(result: IPackageResult): string {
+  if (result.version === null) {
+    return 'Generated (no Git version)';
+  }
+  return result.created
+    ? `Packaged as v${result.version.number}`
+    : `unchanged: still ${result.version.tag}`;
 }
 
 /** Follow a started package job in a dialog; notify at the end if it was closed. */
@@ -336,10 +335,9 @@ function notifyFinished(job: IJob, commands: CommandRegistry): void {
     Notification.error(`dsops: ${job.error ?? 'packaging failed'}`, { autoClose: false });
     return;
   }
-  const result = job.result;
+  const result = job.kind === 'package' ? job.result : null;
   const script = result?.script;
-  const text =
-    result?.created === false ? `unchanged: still ${result.tag}` : `Packaged ${result?.tag ?? ''}`;
+  const text = result ? packageHeadline(result) : 'Packaged';
   Notification.success(`dsops: ${text}`, {
     autoClose: 8000,
     actions: script

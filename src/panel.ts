@@ -23,7 +23,8 @@ function statusOf(job: IJob, step: string): IStepStatus {
   if (job.state === 'queued' || job.state === 'running') {
     return { state: 'running', text: job.stage ? `running: ${job.stage}` : 'running…' };
   }
-  const fromRun = job.result?.run?.steps?.find(s => s.name === step)?.duration;
+  const record = job.kind === 'run' ? job.result : null;
+  const fromRun = record?.steps.find(s => s.name === step)?.duration;
   const seconds = typeof fromRun === 'number' ? fromRun : jobDuration(job);
   const duration = seconds === null ? '' : ` in ${formatSeconds(seconds)}`;
   if (job.state === 'failed') {

@@ -42,6 +42,11 @@ export interface IPipeline {
 export type JobKind = 'package' | 'run';
 export type JobState = 'queued' | 'running' | 'succeeded' | 'failed';
 
+/**
+ * The options a client may set, as the server reads them into the core's
+ * PackageOptions / RunOptions (dsops_jupyter/model.py), which own the defaults:
+ * an option left out takes the core's default (`build`: true, as `dsops package`).
+ */
 export interface IJobOptions {
   name?: string;
   commit?: boolean;
@@ -58,28 +63,53 @@ export interface IStepRun {
   duration?: number | null;
 }
 
-export interface IJobResult {
-  version?: string | null;
-  tag?: string | null;
-  commit?: string | null;
-  short?: string | null;
-  created?: boolean;
-  script?: string | null;
-  package_dir?: string | null;
-  image?: { id: string; tags: string[]; size?: number } | null;
-  smoke?: { exit_code: number; log?: string[]; workdir?: string | null } | null;
-  unresolved_imports?: string[];
-  run?: {
-    status: string;
-    output_notebook?: string;
-    steps?: IStepRun[];
-  } | null;
+/** A tagged version: model.Version.to_json(). */
+export interface IVersion {
+  name: string;
+  number: number;
+  tag: string;
+  commit: string;
+  short: string;
+  epoch: number;
+  message: string;
+}
+
+/** A built image: `id`, `tags`, `size`, plus the builder's own facts. */
+export interface IImage {
+  id: string;
+  tags: string[];
+  size?: number;
   [key: string]: unknown;
 }
 
-export interface IJob {
+/** The one result of a package job: model.PackageResult.to_json(), paths relative to the server root. */
+export interface IPackageResult {
+  version: IVersion | null;
+  created: boolean;
+  package_dir: string;
+  script: string;
+  image: IImage | null;
+  smoke: { exit_code: number; log: string[]; workdir: string | null } | null;
+  pushed: string[];
+  output: string | null;
+  unresolved_imports: string[];
+}
+
+/** The one result of a run job: model.RunRecord.to_json() (run.json), paths relative to the server root. */
+export interface IRunRecord {
+  notebook: string;
+  output_notebook: string;
+  record: string;
+  status: string;
+  parameters: Record<string, unknown>;
+  steps: IStepRun[];
+  started: string;
+  duration: number;
+  [key: string]: unknown; // environment, verification, warnings
+}
+
+interface IJobState {
   id: string;
-  kind: JobKind;
   path: string;
   state: JobState;
   stage: string;
@@ -89,5 +119,9 @@ export interface IJob {
   finished: number | null;
   interrupted?: boolean;
   error: string | null;
-  result: IJobResult | null;
 }
+
+/** A job; its `kind` says which result it carries once succeeded. */
+export type IJob =
+  | (IJobState & { kind: 'package'; result: IPackageResult | null })
+  | (IJobState & { kind: 'run'; result: IRunRecord | null });

@@ -201,9 +201,12 @@ def papermill_results(
 ) -> dict[str, bytes]:
     """Run the notebook through ``execute.run_notebook`` (papermill) in ``cwd``."""
     from dsops_jupyter.execute import run_notebook
+    from dsops_jupyter.model import RunOptions
 
     cwd.mkdir(parents=True)
-    record = run_notebook(notebook, parameters=parameters or {}, out_dir=cwd / "run", cwd=cwd)
+    record = run_notebook(
+        notebook, RunOptions(parameters=parameters or {}, out_dir=cwd / "run", cwd=cwd)
+    )
     assert record.status == "succeeded", f"papermill run of {notebook.name}: {record.details}"
     return result_files(cwd)
 

@@ -802,13 +802,14 @@ def test_a_raises_exception_cell_runs_on_and_fails_at_the_end_as_papermill(
 def test_dsops_run_names_the_raises_exception_cell_papermill_fails_for(tmp_path: Path) -> None:
     from dsops_jupyter.errors import ExecutionError
     from dsops_jupyter.execute import run_notebook
+    from dsops_jupyter.model import RunOptions
 
     path = make_notebook(
         tmp_path / "r.ipynb",
         [("x = 1\nraise KeyError('gone')", ["raises-exception"]), "print('ran on')"],
     )
     with pytest.raises(ExecutionError) as caught:
-        run_notebook(path, out_dir=tmp_path / "out", cwd=tmp_path)
+        run_notebook(path, RunOptions(out_dir=tmp_path / "out", cwd=tmp_path))
     message = str(caught.value)
     assert "cell 1" in message and "KeyError" in message, message
     assert "line 2 `raise KeyError('gone')`" in message, message

@@ -38,6 +38,7 @@ import pytest
 from dsops_jupyter.convert import convert
 from dsops_jupyter.errors import DsopsError, ExecutionError
 from dsops_jupyter.execute import run_notebook
+from dsops_jupyter.model import RunOptions
 from tests.helpers import REPO_ROOT, file_difference, notebook_stdout, run_python, written_files
 
 CORPUS = REPO_ROOT / "tests" / "corpus"
@@ -116,7 +117,7 @@ def run_papermill(outcome: Outcome) -> None:
     notebook = stage(outcome.folder / "papermill", outcome.notebook)
     cwd, out_dir = notebook.parent, outcome.folder / "papermill-out"
     try:
-        record = run_notebook(notebook, out_dir=out_dir, cwd=cwd, kernel_name=KERNEL)
+        record = run_notebook(notebook, RunOptions(out_dir=out_dir, cwd=cwd, kernel_name=KERNEL))
         outcome.executed = record.output_notebook
     except ExecutionError as err:
         outcome.papermill_error = str(err)

@@ -18,6 +18,7 @@ import pytest
 
 from dsops_jupyter.convert import convert
 from dsops_jupyter.execute import run_notebook
+from dsops_jupyter.model import RunOptions
 from tests.helpers import EXAMPLE_NOTEBOOKS, copy_example, run_jobs, run_python
 
 # One parameter per notebook whose change moves the metrics (see examples/README.md).
@@ -31,7 +32,7 @@ METRICS = Path("outputs") / "metrics.json"
 
 def papermill_metrics(notebook: Path, parameters: dict[str, str], cwd: Path) -> dict[str, Any]:
     cwd.mkdir()
-    record = run_notebook(notebook, parameters=parameters, out_dir=cwd / "run", cwd=cwd)
+    record = run_notebook(notebook, RunOptions(parameters=parameters, out_dir=cwd / "run", cwd=cwd))
     assert record.status == "succeeded"
     return json.loads((cwd / METRICS).read_text(encoding="utf-8"))
 

@@ -21,7 +21,8 @@ import pytest
 
 from dsops_jupyter.errors import ExecutionError
 from dsops_jupyter.events import Event
-from dsops_jupyter.execute import RunRecord, run_notebook
+from dsops_jupyter.execute import run_notebook
+from dsops_jupyter.model import RunOptions, RunRecord
 from dsops_jupyter.notebook import read_pipeline
 from tests.helpers import (
     Markdown,
@@ -70,10 +71,8 @@ def full_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunRecord, Path,
     events: list[Event] = []
     record = run_notebook(
         root / "pipe.ipynb",
-        parameters={"alpha": "2", "label": INJECTION},
-        out_dir=root / "out",
-        cwd=cwd,
-        on_event=events.append,
+        RunOptions(parameters={"alpha": "2", "label": INJECTION}, out_dir=root / "out", cwd=cwd),
+        events.append,
     )
     return record, cwd, events
 
@@ -202,7 +201,9 @@ def test_failing_cell_after_injected_parameters(tmp_path: Path) -> None:
     """papermill adds an injected-parameters cell: the error must still name the right cell."""
     make_notebook(tmp_path / "fail.ipynb", FAILING)
     with pytest.raises(ExecutionError) as caught:
-        run_notebook(tmp_path / "fail.ipynb", parameters={"x": 5}, out_dir=tmp_path / "out")
+        run_notebook(
+            tmp_path / "fail.ipynb", RunOptions(parameters={"x": 5}, out_dir=tmp_path / "out")
+        )
     err = caught.value
     assert err.exit_code == 1
     assert err.output_path and Path(err.output_path).is_file()
@@ -310,7 +311,7 @@ def test_live_output_keeps_the_kernels_line_breaks(tmp_path: Path) -> None:
         ],
     )
     events: list[Event] = []
-    run_notebook(tmp_path / "nb.ipynb", out_dir=tmp_path / "out", on_event=events.append)
+    run_notebook(tmp_path / "nb.ipynb", RunOptions(out_dir=tmp_path / "out"), events.append)
     assert [e.message for e in events if e.kind == "log"] == ["ab", "c", "de"]
 
 
@@ -445,3 +446,28 @@ def test_of_several_allowed_errors_the_run_names_the_last_as_papermill_does(
     )
     assert "cell 3, line 1 `raise KeyError('late')`" in line, line
     assert "ValueError" not in line, line
+
+
+def test_papermill_finds_the_engine_through_its_entry_point(tmp_path: Path) -> None:
+    """papermill loads the ``papermill.engine`` entry points pyproject.toml declares, in either
+    import order (papermill first, or dsops's run code first). The source checkout's installed
+    metadata may predate the declaration, so it is copied into a dist-info of its own here."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    declared = tomllib.loads((root / "pyproject.toml").read_text())["project"]["entry-points"]
+    engines = declared["papermill.engine"]
+    assert engines == {"dsops": "dsops_jupyter.papermill_engine:DsopsEngine"}
+    info = tmp_path / "dsops_entry_points-0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: dsops-entry-points\nVersion: 0\n")
+    lines = [f"{name} = {target}" for name, target in engines.items()]
+    (info / "entry_points.txt").write_text("\n".join(["[papermill.engine]", *lines, ""]))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(root)])}
+    check = "from papermill.engines import papermill_engines as e; print(e.get_engine('dsops'))"
+    for first in ("import papermill", "import dsops_jupyter.execute"):
+        done = subprocess.run(
+            [sys.executable, "-c", f"{first}; {check}"], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        assert "dsops_jupyter.papermill_engine.DsopsEngine" in done.stdout

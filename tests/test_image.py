@@ -24,8 +24,9 @@ from dsops_jupyter import convert, image, recipe, vcs
 from dsops_jupyter.errors import BuildError, EngineUnavailableError, ImageError
 from dsops_jupyter.events import Event
 from dsops_jupyter.execute import run_notebook
+from dsops_jupyter.model import PackageOptions, PackageResult, RunOptions
 from dsops_jupyter.notebook import read_pipeline
-from dsops_jupyter.package import PackageResult, package_notebook
+from dsops_jupyter.package import package_notebook
 from tests.docker_engine import DockerEngine
 from tests.helpers import (
     assert_ok,
@@ -188,9 +189,18 @@ def test_parameters_are_spelled_as_the_script_parses_them() -> None:
         {"misc": "any", "name": "str", "flag": "bool"},
     )
     assert args == [
-        "--alpha", "0.5", "--flag", "true", "--ids", "[1, 2]",
-        "--misc", "'7'", "--name=-x", "--seed", "3",
-    ]  # fmt: skip
+        "--alpha",
+        "0.5",
+        "--flag",
+        "true",
+        "--ids",
+        "[1, 2]",
+        "--misc",
+        "'7'",
+        "--name=-x",
+        "--seed",
+        "3",
+    ]
     assert recipe.cli_args(None) == []
 
 
@@ -217,11 +227,11 @@ def test_no_engine_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyP
         image.list_images(notebook)
     # package fails before writing or committing anything...
     with pytest.raises(EngineUnavailableError):
-        package_notebook(notebook, base_image="dsops-test-base:bookworm-ca")
+        package_notebook(notebook, PackageOptions(base_image="dsops-test-base:bookworm-ca"))
     assert not (notebook.parent / "pipelines").exists()
     assert git(notebook.parent, "tag", "--list") == ""
     # ...and --no-build still writes (and commits) the recipe.
-    result = package_notebook(notebook, build=False)
+    result = package_notebook(notebook, PackageOptions(build=False))
     assert result.image is None and result.version.tag == "dsops/wine/v1"
     assert (result.package_dir / "Dockerfile").is_file()
     assert (result.package_dir / ".dockerignore").is_file()
@@ -264,10 +274,8 @@ def wine(docker_base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Wi
     start = time.perf_counter()
     result = package_notebook(
         notebook,
-        parameters={"alpha": "0.7"},
-        base_image=docker_base_image,
-        smoke=True,
-        on_event=recorder,
+        PackageOptions(parameters={"alpha": "0.7"}, base_image=docker_base_image, smoke=True),
+        recorder,
     )
     return Wine(notebook, result, recorder, time.perf_counter() - start)
 
@@ -301,8 +309,10 @@ def test_image_runs_like_papermill(wine: Wine, docker_engine: DockerEngine, tmp_
     ref = wine.first.image.tags[0]
     (tmp_path / "pm").mkdir()
     (tmp_path / "pm3").mkdir()
-    run_notebook(wine.notebook, parameters={"alpha": 0.7}, cwd=tmp_path / "pm",
-                 out_dir=tmp_path / "pm-run")  # fmt: skip
+    run_notebook(
+        wine.notebook,
+        RunOptions(parameters={"alpha": 0.7}, cwd=tmp_path / "pm", out_dir=tmp_path / "pm-run"),
+    )
     expected = json.loads((tmp_path / "pm" / "outputs" / "metrics.json").read_text())
     assert expected["alpha"] == 0.7
 
@@ -311,8 +321,10 @@ def test_image_runs_like_papermill(wine: Wine, docker_engine: DockerEngine, tmp_
     assert json.loads((tmp_path / "baked" / "outputs" / "metrics.json").read_text()) == expected
 
     given = image.smoke_run(ref, {"alpha": 0.3}, copy_out=tmp_path / "given")
-    run_notebook(wine.notebook, parameters={"alpha": 0.3}, cwd=tmp_path / "pm3",
-                 out_dir=tmp_path / "pm3-run")  # fmt: skip
+    run_notebook(
+        wine.notebook,
+        RunOptions(parameters={"alpha": 0.3}, cwd=tmp_path / "pm3", out_dir=tmp_path / "pm3-run"),
+    )
     got = json.loads((tmp_path / "given" / "outputs" / "metrics.json").read_text())
     assert got == json.loads((tmp_path / "pm3" / "outputs" / "metrics.json").read_text())
     assert got["alpha"] == 0.3 and given.exit_code == 0
@@ -379,9 +391,8 @@ def wine_v2(wine: Wine) -> tuple[PackageResult, Recorder, float]:
     start = time.perf_counter()
     result = package_notebook(
         wine.notebook,
-        parameters={"alpha": "0.7"},
-        base_image="dsops-test-base:bookworm-ca",
-        on_event=recorder,
+        PackageOptions(parameters={"alpha": "0.7"}, base_image="dsops-test-base:bookworm-ca"),
+        recorder,
     )
     return result, recorder, time.perf_counter() - start
 
@@ -456,7 +467,9 @@ def test_smoke_run_failure_and_parameters(
     docker_base_image: str, docker_engine: DockerEngine, tmp_path: Path
 ) -> None:
     notebook = tiny_repo(tmp_path / "p")
-    result = package_notebook(notebook, parameters={"repeat": 2}, base_image=docker_base_image)
+    result = package_notebook(
+        notebook, PackageOptions(parameters={"repeat": 2}, base_image=docker_base_image)
+    )
     ref = result.image.tags[0]
     assert image.smoke_run(ref).log == ["hello hello"]  # the baked default
     ran = image.smoke_run(ref, {"greeting": "-hi", "repeat": 3}, copy_out=tmp_path / "out")
@@ -471,7 +484,8 @@ def test_smoke_run_failure_and_parameters(
     )
     with pytest.raises(ImageError, match="failed with exit code 1"):
         package_notebook(
-            notebook, parameters={"fail": "true"}, base_image=docker_base_image, smoke=True
+            notebook,
+            PackageOptions(parameters={"fail": "true"}, base_image=docker_base_image, smoke=True),
         )
     assert [v.tag for v in vcs.list_versions(notebook)] == ["dsops/tiny/v1", "dsops/tiny/v2"]
 
@@ -480,7 +494,7 @@ def test_smoke_run_failure_and_parameters(
 def test_push_failure_is_clear(docker_base_image: str, tmp_path: Path) -> None:
     notebook = tiny_repo(tmp_path / "p")
     with pytest.raises(ImageError) as caught:
-        package_notebook(notebook, base_image=docker_base_image, push="localhost:1")
+        package_notebook(notebook, PackageOptions(base_image=docker_base_image, push="localhost:1"))
     message = str(caught.value)
     assert message.startswith("push of localhost:1/tiny:v1 failed: ")
     assert "\n" not in message

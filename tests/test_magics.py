@@ -287,7 +287,9 @@ def test_package_magic_commits_a_version(tmp_path: Path, monkeypatch):
     target = write(repo / "tiny.ipynb", TINY)
     git(repo, "add", "tiny.ipynb")
     git(repo, "commit", "-q", "-m", "tiny")
-    driver = write(tmp_path / "driver.ipynb", ["%load_ext dsops_jupyter", "%dsops package"])
+    driver = write(
+        tmp_path / "driver.ipynb", ["%load_ext dsops_jupyter", "%dsops package --no-build"]
+    )
     monkeypatch.setenv("JPY_SESSION_NAME", str(target))
     nb = execute(driver)
     out = text(nb.cells[1])

@@ -6,12 +6,14 @@ libc that names its symbol versions), the dependency a hand-made wheel.
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import io
 import json
 import random
 import shutil
+import stat
 import subprocess
 import tarfile
 import zipfile
@@ -23,6 +25,9 @@ import pytest
 from dsops_jupyter import oci
 from dsops_jupyter import wheelhouse as wh
 from dsops_jupyter.errors import ImageError, LockError
+from dsops_jupyter.model import ImageResult
+from dsops_jupyter.oci.blob import MEDIA_CONFIG, MEDIA_LAYER_GZIP, canonical_json, sha256_digest
+from dsops_jupyter.oci.layer import GZIP_LEVEL, write_layer
 from tests.docker_engine import ensure_rootfs_tarball
 
 EPOCH = 1_700_000_000  # 2023-11-14T22:13:20Z
@@ -39,15 +44,13 @@ def make_rootfs(path: Path, *, glibc: int = 31, python: str = "3.11", extra: byt
     spec.add_dir("tmp", mode=0o1777)
     if extra:
         spec.add_file("etc/extra", extra)
-    blob = oci.write_layer(spec, 0, path.parent / "rootfs-blobs", compress=False)
+    blob = write_layer(spec, 0, path.parent / "rootfs-blobs", compress=False)
     shutil.copyfile(blob.path, path)
     return path
 
 
 def make_wheel(directory: Path, name: str = "tinydep", version: str = "1.0") -> Path:
     """A pure-python wheel with a .data/purelib file, a script, bytecode and an executable."""
-    path = directory / f"{name}-{version}-py3-none-any.whl"
-    directory.mkdir(parents=True, exist_ok=True)
     dist = f"{name}-{version}.dist-info"
     members = {
         f"{name}/__init__.py": b"VALUE = 42\n",
@@ -57,14 +60,27 @@ def make_wheel(directory: Path, name: str = "tinydep", version: str = "1.0") -> 
         f"{name}-{version}.data/scripts/{name}-cli": b"#!python\nprint('cli')\n",
         f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
         f"{dist}/WHEEL": b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-        f"{dist}/RECORD": b"",
     }
+    return write_wheel(directory / f"{name}-{version}-py3-none-any.whl", members, dist)
+
+
+def write_wheel(path: Path, members: dict[str, bytes], dist: str) -> Path:
+    """A wheel of ``members`` plus the RECORD that lists their sha256 and sizes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [f"{member},sha256={record_hash(data)},{len(data)}" for member, data in members.items()]
+    members = {**members, f"{dist}/RECORD": "".join(f"{row}\n" for row in rows).encode()}
+    members[f"{dist}/RECORD"] += f"{dist}/RECORD,,\n".encode()
     with zipfile.ZipFile(path, "w") as archive:
         for member, data in members.items():
             info = zipfile.ZipInfo(member, date_time=(2020, 1, 2, 3, 4, 6))
-            info.external_attr = (0o755 if member.endswith(".sh") else 0o644) << 16
+            mode = 0o755 if member.endswith(".sh") else 0o644
+            info.external_attr = (stat.S_IFREG | mode) << 16  # as wheel builders write it
             archive.writestr(info, data)
     return path
+
+
+def record_hash(data: bytes) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
 def tiny_package(tmp: Path, lock: str = "", script: str = "print('hi')\n") -> SimpleNamespace:
@@ -127,7 +143,7 @@ def test_layer_bytes_do_not_depend_on_insertion_order(tmp_path: Path) -> None:
         spec = oci.LayerSpec()
         for name in names:
             spec.add_file(name, files[name])
-        blobs.append(oci.write_layer(spec, EPOCH, tmp_path / f"run{seed}"))
+        blobs.append(write_layer(spec, EPOCH, tmp_path / f"run{seed}"))
     assert blobs[0].digest == blobs[1].digest
     assert blobs[0].diff_id == blobs[1].diff_id
     assert blobs[0].path.read_bytes() == blobs[1].path.read_bytes()
@@ -140,7 +156,7 @@ def test_layer_entries_are_sorted_owned_by_root_and_clamped(tmp_path: Path) -> N
     spec.add_file("b/a.txt", b"a", mtime=1_000_000)  # older: kept
     spec.add_file("a-b/c", b"c", mode=0o755)
     spec.add_dir("work", uid=10001, gid=10001)
-    blob = oci.write_layer(spec, EPOCH, tmp_path)
+    blob = write_layer(spec, EPOCH, tmp_path)
     members = layer_members(blob.path.read_bytes())
     names = [m.name for m in members]
     assert names == ["a-b", "a-b/c", "b", "b/a.txt", "b/z.txt", "work"]
@@ -161,12 +177,12 @@ def test_layer_entries_are_sorted_owned_by_root_and_clamped(tmp_path: Path) -> N
 def test_gzip_header_has_no_name_no_time_and_matches_gzipfile(tmp_path: Path) -> None:
     spec = oci.LayerSpec()
     spec.add_file("data.bin", bytes(range(256)) * 5000)
-    blob = oci.write_layer(spec, EPOCH, tmp_path)
+    blob = write_layer(spec, EPOCH, tmp_path)
     data = blob.path.read_bytes()
     # magic, deflate, flags=0 (no FNAME), mtime=0, XFL=4 (level 1), OS=255
     assert data[:10] == b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x04\xff"
     reference = io.BytesIO()
-    with gzip.GzipFile("", "wb", oci.GZIP_LEVEL, reference, mtime=0) as stream:
+    with gzip.GzipFile("", "wb", GZIP_LEVEL, reference, mtime=0) as stream:
         stream.write(gzip.decompress(data))
     assert reference.getvalue() == data
 
@@ -175,7 +191,7 @@ def test_long_names_use_gnu_headers_not_pax(tmp_path: Path) -> None:
     long_name = "site/" + "/".join(["directory_with_a_long_name"] * 8) + "/module.py"
     spec = oci.LayerSpec()
     spec.add_file(long_name, b"x = 1\n")
-    blob = oci.write_layer(spec, EPOCH, tmp_path, compress=False)
+    blob = write_layer(spec, EPOCH, tmp_path, compress=False)
     raw = blob.path.read_bytes()
     assert b"././@LongLink" in raw and b"PaxHeader" not in raw and b"mtime=" not in raw
     assert layer_members(raw)[-1].name == long_name
@@ -227,15 +243,15 @@ def test_gzipped_oci_layers_are_inflated_to_the_canonical_uncompressed_form(
     layer_digest = hashlib.sha256(zipped).hexdigest()
     (blobs / layer_digest).write_bytes(zipped)
     (blobs / base.digest.split(":")[1]).write_bytes(base.config_bytes)
-    manifest = oci.canonical_json(
+    manifest = canonical_json(
         {
             "schemaVersion": 2,
-            "config": {"mediaType": oci.MEDIA_CONFIG, "digest": base.digest, "size": 1},
-            "layers": [{"mediaType": oci.MEDIA_LAYER_GZIP, "digest": f"sha256:{layer_digest}"}],
+            "config": {"mediaType": MEDIA_CONFIG, "digest": base.digest, "size": 1},
+            "layers": [{"mediaType": MEDIA_LAYER_GZIP, "digest": f"sha256:{layer_digest}"}],
         }
     )
     (blobs / hashlib.sha256(manifest).hexdigest()).write_bytes(manifest)
-    index = {"schemaVersion": 2, "manifests": [{"digest": oci.sha256_digest(manifest)}]}
+    index = {"schemaVersion": 2, "manifests": [{"digest": sha256_digest(manifest)}]}
     (layout / "index.json").write_text(json.dumps(index))
     (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
     read = oci.read_base(layout, cache=cache)
@@ -264,7 +280,7 @@ def test_rootfs_whose_root_others_cannot_enter_is_refused(tmp_path: Path, cache:
 def test_base_without_python_is_refused(tmp_path: Path, cache: Path) -> None:
     spec = oci.LayerSpec()
     spec.add_file("usr/lib/x86_64-linux-gnu/libc.so.6", b"GLIBC_2.36\x00")
-    blob = oci.write_layer(spec, 0, tmp_path / "b", compress=False)
+    blob = write_layer(spec, 0, tmp_path / "b", compress=False)
     base = oci.read_base(blob.path, cache=cache)
     with pytest.raises(ImageError, match=r"has no python3\.X"):
         oci.inspect_base(base, cache)
@@ -329,16 +345,78 @@ def test_installed_files_follow_the_wheel_spec_without_bytecode(tmp_path: Path) 
     assert paths[f"{site}/tinydep/__init__.py"].mtime == 1577934246  # 2020-01-02T03:04:06Z
 
 
-def test_unsafe_wheel_member_is_refused(tmp_path: Path) -> None:
-    wheel = tmp_path / "evil-1.0-py3-none-any.whl"
+def test_installed_record_lists_what_was_installed(tmp_path: Path) -> None:
+    """RECORD is rewritten as pip writes it: .data/purelib relocated, scripts and bytecode gone."""
+    with wh.installed_files([make_wheel(tmp_path / "wheels")]) as files:
+        (record,) = [f for f in files if f.path.endswith(".dist-info/RECORD")]
+        rows = [line.split(",")[0] for line in record.read().decode().splitlines()]
+    assert rows == [
+        "tinydep-1.0.dist-info/METADATA",
+        "tinydep-1.0.dist-info/RECORD",
+        "tinydep-1.0.dist-info/WHEEL",
+        "tinydep/__init__.py",
+        "tinydep/tool.sh",
+        "tinydep_extra.py",
+    ]
+
+
+def tamper(wheel: Path) -> Path:
+    """The wheel rewritten with one file changed and its RECORD left as it was (a valid zip)."""
+    with zipfile.ZipFile(wheel) as archive:
+        members = [(info, archive.read(info)) for info in archive.infolist()]
     with zipfile.ZipFile(wheel, "w") as archive:
-        archive.writestr("../../etc/cron.d/evil", b"")
+        for info, data in members:
+            changed = data.replace(b"VALUE = 42", b"VALUE = 43")
+            archive.writestr(info, changed)
+    return wheel
+
+
+def test_tampered_wheel_is_refused_by_its_record_hash(tmp_path: Path) -> None:
+    wheel = tamper(make_wheel(tmp_path / "wheels"))
+    with wh.installed_files([wheel]) as files:
+        (init,) = [f for f in files if f.path.endswith("tinydep/__init__.py")]
+        with pytest.raises(LockError) as caught:
+            init.read()
+    message = str(caught.value)
+    assert "tinydep/__init__.py does not match its RECORD hash" in message
+    assert "\n" not in message
+
+
+def test_tampered_wheel_fails_the_image_and_leaves_no_layer(
+    rootfs: Path, cache: Path, tmp_path: Path
+) -> None:
+    tamper(make_wheel(tmp_path / "wheelhouse"))
+    with pytest.raises(LockError, match="does not match its RECORD hash"):
+        build(tmp_path, rootfs, lock="tinydep==1.0\n")
+    assert not (tmp_path / "image.tar").exists()
+    assert not list((cache / "blobs" / "sha256").glob("*"))
+
+
+def test_wheel_missing_from_its_record_is_refused(tmp_path: Path) -> None:
+    wheel = make_wheel(tmp_path / "wheels")
+    with zipfile.ZipFile(wheel, "a") as archive:
+        archive.writestr("tinydep/extra.py", b"smuggled = True\n")
+    with (
+        pytest.raises(LockError, match=r"extra\.py is not mentioned in RECORD"),
+        wh.installed_files([wheel]),
+    ):
+        pass
+
+
+def test_unsafe_wheel_member_is_refused(tmp_path: Path) -> None:
+    dist = "evil-1.0.dist-info"
+    members = {
+        "../../etc/cron.d/evil": b"",
+        f"{dist}/METADATA": b"Metadata-Version: 2.1\nName: evil\nVersion: 1.0\n",
+        f"{dist}/WHEEL": b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    wheel = write_wheel(tmp_path / "evil-1.0-py3-none-any.whl", members, dist)
     with pytest.raises(LockError, match="unsafe member"), wh.installed_files([wheel]):
         pass
 
 
 # --- whole images -------------------------------------------------------------------------------
-def build(tmp: Path, base: Path, **kw: object) -> oci.ReproducibleImage:
+def build(tmp: Path, base: Path, **kw: object) -> ImageResult:
     pkg = kw.pop("pkg", None) or tiny_package(tmp, lock=str(kw.pop("lock", "")))
     return oci.build_reproducible(
         pkg,

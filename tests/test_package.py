@@ -13,8 +13,11 @@ from pathlib import Path
 import pytest
 
 from dsops_jupyter import vcs
-from dsops_jupyter.errors import ImageError, ParameterError
-from dsops_jupyter.package import PackageResult, package_notebook
+from dsops_jupyter.cli import build_parser
+from dsops_jupyter.errors import ImageError, OptionsError, ParameterError
+from dsops_jupyter.magics import _package_parser
+from dsops_jupyter.model import PackageOptions, PackageResult, RunOptions
+from dsops_jupyter.package import package_notebook
 from tests.docker_engine import ensure_rootfs_tarball
 from tests.helpers import assert_ok, clean_env, dsops, git, init_repo, make_notebook, tree_snapshot
 from tests.test_image import NO_ENGINE, Recorder, tiny_repo
@@ -27,12 +30,48 @@ def no_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCKER_HOST", NO_ENGINE)
 
 
+def test_package_options_own_defaults_checks_stages_and_json() -> None:
+    """One default for every surface (an image, as `dsops package` always built one)."""
+    default = PackageOptions()
+    assert default.commit and default.build and default.images
+    cli = build_parser().parse_args(["package", "nb.ipynb"])
+    assert (not cli.no_commit, not cli.no_build) == (default.commit, default.build)
+    magic = _package_parser().parse_args([])
+    assert (magic.commit, magic.build) == (default.commit, default.build)
+    assert default.expected_stages() == 3  # convert, commit, build
+    assert PackageOptions(build=False).expected_stages() == 2
+    assert PackageOptions(commit=False, build=False).expected_stages() == 1
+    assert PackageOptions(build=False, smoke=True, push="r.example").expected_stages() == 5
+    with pytest.raises(ImageError, match="built from a committed version"):
+        PackageOptions(commit=False, build=False, smoke=True)
+    options = PackageOptions(
+        name="x", out_dir=Path("o"), output=Path("t.tar"), force=True, parameters={"a": [1]}
+    )
+    assert PackageOptions.from_json(json.loads(json.dumps(options.to_json()))) == options
+    with pytest.raises(OptionsError, match='unknown option "colour"'):
+        PackageOptions.from_json({"colour": "red"})
+    with pytest.raises(OptionsError, match="option 'build' must be bool, not \"yes\""):
+        PackageOptions.from_json({"build": "yes"})
+    with pytest.raises(OptionsError, match="more characters"):
+        PackageOptions.from_json({"name": 7 * 10**300})
+
+
+def test_run_options_json_round_trip_and_checks() -> None:
+    options = RunOptions(parameters={"a": 1}, steps=("load",), out_dir=Path("o"), strict=True)
+    assert RunOptions.from_json(json.loads(json.dumps(options.to_json()))) == options
+    assert options.expected_stages() == 1
+    with pytest.raises(OptionsError, match="'steps' must be a list of step names"):
+        RunOptions.from_json({"steps": [1]})
+    with pytest.raises(OptionsError, match="'parameters' must map names to values"):
+        RunOptions.from_json({"parameters": {1: 2}})
+
+
 @pytest.mark.usefixtures("no_engine")
 def test_no_build_commits_the_package_with_its_recipe(tmp_path: Path) -> None:
     notebook = tiny_repo(tmp_path / "p")
     recorder = Recorder()
     result = package_notebook(
-        notebook, parameters={"repeat": "3", "fail": "no"}, build=False, on_event=recorder
+        notebook, PackageOptions(parameters={"repeat": "3", "fail": "no"}, build=False), recorder
     )
     assert isinstance(result, PackageResult)
     assert result.created and result.version.tag == "dsops/tiny/v1" and result.image is None
@@ -48,7 +87,9 @@ def test_no_build_commits_the_package_with_its_recipe(tmp_path: Path) -> None:
     assert data["version"]["tag"] == "dsops/tiny/v1" and data["image"] is None
     assert json.loads(json.dumps(data)) == data  # plain JSON for the server and --json
 
-    again = package_notebook(notebook, parameters={"repeat": 3, "fail": False}, build=False)
+    again = package_notebook(
+        notebook, PackageOptions(parameters={"repeat": 3, "fail": False}, build=False)
+    )
     assert not again.created and again.version == result.version
     assert [v.tag for v in vcs.list_versions(notebook)] == ["dsops/tiny/v1"]
 
@@ -58,9 +99,9 @@ def test_bad_parameters_fail_before_anything_is_written(tmp_path: Path) -> None:
     notebook = tiny_repo(tmp_path / "p")
     before = tree_snapshot(notebook.parent)
     with pytest.raises(ParameterError, match="parameter repeat expects int"):
-        package_notebook(notebook, parameters={"repeat": "many"})
+        package_notebook(notebook, PackageOptions(parameters={"repeat": "many"}))
     with pytest.raises(ParameterError, match="has no parameter 'colour'"):
-        package_notebook(notebook, parameters={"colour": "red"}, build=False)
+        package_notebook(notebook, PackageOptions(parameters={"colour": "red"}, build=False))
     assert tree_snapshot(notebook.parent) == before
     assert git(notebook.parent, "tag", "--list") == ""
 
@@ -69,9 +110,9 @@ def test_bad_parameters_fail_before_anything_is_written(tmp_path: Path) -> None:
 def test_no_commit_writes_the_recipe_only_without_build(tmp_path: Path) -> None:
     notebook = tiny_repo(tmp_path / "p")
     with pytest.raises(ImageError, match="built from a committed version"):
-        package_notebook(notebook, commit=False)
+        package_notebook(notebook, PackageOptions(commit=False))
     assert not (notebook.parent / "pipelines").exists()
-    result = package_notebook(notebook, commit=False, build=False)
+    result = package_notebook(notebook, PackageOptions(commit=False, build=False))
     assert result.version is None and not result.created
     assert {p.name for p in result.package_dir.iterdir()} == PACKAGE_FILES
     assert git(notebook.parent, "tag", "--list") == ""
@@ -88,7 +129,7 @@ def test_unresolved_imports_are_reported(tmp_path: Path) -> None:
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "odd")
     recorder = Recorder()
-    result = package_notebook(notebook, build=False, on_event=recorder)
+    result = package_notebook(notebook, PackageOptions(build=False), recorder)
     assert result.unresolved_imports == ["not_a_real_module_xyz"]
     assert any(
         line.startswith("warning: odd imports not_a_real_module_xyz")
@@ -103,7 +144,7 @@ def test_a_base_image_file_needs_the_daemonless_builder(tmp_path: Path) -> None:
     archive = tmp_path / "base.tar"
     archive.write_bytes(b"not really")
     with pytest.raises(ImageError, match="only --reproducible/--output builds read image"):
-        package_notebook(notebook, base_image=str(archive))
+        package_notebook(notebook, PackageOptions(base_image=str(archive)))
     assert not (notebook.parent / "pipelines").exists()
 
 
@@ -115,7 +156,10 @@ def test_output_archive_is_assembled_without_an_engine(
     notebook = tiny_repo(tmp_path / "p")
     out = tmp_path / "tiny.tar"
     result = package_notebook(
-        notebook, base_image=str(ensure_rootfs_tarball()), output=out, parameters={"repeat": 2}
+        notebook,
+        PackageOptions(
+            base_image=str(ensure_rootfs_tarball()), output=out, parameters={"repeat": 2}
+        ),
     )
     assert result.output == out and result.image.archive == out and not result.image.loaded
     assert result.image.tags == ["tiny:v1", f"tiny:{result.version.short}"]
@@ -130,10 +174,12 @@ def test_reproducible_image_is_loaded_and_smoke_run(docker_engine: object, tmp_p
     notebook = tiny_repo(tmp_path / "p")
     result = package_notebook(
         notebook,
-        base_image=str(ensure_rootfs_tarball()),
-        reproducible=True,
-        smoke=True,
-        parameters={"repeat": 2},
+        PackageOptions(
+            base_image=str(ensure_rootfs_tarball()),
+            reproducible=True,
+            smoke=True,
+            parameters={"repeat": 2},
+        ),
     )
     assert result.image.loaded and result.smoke.log == ["hello hello"]
 

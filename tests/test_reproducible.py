@@ -25,7 +25,7 @@ import nbformat
 import pytest
 
 from dsops_jupyter import convert, image, oci, vcs
-from dsops_jupyter.model import GeneratedPackage, Version
+from dsops_jupyter.model import GeneratedPackage, ImageResult, Version
 from tests.docker_engine import (
     DockerEngine,
     _start_dockerd,
@@ -52,7 +52,7 @@ class Example:
 
 @dataclass
 class Built:
-    info: oci.ReproducibleImage
+    info: ImageResult
     archive: Path
     cache: Path
 
@@ -159,7 +159,7 @@ def test_same_version_twice_gives_a_byte_identical_archive(
 
 def test_timestamps_owners_and_bytecode(wine: Example, first: Built) -> None:
     epoch = wine.version.epoch
-    assert first.info.created == oci.rfc3339(epoch)
+    assert first.info.created == image.rfc3339(epoch)
     _base, deps, code = first.info.layers
     deps_members = layer_members(first.archive, deps)
     assert len(deps_members) > 1000
@@ -174,7 +174,7 @@ def test_timestamps_owners_and_bytecode(wine: Example, first: Built) -> None:
     assert "opt/dsops/wine.py" in [m.name for m in code_members]
     with tarfile.open(first.archive) as outer:
         config = json.load(outer.extractfile(f"blobs/sha256/{first.info.id[7:]}"))  # type: ignore[arg-type]
-    assert config["created"] == oci.rfc3339(epoch)
+    assert config["created"] == image.rfc3339(epoch)
     labels = config["config"]["Labels"]
     assert labels["org.opencontainers.image.revision"] == wine.version.commit
     assert labels["org.opencontainers.image.base.name"] == BASE_TAG

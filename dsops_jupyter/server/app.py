@@ -4,6 +4,8 @@ Configure it like any Jupyter app, e.g. in ``jupyter_server_config.py``::
 
     c.DsopsExtension.job_store_class = "mypackage.SqlJobStore"   # a JobStore subclass
     c.DsopsExtension.stop_timeout = 30
+    c.DsopsExtension.workers = 4          # jobs that run at once
+    c.DsopsExtension.keep_finished = 500  # finished jobs kept in the list
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Float, Integer, Type, Unicode
 
 from dsops_jupyter.server.handlers import MAX_REQUEST_BYTES, setup_handlers
-from dsops_jupyter.server.jobs import MAX_LOG_LINES, JobManager
+from dsops_jupyter.server.jobs import KEEP_FINISHED, MAX_LOG_LINES, JobManager
 from dsops_jupyter.server.store import FileJobStore, JobStore
 
 
@@ -49,6 +51,9 @@ class DsopsExtension(ExtensionApp):
     max_log_lines = Integer(
         MAX_LOG_LINES, config=True, help="Log lines kept per job record (the last ones)."
     )
+    keep_finished = Integer(
+        KEEP_FINISHED, config=True, help="Finished jobs listed and kept (the newest ones)."
+    )
 
     jobs: JobManager
 
@@ -56,7 +61,12 @@ class DsopsExtension(ExtensionApp):
         root = Path(self.serverapp.root_dir).expanduser().resolve()
         directory = Path(self.jobs_dir).expanduser() if self.jobs_dir else root / ".dsops" / "jobs"
         store = self.job_store_class(directory=directory, parent=self)
-        self.jobs = JobManager(workers=self.workers, store=store, max_log_lines=self.max_log_lines)
+        self.jobs = JobManager(
+            workers=self.workers,
+            store=store,
+            max_log_lines=self.max_log_lines,
+            keep_finished=self.keep_finished,
+        )
         setup_handlers(self.serverapp.web_app, root, self.jobs, self.max_request_bytes)
         self.log.info("dsops_jupyter: routes registered under %sdsops/", self.serverapp.base_url)
 

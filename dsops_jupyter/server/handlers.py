@@ -20,38 +20,33 @@ from jupyter_server.utils import url_path_join
 from tornado.web import HTTPError
 
 from dsops_jupyter.errors import DsopsError
+from dsops_jupyter.model import PackageOptions, RunOptions, quoted
 from dsops_jupyter.server.jobs import (
     MAX_ERROR_CHARS,
     JobManager,
+    ProcessWork,
     bounded,
-    expected_stages,
+    job_kind,
     one_line,
-    package_work,
-    run_work,
 )
 from dsops_jupyter.server.paths import check_writes, inside
 
 AUTH_RESOURCE = "dsops"
 
-#: Option name -> (accepted types, kinds it applies to). Unknown names are refused; known
-#: names of the other kind are type-checked, then dropped.
-OPTIONS: dict[str, tuple[tuple[type, ...], tuple[str, ...]]] = {
-    "name": ((str, type(None)), ("package",)),
-    "commit": ((bool,), ("package",)),
-    "build": ((bool,), ("package",)),
-    "smoke": ((bool,), ("package",)),
-    "force": ((bool,), ("package",)),
-    "parameters": ((dict,), ("package", "run")),
-    "steps": ((list,), ("run",)),
+#: The options a client may set, per kind. Folders, archives, registries and kernels stay the
+#: server's choice (its writes are confined to the root). Unknown names are refused; names of
+#: the other kind are type-checked, then dropped.
+CLIENT_OPTIONS: dict[str, tuple[str, ...]] = {
+    "package": ("name", "commit", "build", "smoke", "force", "parameters"),
+    "run": ("parameters", "steps"),
 }
-KINDS = ("package", "run")
+OPTIONS_OF = {"package": PackageOptions, "run": RunOptions}
+KINDS = tuple(CLIENT_OPTIONS)
 #: Default bound of a POST body (DsopsExtension.max_request_bytes): options are small.
 MAX_REQUEST_BYTES = 1024 * 1024
 #: Nesting a parameter value may have: deeper is no notebook's literal, and would only make
 #: the core and the kernel recurse.
 MAX_VALUE_DEPTH = 32
-#: Characters of a client's value quoted back in an error message.
-MAX_ECHO_CHARS = 200
 
 
 class DsopsHandler(APIHandler):
@@ -72,17 +67,17 @@ class DsopsHandler(APIHandler):
         if not isinstance(rel, str) or not rel.strip():
             raise HTTPError(400, "missing 'path': a notebook path relative to the server root")
         if os.path.isabs(rel) or rel.startswith(("/", "\\")) or ".." in Path(rel).parts:
-            raise HTTPError(403, f"path {echo(rel)} is outside the server root")
+            raise HTTPError(403, f"path {quoted(rel)} is outside the server root")
         try:
             if not inside(self.root / rel, self.root):
-                raise HTTPError(403, f"path {echo(rel)} is outside the server root")
+                raise HTTPError(403, f"path {quoted(rel)} is outside the server root")
             target = (self.root / rel).resolve()
             found = target.is_file()
         except (OSError, ValueError) as err:  # too long a name, a NUL byte, ...
             reason = err.strerror if isinstance(err, OSError) else one_line(err)
-            raise HTTPError(400, f"cannot use path {echo(rel)}: {reason}") from None
+            raise HTTPError(400, f"cannot use path {quoted(rel)}: {reason}") from None
         if not found:
-            raise HTTPError(404, f"no such notebook: {echo(rel)}")
+            raise HTTPError(404, f"no such notebook: {quoted(rel)}")
         return target
 
     def relative(self, path: Path) -> str:
@@ -157,16 +152,15 @@ class JobsHandler(DsopsHandler):
         body = self.json_body()
         kind = body.get("kind")
         if kind not in KINDS:
-            raise HTTPError(400, f"unknown job kind {echo(kind)}; expected 'package' or 'run'")
+            raise HTTPError(400, f"unknown job kind {quoted(kind)}; expected 'package' or 'run'")
         notebook = self.notebook_path(body.get("path"))
-        options = check_options(kind, body.get("options", {}))
-        check_writes(notebook, self.root, kind, options)
-        make = package_work if kind == "package" else run_work
+        options = job_options(kind, body.get("options", {}))
+        check_writes(notebook, self.root, options)
         job = self.jobs.submit(
-            kind,
+            job_kind(options),
             self.relative(notebook),
-            make(notebook, self.root, options),
-            expected_stages=expected_stages(kind, options),
+            ProcessWork(notebook, self.root, options),
+            expected_stages=options.expected_stages(),
         )
         self.write_json(job, status=202)
 
@@ -194,43 +188,32 @@ class JobHandler(DsopsHandler):
     def get(self, job_id: str) -> None:
         job = self.jobs.get(job_id)
         if job is None:
-            raise HTTPError(404, f"no such job: {echo(job_id)}")
+            raise HTTPError(404, f"no such job: {quoted(job_id)}")
         self.write_json(job)
 
 
-def check_options(kind: str, options: Any) -> dict[str, Any]:
-    """Type-check the job options (the core coerces parameter values themselves)."""
+def job_options(kind: str, options: Any) -> PackageOptions | RunOptions:
+    """The client's options as the core's PackageOptions or RunOptions, which type-check them
+    and own their defaults; this only keeps to the options a client may set."""
     if options is None:
-        return {}
+        options = {}
     if not isinstance(options, dict):
         raise HTTPError(400, "'options' must be a JSON object")
-    for key, value in options.items():
-        if key not in OPTIONS:
-            known = ", ".join(OPTIONS)
-            raise HTTPError(400, f"unknown option {echo(key)}; expected one of {known}")
-        types, _kinds = OPTIONS[key]
-        if not isinstance(value, types):
-            names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
-            raise HTTPError(400, f"option {key!r} must be {names}, not {echo(value)}")
-    steps = options.get("steps", [])
-    if not all(isinstance(s, str) for s in steps):
-        raise HTTPError(400, "option 'steps' must be a list of step names")
-    parameters = options.get("parameters", {})
-    if not all(isinstance(k, str) for k in parameters):
-        raise HTTPError(400, "option 'parameters' must map names to values")
-    deep = next((k for k, v in parameters.items() if depth(v) > MAX_VALUE_DEPTH), None)
-    if deep is not None:
-        raise HTTPError(400, f"parameter {echo(deep)} is nested over {MAX_VALUE_DEPTH} levels")
-    return {k: v for k, v in options.items() if kind in OPTIONS[k][1]}
-
-
-def echo(value: Any) -> str:
-    """A value the client sent, quoted for an error message and cut short (MAX_ECHO_CHARS),
-    so the reason after it stays readable and a huge value is not sent back."""
-    try:
-        return bounded(json.dumps(value, default=str), MAX_ECHO_CHARS)
-    except RecursionError:
-        return "(a deeply nested value)"
+    known = list(dict.fromkeys(CLIENT_OPTIONS["package"] + CLIENT_OPTIONS["run"]))
+    unknown = next((key for key in options if key not in known), None)
+    if unknown is not None:
+        expected = ", ".join(known)
+        raise HTTPError(400, f"unknown option {quoted(unknown)}; expected one of {expected}")
+    parameters = options.get("parameters")
+    if isinstance(parameters, dict):
+        deep = next((k for k, v in parameters.items() if depth(v) > MAX_VALUE_DEPTH), None)
+        if deep is not None:
+            levels = f"nested over {MAX_VALUE_DEPTH} levels"
+            raise HTTPError(400, f"parameter {quoted(deep)} is {levels}")
+    own = {k: v for k, v in options.items() if k in CLIENT_OPTIONS[kind]}
+    other = "run" if kind == "package" else "package"
+    OPTIONS_OF[other].check_json({k: v for k, v in options.items() if k not in own})
+    return OPTIONS_OF[kind].from_json(own)
 
 
 def depth(value: Any) -> int:

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from dsops_jupyter.errors import DsopsError, JobConflictError
 from dsops_jupyter.events import Event, OnEvent, OverallProgress
+from dsops_jupyter.model import PackageOptions, RunOptions
 
 if TYPE_CHECKING:  # the store imports traitlets, which this module does not need
     from dsops_jupyter.server.store import JobStore
@@ -140,6 +141,7 @@ class JobManager:
         workers: int = 2,
         store: JobStore | None = None,
         max_log_lines: int = MAX_LOG_LINES,
+        keep_finished: int = KEEP_FINISHED,
     ) -> None:
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dsops-job")
         self._lock = threading.Lock()
@@ -149,6 +151,7 @@ class JobManager:
         self._pending: dict[str, threading.Timer] = {}
         self._store = store
         self._max_log_lines = max(1, max_log_lines)
+        self._keep_finished = max(0, keep_finished)
         self._stopping = False
         self._restore()
 
@@ -324,7 +327,7 @@ class JobManager:
 
     def _forget_old(self) -> None:
         done = sorted((j for j in self._jobs.values() if not j.active), key=lambda j: j.created)
-        for job in done[: max(0, len(done) - KEEP_FINISHED)]:
+        for job in done[: max(0, len(done) - self._keep_finished)]:
             del self._jobs[job.id]
             self._saved_at.pop(job.id, None)
             if self._store is not None:
@@ -363,9 +366,15 @@ def bounded_json(value: Any, limit: int = MAX_VALUE_CHARS) -> Any:
     return value
 
 
+def job_kind(options: PackageOptions | RunOptions) -> JobKind:
+    """The job kind the options are for: the REST ``kind`` and the worker's dispatch."""
+    return "package" if isinstance(options, PackageOptions) else "run"
+
+
 def relative_paths(value: Any, root: Path) -> Any:
     """Rewrite absolute paths under ``root`` (in nested JSON) as root-relative posix paths,
-    so the frontend can open them; paths outside ``root`` stay absolute."""
+    so the frontend can open them; paths outside ``root`` stay absolute. The one thing the
+    server changes in the core's result JSON: presentation, not a shape of its own."""
     if isinstance(value, dict):
         return {k: relative_paths(v, root) for k, v in value.items()}
     if isinstance(value, list):
@@ -387,8 +396,13 @@ class ProcessWork:
     unwinds cleanly; ``kill()`` ends its whole process group.
     """
 
-    def __init__(self, kind: JobKind, notebook: Path, root: Path, options: dict[str, Any]):
-        self.job = {"kind": kind, "notebook": str(notebook), "root": str(root), "options": options}
+    def __init__(self, notebook: Path, root: Path, options: PackageOptions | RunOptions):
+        self.job = {
+            "kind": job_kind(options),
+            "notebook": str(notebook),
+            "root": str(root),
+            "options": options.to_json(),
+        }
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
         self._stopped = False
@@ -450,52 +464,3 @@ class ProcessWork:
             if self._process is not None:  # its group outlives it: kill that even so
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(self._process.pid, signal.SIGKILL)
-
-
-def package_work(notebook: Path, root: Path, options: dict[str, Any]) -> Work:
-    """The package job: convert -> commit -> (build -> smoke), as the core's package_notebook."""
-    return ProcessWork("package", notebook, root, options)
-
-
-def run_work(notebook: Path, root: Path, options: dict[str, Any]) -> Work:
-    """The run job: papermill runs the notebook (or chosen steps) with parameters."""
-    return ProcessWork("run", notebook, root, options)
-
-
-#: Every key of a contract ``result``; a run job fills only ``run``.
-EMPTY_RESULT: dict[str, Any] = {
-    "version": None,
-    "tag": None,
-    "commit": None,
-    "short": None,
-    "created": False,
-    "script": None,
-    "package_dir": None,
-    "image": None,
-    "run": None,
-}
-
-
-def package_result_json(data: dict[str, Any], root: Path) -> dict[str, Any]:
-    """PackageResult.to_json() in the contract's flat shape: the version's fields
-    (``version`` may come as a nested Version dict or as flat keys) plus paths made relative."""
-    data = dict(data)
-    smoke = data.get("smoke")
-    if data.get("run") is None and isinstance(smoke, dict):
-        # The contract's `run` is the smoke run: the script ran whole, in the image.
-        status = "succeeded" if smoke.get("exit_code") == 0 else "failed"
-        data["run"] = {"status": status, "output_notebook": None, "steps": [], **smoke}
-    version = data.get("version")
-    if isinstance(version, dict):
-        data.update({k: version.get(k) for k in ("tag", "commit", "short") if k in version})
-        number = version.get("number")
-        data["version"] = f"v{number}" if number is not None else version.get("tag")
-    return relative_paths({**EMPTY_RESULT, **data}, root)
-
-
-def expected_stages(kind: JobKind, options: dict[str, Any]) -> int:
-    """A hint for OverallProgress: how many stages the core will likely report."""
-    if kind == "run":
-        return 1
-    flags = (options.get("commit", True), options.get("build", False), options.get("smoke", False))
-    return 1 + sum(bool(f) for f in flags)

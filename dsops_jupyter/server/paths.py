@@ -10,9 +10,9 @@ process right before the core writes.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from dsops_jupyter.errors import DsopsError
+from dsops_jupyter.model import PackageOptions, RunOptions
 
 
 class OutsideRootError(DsopsError):
@@ -26,20 +26,21 @@ def inside(path: Path, root: Path) -> bool:
     return path.resolve().is_relative_to(root)
 
 
-def write_targets(notebook: Path, kind: str, options: dict[str, Any]) -> list[Path]:
-    """The folders a job writes: the package folder, or the run's output folder."""
+def write_targets(notebook: Path, options: PackageOptions | RunOptions) -> list[Path]:
+    """The folders a job writes: the package folder, or the run's output folder (the server
+    lets no client choose another: out_dir and output are not options it accepts)."""
     from dsops_jupyter.config import load_config
     from dsops_jupyter.markers import pipeline_name
 
     config = load_config(notebook)
-    if kind == "package":
-        return [config.package_dir(pipeline_name(notebook, options.get("name")))]
+    if isinstance(options, PackageOptions):
+        return [config.package_dir(pipeline_name(notebook, options.name))]
     return [config.root / "runs" / pipeline_name(notebook)]
 
 
-def check_writes(notebook: Path, root: Path, kind: str, options: dict[str, Any]) -> None:
+def check_writes(notebook: Path, root: Path, options: PackageOptions | RunOptions) -> None:
     """OutsideRootError unless every folder the job writes resolves under ``root``."""
-    for target in write_targets(notebook, kind, options):
+    for target in write_targets(notebook, options):
         if not inside(target, root):
             shown = target.relative_to(root) if target.is_relative_to(root) else target
             raise OutsideRootError(

@@ -26,44 +26,25 @@ from typing import IO, Any
 
 from dsops_jupyter.errors import DsopsError, RunInterruptedError
 from dsops_jupyter.events import Event, OnEvent
-from dsops_jupyter.server.jobs import (
-    EMPTY_RESULT,
-    MAX_LINE_CHARS,
-    bounded,
-    bounded_json,
-    package_result_json,
-    relative_paths,
-)
+from dsops_jupyter.model import PackageOptions, RunOptions
+from dsops_jupyter.server.jobs import MAX_LINE_CHARS, bounded, bounded_json, relative_paths
 from dsops_jupyter.server.paths import check_writes
 
 
 def run_job(job: dict[str, Any], on_event: OnEvent) -> dict[str, Any]:
-    """Run one package or run job through the core; the result in the REST contract's shape."""
-    notebook, root, options = Path(job["notebook"]), Path(job["root"]), job["options"]
-    check_writes(notebook, root, job["kind"], options)  # again: the tree may have changed
+    """Run one package or run job through the core; its result JSON with root-relative paths."""
+    notebook, root = Path(job["notebook"]), Path(job["root"])
     if job["kind"] == "package":
         from dsops_jupyter.package import package_notebook
 
-        result = package_notebook(
-            notebook,
-            parameters=options.get("parameters") or None,
-            name=options.get("name"),
-            commit=options.get("commit", True),
-            build=options.get("build", False),
-            smoke=options.get("smoke", False),
-            force=options.get("force", False),
-            on_event=on_event,
-        )
-        return package_result_json(result.to_json(), root)
+        options = PackageOptions.from_json(job["options"])
+        check_writes(notebook, root, options)  # again: the tree may have changed
+        return relative_paths(package_notebook(notebook, options, on_event).to_json(), root)
     from dsops_jupyter.execute import run_notebook
 
-    record = run_notebook(
-        notebook,
-        parameters=options.get("parameters") or None,
-        steps=options.get("steps") or None,
-        on_event=on_event,
-    )
-    return {**EMPTY_RESULT, "run": relative_paths(record.to_json(), root)}
+    run = RunOptions.from_json(job["options"])
+    check_writes(notebook, root, run)
+    return relative_paths(run_notebook(notebook, run, on_event).to_json(), root)
 
 
 def main() -> int:

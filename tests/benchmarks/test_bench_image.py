@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from dsops_jupyter.model import PackageOptions
 from dsops_jupyter.package import package_notebook
 from tests.docker_engine import DockerEngine
 from tests.helpers import copy_example, git, init_repo
@@ -61,19 +62,19 @@ def test_p4_code_only_repackage_vs_cold_build(
     notebook = copy_example("wine.ipynb", repo)
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "wine")
-    options = {"parameters": {"alpha": 0.7}, "base_image": base}
+    options = PackageOptions(parameters={"alpha": 0.7}, base_image=base)
 
     start = time.perf_counter()
-    cold = package_notebook(notebook, **options)
+    cold = package_notebook(notebook, options)
     cold_seconds = time.perf_counter() - start
 
     edit_code(notebook)
     start = time.perf_counter()
-    warm = package_notebook(notebook, **options)
+    warm = package_notebook(notebook, options)
     warm_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
-    unchanged = package_notebook(notebook, **options)
+    unchanged = package_notebook(notebook, options)
     unchanged_seconds = time.perf_counter() - start
 
     assert (cold.version.number, warm.version.number) == (1, 2) and not unchanged.created

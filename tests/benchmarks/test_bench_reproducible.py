@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from dsops_jupyter import convert, image, oci, vcs
-from dsops_jupyter.model import ImageInfo
+from dsops_jupyter.model import ImageResult
 from tests.docker_engine import HOST_CA_BUNDLE, ensure_rootfs_tarball
 from tests.helpers import copy_example, git, init_repo
 from tests.test_reproducible import fresh_dockerd
@@ -64,10 +64,10 @@ def test_reproducible_vs_dockerfile_build(tmp_path: Path) -> None:
     base = ca_base_archive(tmp_path / "base")
     cache, wheels = tmp_path / "dsops-cache", tmp_path / "wheelhouse"
 
-    def dockerfile(client: Any) -> ImageInfo:
+    def dockerfile(client: Any) -> ImageResult:
         return image.build_image(pkg, version, client=client)
 
-    def reproducible(client: Any) -> oci.ReproducibleImage:
+    def reproducible(client: Any) -> ImageResult:
         return oci.build_reproducible(
             pkg, version, base_image=BASE_TAG, engine=client, wheelhouse=wheels, cache_dir=cache
         )

@@ -12,7 +12,11 @@ from typing import Any
 import pytest
 from tornado.httpclient import HTTPClientError
 
+from dsops_jupyter.model import PackageResult
+
 FINISHED = ("succeeded", "failed")
+#: Package jobs build an image by default, as `dsops package` does; these tests have no engine.
+NO_BUILD = {"build": False}
 
 
 async def fetch_json(jp_fetch, *parts: str, **kwargs: Any) -> tuple[int, Any]:
@@ -173,7 +177,7 @@ async def test_pipeline_marker_error_is_400(jp_fetch, repo, write_notebook):
 # --- jobs --------------------------------------------------------------------------------------
 async def test_package_job_commits_and_tags(jp_fetch, repo, git):
     status, job = await post_job(
-        jp_fetch, {"kind": "package", "path": "examples/wine.ipynb", "options": {"commit": True}}
+        jp_fetch, {"kind": "package", "path": "examples/wine.ipynb", "options": NO_BUILD}
     )
     assert status == 202, job
     assert job["state"] == "queued"
@@ -185,24 +189,28 @@ async def test_package_job_commits_and_tags(jp_fetch, repo, git):
     assert job["progress"] == 1.0
     assert job["log"], "the core's log lines are kept"
     result = job["result"]
+    assert set(result) == set(PackageResult(None, False, Path(), Path()).to_json())
     assert result["created"] is True
-    assert result["version"] == "v1"
-    assert result["tag"] == "dsops/wine/v1"
+    version = result["version"]
+    assert version["number"] == 1 and version["name"] == "wine"
+    assert version["tag"] == "dsops/wine/v1"
     assert result["package_dir"] == "pipelines/wine"
     assert result["script"] == "pipelines/wine/wine.py"
-    assert result["image"] is None
+    assert result["image"] is None and result["smoke"] is None
     assert (repo / result["script"]).is_file()
     assert git(repo, "tag", "--list", "dsops/*").splitlines() == ["dsops/wine/v1"]
-    assert git(repo, "rev-parse", "dsops/wine/v1^{commit}") == result["commit"]
-    assert result["commit"].startswith(result["short"]) and len(result["commit"]) == 40
+    assert git(repo, "rev-parse", "dsops/wine/v1^{commit}") == version["commit"]
+    assert version["commit"].startswith(version["short"]) and len(version["commit"]) == 40
     assert git(repo, "status", "--porcelain") == ""
 
     # Unchanged notebook: no new version.
-    status, again = await post_job(jp_fetch, {"kind": "package", "path": "examples/wine.ipynb"})
+    status, again = await post_job(
+        jp_fetch, {"kind": "package", "path": "examples/wine.ipynb", "options": NO_BUILD}
+    )
     again = await wait_job(jp_fetch, again["id"])
     assert again["state"] == "succeeded", again
     assert again["result"]["created"] is False
-    assert again["result"]["tag"] == "dsops/wine/v1"
+    assert again["result"]["version"]["tag"] == "dsops/wine/v1"
     assert git(repo, "tag", "--list", "dsops/*").splitlines() == ["dsops/wine/v1"]
 
     status, listing = await fetch_json(jp_fetch, "dsops", "jobs")
@@ -212,7 +220,8 @@ async def test_package_job_commits_and_tags(jp_fetch, repo, git):
 async def test_failed_job_reports_one_line(jp_fetch, jp_root_dir, write_notebook):
     """Not a Git repository: the package job fails with the core's one-line message."""
     write_notebook("plain.ipynb", ("x = 1", ["step:one"]))
-    status, job = await post_job(jp_fetch, {"kind": "package", "path": "plain.ipynb"})
+    body = {"kind": "package", "path": "plain.ipynb", "options": NO_BUILD}
+    status, job = await post_job(jp_fetch, body)
     assert status == 202, job
     job = await wait_job(jp_fetch, job["id"])
     assert job["state"] == "failed"
@@ -237,7 +246,7 @@ async def test_same_notebook_twice_is_409_other_notebook_runs(jp_fetch, repo, wr
 
     first = await wait_job(jp_fetch, first["id"])
     assert first["state"] == "succeeded", first
-    run = first["result"]["run"]
+    run = first["result"]
     assert run["status"] == "succeeded"
     assert not os.path.isabs(run["output_notebook"])
     assert (repo / run["output_notebook"]).is_file()
@@ -259,7 +268,7 @@ async def test_run_job_with_parameters_and_steps(jp_fetch, repo):
     assert status == 202, job
     job = await wait_job(jp_fetch, job["id"])
     assert job["state"] == "succeeded", job
-    names = [s["name"] for s in job["result"]["run"]["steps"]]
+    names = [s["name"] for s in job["result"]["steps"]]
     assert "load" in names and "evaluate" not in names
 
 
@@ -354,14 +363,14 @@ async def test_package_job_builds_and_smoke_runs_the_image(
         line.startswith("== Building image") for line in job["log"]
     )
     result = job["result"]
-    assert result["tag"] == "dsops/tiny/v1"
+    assert result["version"]["tag"] == "dsops/tiny/v1"
     image = result["image"]
     assert image["id"].startswith("sha256:")
     assert "tiny:v1" in image["tags"]
     assert image["size"] > 0
-    run = result["run"]
-    assert run["status"] == "succeeded" and run["exit_code"] == 0, run
-    assert any("total 10" in line for line in run["log"]), run["log"]  # n=5 baked in
+    smoke = result["smoke"]
+    assert smoke["exit_code"] == 0, smoke
+    assert any("total 10" in line for line in smoke["log"]), smoke["log"]  # n=5 baked in
 
 
 # --- limits: request bodies, echoed values, job records ----------------------------------------
@@ -403,7 +412,7 @@ async def test_job_records_stay_small(jp_fetch, repo, write_notebook):
     assert "900000" in job["log"][-3:], job["log"][-3:]  # the kernel got the whole value
     assert "line 4999" in job["log"] and "line 0" not in job["log"]
     assert job["log"][0].startswith("[") and "earlier lines not kept" in job["log"][0]
-    assert job["result"]["run"]["parameters"]["text"].endswith("more characters)")
+    assert job["result"]["parameters"]["text"].endswith("more characters)")
     response = await jp_fetch("dsops", "jobs")
     assert len(response.body) < 100_000, len(response.body)
 
@@ -463,7 +472,7 @@ def test_the_job_process_checks_the_writes_again(repo, tmp_path):
         "kind": "package",
         "notebook": str(repo / "examples" / "wine.ipynb"),
         "root": str(repo),
-        "options": {},
+        "options": NO_BUILD,
     }
     with pytest.raises(OutsideRootError, match="outside the server root"):
         run_job(job, lambda _event: None)
@@ -472,7 +481,7 @@ def test_the_job_process_checks_the_writes_again(repo, tmp_path):
 
 # --- force: the way out of a hand-edit refusal ------------------------------------------------
 async def test_force_overwrites_hand_edits_like_the_cli(jp_fetch, repo, git):
-    package = {"kind": "package", "path": "examples/wine.ipynb"}
+    package = {"kind": "package", "path": "examples/wine.ipynb", "options": NO_BUILD}
     first = await wait_job(jp_fetch, (await post_job(jp_fetch, package))[1]["id"])
     assert first["state"] == "succeeded", first["error"]
     script = repo / first["result"]["script"]
@@ -483,13 +492,13 @@ async def test_force_overwrites_hand_edits_like_the_cli(jp_fetch, repo, git):
     assert refused["state"] == "failed" and "by hand" in refused["error"], refused
     assert script.read_text().endswith("# my fix\n")
 
-    forced = {**package, "options": {"force": True}}
+    forced = {**package, "options": {**NO_BUILD, "force": True}}
     status, job = await post_job(jp_fetch, forced)
     assert status == 202, job
     job = await wait_job(jp_fetch, job["id"])
     assert job["state"] == "succeeded", job["error"]
     assert script.read_text() == generated
-    assert job["result"]["tag"] == "dsops/wine/v1"
+    assert job["result"]["version"]["tag"] == "dsops/wine/v1"
     status, reply = await post_job(jp_fetch, {**package, "options": {"force": "yes"}})
     assert_error(status, reply, 400, "'force'", "bool")
 

@@ -15,7 +15,6 @@ from dsops_jupyter.server.jobs import (
     OverallProgress,
     ServerStoppingError,
     bounded_json,
-    package_result_json,
     relative_paths,
 )
 from dsops_jupyter.server.store import FileJobStore
@@ -120,35 +119,6 @@ def test_paths_become_relative_to_the_root(tmp_path: Path):
         "word": "v1",
         "n": 3,
     }
-
-
-def test_package_result_flattens_a_nested_version(tmp_path: Path):
-    root = tmp_path.resolve()
-    data = {
-        "version": {
-            "name": "x",
-            "number": 3,
-            "tag": "dsops/x/v3",
-            "commit": "a" * 40,
-            "short": "a" * 7,
-            "epoch": 1,
-        },
-        "created": True,
-        "package_dir": str(root / "pipelines" / "x"),
-        "script": str(root / "pipelines" / "x" / "x.py"),
-        "image": None,
-    }
-    out = package_result_json(data, root)
-    assert out["version"] == "v3" and out["tag"] == "dsops/x/v3"
-    assert out["commit"] == "a" * 40 and out["short"] == "a" * 7
-    assert out["script"] == "pipelines/x/x.py" and out["package_dir"] == "pipelines/x"
-    assert out["run"] is None
-
-
-def test_package_result_maps_the_smoke_run_to_run(tmp_path: Path):
-    data = {"version": None, "created": False, "smoke": {"exit_code": 0, "log": ["ok"]}}
-    run = package_result_json(data, tmp_path)["run"]
-    assert run["status"] == "succeeded" and run["log"] == ["ok"] and run["steps"] == []
 
 
 # --- records on disk, restarts, shutdown, bounds ------------------------------------------------
