@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from dsops_jupyter import escape, events
+from dsops_jupyter.config import load_config, project_path
 from dsops_jupyter.errors import BuildError, EngineUnavailableError, ImageError
 from dsops_jupyter.events import OnEvent
-from dsops_jupyter.model import ImageInfo, SmokeResult
+from dsops_jupyter.model import GeneratedPackage, ImageInfo, SmokeResult, Version
 from dsops_jupyter.recipe import check_base_image, cli_args, recipe_base_image
+from dsops_jupyter.vcs import remote_url
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 LABEL_PREFIX = "org.opencontainers.image."
@@ -79,7 +81,7 @@ def repository_name(name: str) -> str:
     return name.lower().strip("_") or "pipeline"
 
 
-def image_tags(name: str, version: Any, registry: str | None = None) -> list[str]:
+def image_tags(name: str, version: Version, registry: str | None = None) -> list[str]:
     """`<name>:v<N>` and `<name>:<short-sha>` (prefixed with the registry when pushing)."""
     repo = repository_name(name)
     if registry:
@@ -87,7 +89,7 @@ def image_tags(name: str, version: Any, registry: str | None = None) -> list[str
     return [f"{repo}:v{version.number}", f"{repo}:{version.short}"]
 
 
-def image_labels(pkg: Any, version: Any, base_image: str) -> dict[str, str]:
+def image_labels(pkg: GeneratedPackage, version: Version, base_image: str) -> dict[str, str]:
     """The image's labels for a version; `created` is the version commit's time, never the clock.
 
     Nothing host-specific: the notebook is its project-relative path, the source the `origin`
@@ -112,7 +114,7 @@ def rfc3339(epoch: int) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def build_args(pkg: Any, version: Any) -> dict[str, str]:
+def build_args(pkg: GeneratedPackage, version: Version) -> dict[str, str]:
     """Values of the recipe's version ARGs: they only feed its one LABEL instruction.
 
     Passed as build args (never spliced into the Dockerfile text), so quotes and line breaks
@@ -139,20 +141,13 @@ def notebook_label(files: Mapping[str, bytes], notebook_path: Path) -> str:
 
 def source_url(directory: Path) -> str:
     """The repository's `origin` URL without credentials; "" when it has none."""
-    import git
-
-    try:
-        with git.Repo(directory, search_parent_directories=True) as repo:
-            url = repo.remote("origin").url
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError, ValueError):
-        return ""
-    return re.sub(r"^([a-z+]+://)[^/@]*@", r"\1", url)
+    return re.sub(r"^([a-z+]+://)[^/@]*@", r"\1", remote_url(directory, "origin"))
 
 
 # --- build -------------------------------------------------------------------------------------
 def build_image(
-    pkg: Any,
-    version: Any,
+    pkg: GeneratedPackage,
+    version: Version,
     *,
     base_image: str | None = None,
     on_event: OnEvent = events.ignore,
@@ -322,18 +317,18 @@ def _copy_workdir(container: Any, target: Path) -> Path:
 
 
 def list_images(
-    notebook_path: str | Path, name: str | None = None, *, client: Any = None
+    notebook_path: str | Path,
+    name: str | None = None,
+    *,
+    versions: Iterable[Version] | None,
+    client: Any = None,
 ) -> list[ImageInfo]:
     """The images built from a notebook's versions, oldest version first.
 
     Found by label (project-relative notebook path, pipeline name), then kept only when their
-    revision is a version of this repository: another clone's `wine.ipynb` is not this one.
+    revision is one of ``versions`` (this repository's: another clone's `wine.ipynb` is not
+    this one); ``versions=None`` (no repository to ask) keeps every image found.
     """
-    from dsops_jupyter.config import load_config
-    from dsops_jupyter.convert import project_path
-    from dsops_jupyter.errors import NotARepositoryError
-    from dsops_jupyter.vcs import list_versions
-
     path = Path(notebook_path).resolve()
     relative = project_path(path, load_config(path).root)
     client = client or connect()
@@ -341,11 +336,9 @@ def list_images(
     if name:
         filters.append(f"{DSOPS_LABEL}name={name}")
     images = [describe(image) for image in client.images.list(filters={"label": filters})]
-    try:
-        commits = {v.commit for v in list_versions(path, name)}
+    if versions is not None:
+        commits = {v.commit for v in versions}
         images = [i for i in images if i.commit in commits]
-    except NotARepositoryError:
-        pass
     return sorted(images, key=lambda i: (i.name, _version_number(i.version), i.id))
 
 
@@ -356,7 +349,7 @@ def _version_number(version: str) -> int:
 def push_image(
     info: ImageInfo,
     registry: str,
-    version: Any,
+    version: Version,
     on_event: OnEvent = events.ignore,
     *,
     client: Any = None,

@@ -14,6 +14,7 @@ from typing import Any
 from dsops_jupyter import events, recipe
 from dsops_jupyter.errors import ImageError
 from dsops_jupyter.events import OnEvent
+from dsops_jupyter.model import GeneratedPackage, Version
 
 UNRESOLVED = "# unresolved import: "
 
@@ -67,7 +68,7 @@ def package_notebook(
     `parameters` are coerced to the notebook's parameter types and baked in as the image's
     default arguments. `reproducible`/`output` assemble the image without a Dockerfile build.
     """
-    from dsops_jupyter.convert import generate_package, write_package
+    from dsops_jupyter.assemble import generate_package, write_package
     from dsops_jupyter.notebook import read_pipeline
     from dsops_jupyter.params import coerce_parameters
 
@@ -157,7 +158,7 @@ def _is_file(base_image: str | None) -> bool:
     return bool(base_image) and Path(str(base_image)).expanduser().is_file()
 
 
-def _report_unresolved(pkg: Any, on_event: OnEvent) -> list[str]:
+def _report_unresolved(pkg: GeneratedPackage, on_event: OnEvent) -> list[str]:
     """Imports the lock could not map to an installed distribution: shown, not fatal."""
     text = pkg.files.get("requirements.lock", b"").decode("utf-8", "replace")
     lines = [line for line in text.splitlines() if line.startswith(UNRESOLVED)]
@@ -172,8 +173,8 @@ def _report_unresolved(pkg: Any, on_event: OnEvent) -> list[str]:
 
 
 def _build(
-    pkg: Any,
-    version: Any,
+    pkg: GeneratedPackage,
+    version: Version,
     values: dict[str, Any],
     reproducible: bool,
     output: Path | None,
@@ -209,7 +210,7 @@ def _smoke(info: Any, client: Any, on_event: OnEvent) -> Any:
     return image.smoke_run(info, None, on_event, client=client)
 
 
-def _push(info: Any, registry: str, version: Any, client: Any, on_event: OnEvent) -> list[str]:
+def _push(info: Any, registry: str, version: Version, client: Any, on_event: OnEvent) -> list[str]:
     from dsops_jupyter import image
 
     events.stage(on_event, f"Pushing to {registry}")

@@ -428,8 +428,7 @@ def test_ctrl_c_at_any_stage_rolls_back(repo: Path, stage: str) -> None:
         )
 
     assert_nothing_committed(repo, tip, tag_list, state)
-    with open_repo(repo) as opened:
-        assert last_version(opened, "demo") == v1
+    assert last_version(open_repo(repo), "demo") == v1
     # The generated files on disk may be new; a retry is not mistaken for a hand edit.
     version, created = commit_package(package(repo, changed(demo_py=b"print('v2')\n")))
     assert created and version.number == 2 and user_state(repo) == state
