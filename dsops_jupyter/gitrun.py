@@ -48,6 +48,8 @@ def run_git(
 
     ``env`` adds to (never replaces) the environment; set a variable to "0" to switch it off.
     """
+    if not cwd.is_dir():  # GitPython would run git in the process's cwd instead
+        raise VcsError(f"{cwd} is not a folder: git cannot run there")
     command = [Git.GIT_PYTHON_GIT_EXECUTABLE or "git", *args]
     try:
         handle = Git(cwd).execute(
@@ -59,6 +61,7 @@ def run_git(
     except GitCommandNotFound:
         raise VcsError("git is not installed (or not on PATH); install Git and try again") from None
     process = handle.proc
+    assert process is not None  # None only once the handle is finalized
     try:
         out, err = process.communicate(input)
     except BaseException:
@@ -99,12 +102,10 @@ class Repository:
         all: the bytes go through files in ``scratch`` (a folder of the caller's)."""
         if not blobs:
             return {}
-        paths = []
-        for number, data in enumerate(blobs.values()):
-            path = scratch / f"blob-{number}"
+        paths = [scratch.resolve() / f"blob-{number}" for number in range(len(blobs))]
+        for path, data in zip(paths, blobs.values(), strict=True):
             path.write_bytes(data)
-            paths.append(str(path.resolve()))
-        out = self.run("hash-object", "-w", "--no-filters", "--", *paths)
+        out = self.run("hash-object", "-w", "--no-filters", "--", *map(str, paths))
         for path in paths:
-            Path(path).unlink()
+            path.unlink()
         return dict(zip(blobs, out.split(), strict=True))

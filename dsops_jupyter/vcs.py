@@ -15,7 +15,7 @@ exists) or undone by the next one. Hooks and signing follow the repository's Git
 All Git I/O of dsops goes through this module's functions, and they run git through one runner
 (``gitrun.run_git``), built on GitPython's command runner ``git.cmd.Git``: GitPython finds the
 git executable and sets up its environment; the plumbing commands (stdin-fed, exit statuses
-checked) are ours. No ``Repository`` objects: lookups are git commands too, so there is one way
+checked) are ours. No ``git.Repo`` objects: lookups are git commands too, so there is one way
 to reach Git, and no Repo finalizer runs (or prints) after a Ctrl-C.
 """
 
