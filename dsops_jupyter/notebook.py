@@ -13,7 +13,8 @@ import keyword
 import re
 import shlex
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -320,14 +321,11 @@ def normalise_newlines(source: str) -> str:
 
 def _classify(index: int, raw: dict[str, Any], where: str) -> Cell:
     source = source_of(raw)
-    tags = tuple(raw.get("metadata", {}).get("tags", []))
-    cell = Cell(index=index, source=source, tags=tags, role="continue")
     label = f"{where}, cell {index + 1}"
-    for tag in tags:
-        _apply_tag(cell, tag, label)
     first, _, rest = source.partition("\n")
+    markers = read_markers(raw.get("metadata", {}).get("tags", []), first, label)
+    cell = replace(markers, index=index, source=source)
     if first.strip().startswith("%%dsops"):
-        _apply_magic_line(cell, first.strip(), label)
         source = rest
     try:  # most cells are plain Python: parse once, keep the tree
         cell.tree, cell.code = parse_cell(source, label), source
@@ -389,14 +387,27 @@ def _set_step(cell: Cell, name: str, label: str) -> None:
     cell.step = name
 
 
+def read_markers(tags: Iterable[str], first_line: str, where: str) -> Cell:
+    """The markers of one cell, its tags then a ``%%dsops`` first line, as a Cell without code.
+
+    The one reader of the marker grammar: tests/marker_cases.json runs through it and through
+    the frontend's src/markers.ts, so the badges and the core never disagree about a marker.
+    """
+    cell = Cell(index=-1, source="", tags=tuple(tags), role="continue")
+    for tag in cell.tags:
+        _apply_tag(cell, tag, where)
+    if first_line.strip().startswith("%%dsops"):
+        _apply_magic_line(cell, first_line.strip(), where)
+    return cell
+
+
 def parse_marker_line(line: str, where: str = "%%dsops") -> tuple[str, str | None, list[str]]:
     """Read one ``%%dsops ...`` line exactly as the core does: (role, step name, after).
 
     The magics validate their first line with this, so the live kernel and the saved
     notebook can never disagree about a marker.
     """
-    cell = Cell(index=-1, source="", tags=(), role="continue")
-    _apply_magic_line(cell, line.strip(), where)
+    cell = read_markers((), line, where)
     return cell.role, cell.step, cell.after
 
 

@@ -6,12 +6,15 @@ import { Notebook, NotebookPanel } from '@jupyterlab/notebook';
 import { IDisposable } from '@lumino/disposable';
 import { Signal } from '@lumino/signaling';
 
+import { element, setText } from './dom';
 import {
-  IMarker,
+  ICellMarkers,
   MarkerChoice,
-  markerFromSource,
+  MarkerRole,
+  magicLineAfter,
   markerLabel,
-  markerOf,
+  markerLine,
+  readMarkers,
   withMarker,
   withoutMagicMarker
 } from './markers';
@@ -25,7 +28,17 @@ export type ICellModel = Cell['model'];
 
 const BADGE_CLASS = 'dsops-CellBadge';
 const MARKED_CLASS = 'dsops-marked';
-const KINDS: IMarker['kind'][] = ['step', 'parameters', 'skip', 'imports', 'functions', 'metrics'];
+type BadgeKind = MarkerRole | 'error';
+const KINDS: BadgeKind[] = ['step', 'parameters', 'skip', 'shared', 'metrics', 'injected', 'error'];
+
+/** What the badge of a cell shows. */
+interface IBadge {
+  kind: BadgeKind;
+  label: string;
+  after: string;
+  title: string;
+  step: string | null;
+}
 
 /** The string tags of a cell (`metadata.tags`), [] when it has none. */
 export function cellTags(model: ICellModel): string[] {
@@ -33,9 +46,18 @@ export function cellTags(model: ICellModel): string[] {
   return Array.isArray(tags) ? tags.filter((tag): tag is string => typeof tag === 'string') : [];
 }
 
-/** The marker a cell carries, from its tags or its `%%dsops` first line. */
-export function cellMarker(model: ICellModel): IMarker | null {
-  return markerOf(cellTags(model), model.sharedModel.getSource());
+/** The markers of a cell, from its tags and its `%%dsops` first line; throws MarkerError. */
+export function cellMarkers(model: ICellModel): ICellMarkers {
+  return readMarkers(cellTags(model), model.sharedModel.getSource());
+}
+
+/** The step a cell starts, '' when none (or its markers are refused). */
+export function cellStepName(model: ICellModel): string {
+  try {
+    return cellMarkers(model).step ?? '';
+  } catch {
+    return '';
+  }
 }
 
 /**
@@ -44,10 +66,10 @@ export function cellMarker(model: ICellModel): IMarker | null {
  */
 export function applyMarker(model: ICellModel, choice: MarkerChoice): void {
   const source = model.sharedModel.getSource();
-  const magic = markerFromSource(source);
-  const tags = withMarker(cellTags(model), choice, magic?.kind === 'step' ? magic.after : []);
+  const hasLine = markerLine(source) !== null;
+  const tags = withMarker(cellTags(model), choice, magicLineAfter(source));
   model.sharedModel.transact(() => {
-    if (magic !== null) {
+    if (hasLine) {
       model.sharedModel.setSource(withoutMagicMarker(source));
     }
     if (tags.length > 0) {
@@ -58,31 +80,57 @@ export function applyMarker(model: ICellModel, choice: MarkerChoice): void {
   });
 }
 
-/** Draw (or remove) the badge of one cell and mirror the marker on its node. */
-export function renderBadge(cell: Cell): void {
-  const marker = cellMarker(cell.model);
-  const node = cell.node;
-  node.classList.toggle(MARKED_CLASS, marker !== null);
-  for (const kind of KINDS) {
-    node.classList.toggle(`dsops-marker-${kind}`, marker?.kind === kind);
+/** The badge of a cell: its marker, the core's refusal of it, or null for a plain cell. */
+function badgeOf(model: ICellModel): IBadge | null {
+  let markers: ICellMarkers;
+  try {
+    markers = cellMarkers(model);
+  } catch (error) {
+    const problem = error instanceof Error ? error.message : String(error);
+    const title = `dsops refuses this marker: ${problem}`;
+    return { kind: 'error', label: 'marker error', after: '', title, step: null };
   }
-  if (marker === null) {
-    delete node.dataset.dsopsMarker;
-    delete node.dataset.dsopsStep;
-  } else {
-    node.dataset.dsopsMarker = marker.kind;
-    if (marker.kind === 'step') {
-      node.dataset.dsopsStep = marker.name ?? '';
-    } else {
-      delete node.dataset.dsopsStep;
-    }
+  const label = markerLabel(markers);
+  if (label === null) {
+    return null;
   }
-  updateBadgeElement(node, marker);
+  const after = markers.role === 'step' && markers.after.length > 0;
+  return {
+    kind: markers.role,
+    label,
+    after: after ? `after: ${markers.after.join(', ')}` : '',
+    title:
+      markerLine(model.sharedModel.getSource()) === null
+        ? 'dsops marker from the cell tags'
+        : 'dsops marker from the %%dsops first line',
+    step: markers.step
+  };
 }
 
-function updateBadgeElement(node: HTMLElement, marker: IMarker | null): void {
+/** Draw (or remove) the badge of one cell and mirror the marker on its node. */
+export function renderBadge(cell: Cell): void {
+  const badge = badgeOf(cell.model);
+  const node = cell.node;
+  node.classList.toggle(MARKED_CLASS, badge !== null);
+  for (const kind of KINDS) {
+    node.classList.toggle(`dsops-marker-${kind}`, badge?.kind === kind);
+  }
+  if (badge === null) {
+    delete node.dataset.dsopsMarker;
+  } else {
+    node.dataset.dsopsMarker = badge.kind;
+  }
+  if (badge?.step) {
+    node.dataset.dsopsStep = badge.step;
+  } else {
+    delete node.dataset.dsopsStep;
+  }
+  updateBadgeElement(node, badge);
+}
+
+function updateBadgeElement(node: HTMLElement, badge: IBadge | null): void {
   const existing = node.querySelector<HTMLElement>(`:scope > .jp-CellHeader > .${BADGE_CLASS}`);
-  if (marker === null) {
+  if (badge === null) {
     existing?.remove();
     return;
   }
@@ -93,29 +141,18 @@ function updateBadgeElement(node: HTMLElement, marker: IMarker | null): void {
   }
   let box = existing;
   if (box === null) {
-    box = document.createElement('div');
-    box.className = BADGE_CLASS;
-    box.append(document.createElement('span'), document.createElement('span'));
-    (box.firstChild as HTMLElement).dataset.testid = 'dsops-badge';
-    (box.firstChild as HTMLElement).className = `${BADGE_CLASS}-label`;
-    (box.lastChild as HTMLElement).className = `${BADGE_CLASS}-after`;
+    box = element('div', { class: BADGE_CLASS });
+    box.append(
+      element('span', { class: `${BADGE_CLASS}-label`, 'data-testid': 'dsops-badge' }),
+      element('span', { class: `${BADGE_CLASS}-after` })
+    );
     header.appendChild(box);
   }
   const [label, after] = [box.firstChild as HTMLElement, box.lastChild as HTMLElement];
-  setText(label, markerLabel(marker));
-  setText(after, marker.after.length > 0 ? `after: ${marker.after.join(', ')}` : '');
-  label.dataset.kind = marker.kind;
-  box.title =
-    marker.source === 'magic'
-      ? 'dsops marker from the %%dsops first line'
-      : 'dsops marker from the cell tags';
-}
-
-function setText(node: HTMLElement, text: string): void {
-  if (node.textContent !== text) {
-    node.textContent = text;
-  }
-  node.hidden = text === '';
+  setText(label, badge.label);
+  setText(after, badge.after);
+  label.dataset.kind = badge.kind;
+  box.title = badge.title;
 }
 
 /**

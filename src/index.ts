@@ -3,36 +3,28 @@
  * commands with badges, and a pipeline side panel. Every action calls the
  * dsops server routes; the pipeline logic lives in the Python core.
  */
-import {
-  ILayoutRestorer,
-  JupyterFrontEnd,
-  JupyterFrontEndPlugin
-} from '@jupyterlab/application';
+import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ICommandPalette, InputDialog, ToolbarButton } from '@jupyterlab/apputils';
 import { DocumentRegistry } from '@jupyterlab/docregistry';
 import { INotebookModel, INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { CommandRegistry } from '@lumino/commands';
 import { DisposableDelegate, IDisposable } from '@lumino/disposable';
 
-import { applyMarker, BadgeManager, Cell, cellMarker } from './badges';
+import { applyMarker, BadgeManager, Cell, cellStepName } from './badges';
 import { dsopsIcon } from './icons';
 import { MarkerChoice, stepNameProblem } from './markers';
 import { packageNotebook } from './packaging';
 import { PipelinePanel } from './panel';
-
-export namespace CommandIDs {
-  export const packageNotebook = 'dsops:package-notebook';
-  export const markStep = 'dsops:mark-step';
-  export const markParameters = 'dsops:mark-parameters';
-  export const markSkip = 'dsops:mark-skip';
-  export const clearMarker = 'dsops:clear-marker';
-  export const showPanel = 'dsops:show-panel';
-}
+import { useServerSettings } from './request';
+import { CommandIDs } from './tokens';
 
 const CELL_SELECTOR = '.jp-Notebook .jp-Cell';
 
 /** Adds the toolbar button and the badge keeper to every notebook panel. */
-class NotebookExtension implements DocumentRegistry.IWidgetExtension<NotebookPanel, INotebookModel> {
+class NotebookExtension implements DocumentRegistry.IWidgetExtension<
+  NotebookPanel,
+  INotebookModel
+> {
   constructor(private readonly _commands: CommandRegistry) {}
 
   createNew(panel: NotebookPanel): IDisposable {
@@ -115,7 +107,9 @@ function addCellCommands(app: JupyterFrontEnd, tracker: INotebookTracker): void 
     const target = findTarget(app, tracker);
     if (target) {
       const cells = many ? targetCells(target) : [target.cell];
-      cells.filter(cell => cell.model.type === 'code').forEach(cell => applyMarker(cell.model, choice));
+      cells
+        .filter(cell => cell.model.type === 'code')
+        .forEach(cell => applyMarker(cell.model, choice));
     }
   };
 
@@ -128,8 +122,7 @@ function addCellCommands(app: JupyterFrontEnd, tracker: INotebookTracker): void 
       if (!target) {
         return;
       }
-      const current = cellMarker(target.cell.model);
-      const name = await askStepName(current?.kind === 'step' ? current.name ?? '' : '');
+      const name = await askStepName(cellStepName(target.cell.model));
       if (name !== null && !target.cell.isDisposed) {
         applyMarker(target.cell.model, { kind: 'step', name });
       }
@@ -155,7 +148,12 @@ function addCellCommands(app: JupyterFrontEnd, tracker: INotebookTracker): void 
   });
 
   app.contextMenu.addItem({ type: 'separator', selector: CELL_SELECTOR, rank: 60 });
-  const ids = [CommandIDs.markStep, CommandIDs.markParameters, CommandIDs.markSkip, CommandIDs.clearMarker];
+  const ids = [
+    CommandIDs.markStep,
+    CommandIDs.markParameters,
+    CommandIDs.markSkip,
+    CommandIDs.clearMarker
+  ];
   ids.forEach((command, index) => {
     app.contextMenu.addItem({ command, selector: CELL_SELECTOR, rank: 60.1 + index / 10 });
   });
@@ -168,6 +166,7 @@ function activate(
   restorer: ILayoutRestorer | null
 ): void {
   const { commands } = app;
+  useServerSettings(app.serviceManager.serverSettings);
   app.docRegistry.addWidgetExtension('Notebook', new NotebookExtension(commands));
 
   commands.addCommand(CommandIDs.packageNotebook, {

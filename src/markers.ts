@@ -1,38 +1,62 @@
 /**
- * Cell markers as the frontend reads and writes them.
+ * The marker grammar of a cell (its tags and a `%%dsops` first line), as the core reads it.
  *
- * The core reads exactly these cell tags: `step:NAME`, `after:NAME`,
- * `parameters`, `skip` (plus Kale's aliases). The frontend only edits the tag
- * list of a cell and reads it back to draw a badge; what a marker means for the
- * pipeline is decided by the server.
+ * A port of `read_markers` in dsops_jupyter/notebook.py: both run the cases of
+ * tests/marker_cases.json (pytest and jest), so a badge never shows a marker the core refuses.
+ * The frontend also edits the tag list of a cell; what the markers mean for the pipeline is
+ * decided by the server. Pure module: no DOM, no JupyterLab.
  */
 
-/** What the badge of a cell shows. */
-export interface IMarker {
-  kind: 'step' | 'parameters' | 'skip' | 'imports' | 'functions' | 'metrics';
-  name?: string;
+/** A cell's role, named as the core names it. */
+export type MarkerRole =
+  'step' | 'continue' | 'parameters' | 'skip' | 'shared' | 'metrics' | 'injected';
+
+/** The markers of one cell: what `read_markers` returns in the core. */
+export interface ICellMarkers {
+  role: MarkerRole;
+  /** The step this cell starts (role `step`), else null. */
+  step: string | null;
+  /** Explicit dependencies (`after:` / `prev:` tags, `--after`). */
   after: string[];
-  /** Where it comes from: cell tags or a first line `%%dsops ...`. */
-  source: 'tags' | 'magic';
+  /** Kale's per-step tags (`image:`, `limit:`, ...), kept for exporters. */
+  extras: Record<string, string[]>;
+}
+
+/** A marker the core refuses; the message is one line. */
+export class MarkerError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'MarkerError';
+  }
 }
 
 /** A marker the user can set from the UI; null clears. */
 export type MarkerChoice =
-  | { kind: 'step'; name: string }
-  | { kind: 'parameters' }
-  | { kind: 'skip' }
-  | null;
+  { kind: 'step'; name: string } | { kind: 'parameters' } | { kind: 'skip' } | null;
 
-const KIND_TAGS = new Set([
-  'parameters',
-  'pipeline-parameters',
-  'skip',
-  'imports',
-  'functions',
-  'pipeline-metrics'
+const MAX_NAME = 100;
+const KALE_STEP_EXTRAS = new Set([
+  'image',
+  'limit',
+  'cache',
+  'label',
+  'annotation',
+  'secret',
+  'volume'
 ]);
-const KIND_PREFIXES = ['step:', 'block:'];
+const ROLE_TAGS = new Map<string, MarkerRole>([
+  ['parameters', 'parameters'],
+  ['pipeline-parameters', 'parameters'],
+  ['skip', 'skip'],
+  ['imports', 'shared'],
+  ['functions', 'shared'],
+  ['pipeline-metrics', 'metrics'],
+  ['injected-parameters', 'injected']
+]);
+const STEP_PREFIXES = ['step:', 'block:'];
 const DEPENDENCY_PREFIXES = ['after:', 'prev:'];
+const MAGIC = '%%dsops';
+const USAGE = 'use %%dsops step NAME [--after A,B], %%dsops parameters or %%dsops skip';
 
 const PYTHON_KEYWORDS = new Set(
   (
@@ -42,15 +66,13 @@ const PYTHON_KEYWORDS = new Set(
   ).split(' ')
 );
 
-const MAGIC_LINE = /^%%dsops\s+(step|parameters|skip)\b(.*)$/;
-
 function hasPrefix(tag: string, prefixes: string[]): boolean {
   return prefixes.some(prefix => tag.startsWith(prefix));
 }
 
 /** True for a tag that marks what a cell is (step, parameters, skip, Kale's kinds). */
 export function isKindTag(tag: string): boolean {
-  return KIND_TAGS.has(tag) || hasPrefix(tag, KIND_PREFIXES);
+  return ROLE_TAGS.has(tag) || hasPrefix(tag, STEP_PREFIXES);
 }
 
 /** True for every tag that "Clear marker" removes. */
@@ -69,91 +91,184 @@ export function stepNameProblem(name: string): string | null {
   if (PYTHON_KEYWORDS.has(name)) {
     return `"${name}" is a Python keyword`;
   }
+  if (name.length > MAX_NAME) {
+    return `a step name has at most ${MAX_NAME} characters`;
+  }
   return null;
 }
 
-function splitList(value: string): string[] {
-  return value
-    .split(',')
-    .map(item => item.trim())
-    .filter(item => item.length > 0);
+function checkStepName(name: string): string {
+  const problem = stepNameProblem(name);
+  if (problem !== null) {
+    throw new MarkerError(`step name: ${problem}`);
+  }
+  return name;
 }
 
-function afterTags(tags: readonly string[]): string[] {
-  return tags
-    .filter(tag => hasPrefix(tag, DEPENDENCY_PREFIXES))
-    .map(tag => tag.slice(tag.indexOf(':') + 1));
+/**
+ * The words of a line as Python's `shlex.split` reads them (POSIX quoting, whitespace
+ * separated); throws MarkerError where shlex raises ValueError.
+ */
+export function shellWords(line: string): string[] {
+  const words: string[] = [];
+  let word: string | null = null;
+  let i = 0;
+  while (i < line.length) {
+    const char = line[i];
+    if (' \t\r\n'.includes(char)) {
+      if (word !== null) {
+        words.push(word);
+      }
+      word = null;
+      i += 1;
+    } else if (char === "'") {
+      const end = line.indexOf("'", i + 1);
+      if (end < 0) {
+        throw new MarkerError(`cannot read ${line} (No closing quotation)`);
+      }
+      word = (word ?? '') + line.slice(i + 1, end);
+      i = end + 1;
+    } else if (char === '"') {
+      [word, i] = doubleQuoted(line, i + 1, word ?? '');
+    } else if (char === '\\') {
+      if (i + 1 >= line.length) {
+        throw new MarkerError(`cannot read ${line} (No escaped character)`);
+      }
+      word = (word ?? '') + line[i + 1];
+      i += 2;
+    } else {
+      word = (word ?? '') + char;
+      i += 1;
+    }
+  }
+  if (word !== null) {
+    words.push(word);
+  }
+  return words;
 }
 
-/** The marker given by the cell tags, if any. */
-export function markerFromTags(tags: readonly string[]): IMarker | null {
-  const after = afterTags(tags);
+/** The rest of a double-quoted part from `start`: `\` escapes only `"` and `\` (POSIX shlex). */
+function doubleQuoted(line: string, start: number, word: string): [string, number] {
+  let i = start;
+  while (i < line.length) {
+    const char = line[i];
+    if (char === '"') {
+      return [word, i + 1];
+    }
+    const next = line[i + 1];
+    if (char === '\\' && (next === '"' || next === '\\')) {
+      word += next;
+      i += 2;
+    } else {
+      word += char;
+      i += 1;
+    }
+  }
+  throw new MarkerError(`cannot read ${line} (No closing quotation)`);
+}
+
+/** The first line of `source` when it is a `%%dsops` marker line, else null. */
+export function markerLine(source: string): string | null {
+  const first = source.split('\n', 1)[0].trim();
+  return first.startsWith(MAGIC) ? first : null;
+}
+
+function setRole(markers: ICellMarkers, role: MarkerRole): void {
+  if (markers.role !== 'continue' && markers.role !== role) {
+    throw new MarkerError(`marked both ${markers.role} and ${role}; keep one marker`);
+  }
+  markers.role = role;
+}
+
+function setStep(markers: ICellMarkers, name: string): void {
+  if (markers.step !== null && markers.step !== name) {
+    throw new MarkerError(`starts two steps ("${markers.step}" and "${name}"); keep one`);
+  }
+  setRole(markers, 'step');
+  markers.step = name;
+}
+
+function applyTag(markers: ICellMarkers, tag: string): void {
+  const colon = tag.indexOf(':');
+  const kind = colon < 0 ? tag : tag.slice(0, colon);
+  const value = colon < 0 ? null : tag.slice(colon + 1);
+  if (value !== null && (kind === 'step' || kind === 'block')) {
+    if (value !== '') {
+      setStep(markers, checkStepName(value)); // an empty `block:` continues the step above
+    }
+  } else if (value !== null && (kind === 'after' || kind === 'prev')) {
+    markers.after.push(checkStepName(value));
+  } else if (value !== null && KALE_STEP_EXTRAS.has(kind)) {
+    (markers.extras[kind] ??= []).push(value);
+  } else if (ROLE_TAGS.has(tag)) {
+    setRole(markers, ROLE_TAGS.get(tag) as MarkerRole);
+  }
+}
+
+function applyMagicLine(markers: ICellMarkers, line: string): void {
+  const words = shellWords(line).slice(1);
+  if (words.length === 0) {
+    throw new MarkerError(`${line} says nothing; ${USAGE}`);
+  }
+  const [kind, name, option, list] = words;
+  if ((kind === 'parameters' || kind === 'skip') && words.length === 1) {
+    setRole(markers, kind);
+  } else if (
+    kind === 'step' &&
+    (words.length === 2 || (words.length === 4 && option === '--after'))
+  ) {
+    setStep(markers, checkStepName(name));
+    for (const dependency of list === undefined ? [] : list.split(',')) {
+      markers.after.push(checkStepName(dependency.trim()));
+    }
+  } else {
+    throw new MarkerError(`cannot read ${line}; ${USAGE}`);
+  }
+}
+
+/**
+ * The markers of a cell: its tags, then a `%%dsops` first line of its source.
+ * Throws MarkerError for what the core refuses (bad names, conflicting markers, a bad line).
+ */
+export function readMarkers(tags: readonly string[], source: string): ICellMarkers {
+  const markers: ICellMarkers = { role: 'continue', step: null, after: [], extras: {} };
   for (const tag of tags) {
-    if (hasPrefix(tag, KIND_PREFIXES)) {
-      return { kind: 'step', name: tag.slice(tag.indexOf(':') + 1), after, source: 'tags' };
-    }
+    applyTag(markers, tag);
   }
-  const kinds: Array<[string, IMarker['kind']]> = [
-    ['parameters', 'parameters'],
-    ['pipeline-parameters', 'parameters'],
-    ['skip', 'skip'],
-    ['imports', 'imports'],
-    ['functions', 'functions'],
-    ['pipeline-metrics', 'metrics']
-  ];
-  for (const [tag, kind] of kinds) {
-    if (tags.includes(tag)) {
-      return { kind, after: [], source: 'tags' };
-    }
+  const line = markerLine(source);
+  if (line !== null) {
+    applyMagicLine(markers, line);
   }
-  return null;
+  return markers;
 }
 
-/** The marker given by a first line `%%dsops step NAME [--after A,B]`, if any. */
-export function markerFromSource(source: string): IMarker | null {
-  const firstLine = source.split('\n', 1)[0].trim();
-  const match = MAGIC_LINE.exec(firstLine);
-  if (!match) {
-    return null;
+/** The `--after` list of a readable `%%dsops step` first line of `source`, else []. */
+export function magicLineAfter(source: string): string[] {
+  try {
+    const markers = readMarkers([], source);
+    return markers.role === 'step' ? markers.after : [];
+  } catch {
+    return []; // a line the core refuses: nothing worth keeping
   }
-  const kind = match[1] as 'step' | 'parameters' | 'skip';
-  if (kind !== 'step') {
-    return { kind, after: [], source: 'magic' };
-  }
-  const words = match[2].trim().split(/\s+/).filter(Boolean);
-  let name = '';
-  const after: string[] = [];
-  for (let i = 0; i < words.length; i++) {
-    const word = words[i];
-    if (word === '--after' && i + 1 < words.length) {
-      after.push(...splitList(words[++i]));
-    } else if (word.startsWith('--after=')) {
-      after.push(...splitList(word.slice('--after='.length)));
-    } else if (!word.startsWith('-') && name === '') {
-      name = word;
-    }
-  }
-  return { kind: 'step', name, after, source: 'magic' };
 }
 
-/** The marker a cell shows: tags win over a magic first line. */
-export function markerOf(tags: readonly string[], source: string): IMarker | null {
-  return markerFromTags(tags) ?? markerFromSource(source);
-}
-
-/** The text of a badge, e.g. "step: train" or "parameters". */
-export function markerLabel(marker: IMarker): string {
-  return marker.kind === 'step' ? `step: ${marker.name ?? ''}` : marker.kind;
-}
-
-/** True when the first line of `source` is a `%%dsops step|parameters|skip` marker. */
-export function hasMagicMarker(source: string): boolean {
-  return markerFromSource(source) !== null;
+/** The text of a badge, e.g. "step: train" or "parameters"; null for a continuing cell. */
+export function markerLabel(markers: ICellMarkers): string | null {
+  switch (markers.role) {
+    case 'continue':
+      return null;
+    case 'step':
+      return `step: ${markers.step ?? ''}`;
+    case 'injected':
+      return 'injected parameters';
+    default:
+      return markers.role;
+  }
 }
 
 /** `source` without its `%%dsops` marker line (unchanged if it has none). */
 export function withoutMagicMarker(source: string): string {
-  if (!hasMagicMarker(source)) {
+  if (markerLine(source) === null) {
     return source;
   }
   const newline = source.indexOf('\n');

@@ -7,37 +7,10 @@ import { NotebookPanel } from '@jupyterlab/notebook';
 import { CommandRegistry } from '@lumino/commands';
 import { Widget } from '@lumino/widgets';
 
-import {
-  getPipeline,
-  IJob,
-  IJobOptions,
-  IJobResult,
-  IParameter,
-  IPipeline,
-  startJob,
-  watchJob
-} from './api';
-
-/** The one-line message of anything thrown. */
-export function errorMessage(error: unknown): string {
-  const text = error instanceof Error ? error.message : String(error);
-  return text.split('\n')[0];
-}
-
-function element<K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  attributes: Record<string, string> = {},
-  text?: string
-): HTMLElementTagNameMap[K] {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attributes)) {
-    node.setAttribute(key, value);
-  }
-  if (text !== undefined) {
-    node.textContent = text;
-  }
-  return node;
-}
+import { getPipeline, startJob, watchJob } from './api';
+import { element } from './dom';
+import { errorMessage } from './format';
+import { IJob, IJobOptions, IJobResult, IParameter, IPipeline } from './tokens';
 
 /** Show a one-line error in a dialog. */
 export async function showDsopsError(title: string, error: unknown): Promise<void> {
@@ -281,7 +254,11 @@ export class JobView extends Widget {
     }
     if (result.smoke) {
       const code = result.smoke.exit_code;
-      fact('Smoke run', code === 0 ? 'succeeded (exit 0)' : `failed (exit ${code})`, 'dsops-result-smoke');
+      fact(
+        'Smoke run',
+        code === 0 ? 'succeeded (exit 0)' : `failed (exit ${code})`,
+        'dsops-result-smoke'
+      );
     }
     if (result.run) {
       fact('Run', result.run.status, 'dsops-result-run');
@@ -297,7 +274,10 @@ export class JobView extends Widget {
   }
 
   private _headline(result: IJobResult): HTMLElement {
-    const headline = element('div', { class: 'dsops-Result-headline', 'data-testid': 'dsops-result-headline' });
+    const headline = element('div', {
+      class: 'dsops-Result-headline',
+      'data-testid': 'dsops-result-headline'
+    });
     if (result.created === false && result.tag) {
       headline.textContent = `unchanged: still ${result.tag}`;
     } else if (result.tag) {
@@ -309,7 +289,11 @@ export class JobView extends Widget {
   }
 
   private _openLink(script: string): HTMLElement {
-    const link = element('a', { href: '#', class: 'dsops-Result-open', 'data-testid': 'dsops-open-script' });
+    const link = element('a', {
+      href: '#',
+      class: 'dsops-Result-open',
+      'data-testid': 'dsops-open-script'
+    });
     link.textContent = 'Open generated script';
     link.title = script;
     link.addEventListener('click', event => {

@@ -8,37 +8,15 @@ import { CommandRegistry } from '@lumino/commands';
 import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 
-import {
-  formatSeconds,
-  getPipeline,
-  IJob,
-  IPipeline,
-  IStep,
-  jobDuration,
-  startJob,
-  watchJob
-} from './api';
+import { getPipeline, startJob, watchJob } from './api';
+import { element } from './dom';
+import { errorMessage, formatSeconds, jobDuration } from './format';
 import { dsopsIcon } from './icons';
-import { errorMessage } from './packaging';
+import { CommandIDs, IJob, IPipeline, IStep } from './tokens';
 
 interface IStepStatus {
   state: 'running' | 'succeeded' | 'failed';
   text: string;
-}
-
-function make<K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  className: string,
-  text?: string
-): HTMLElementTagNameMap[K] {
-  const node = document.createElement(tag);
-  if (className) {
-    node.className = className;
-  }
-  if (text !== undefined) {
-    node.textContent = text;
-  }
-  return node;
 }
 
 function statusOf(job: IJob, step: string): IStepStatus {
@@ -74,16 +52,20 @@ export class PipelinePanel extends Widget {
     this.title.caption = 'dsops pipeline';
     this.node.dataset.testid = 'dsops-panel';
 
-    const header = make('div', 'dsops-Panel-header');
-    this._title = make('div', 'dsops-Panel-title', 'Pipeline');
-    const refresh = make('button', 'jp-Button jp-mod-styled jp-mod-reject', 'Refresh');
+    const header = element('div', { class: 'dsops-Panel-header' });
+    this._title = element('div', { class: 'dsops-Panel-title' }, 'Pipeline');
+    const refresh = element(
+      'button',
+      { class: 'jp-Button jp-mod-styled jp-mod-reject' },
+      'Refresh'
+    );
     refresh.addEventListener('click', () => void this.refresh());
-    const pack = make('button', 'jp-Button jp-mod-styled jp-mod-accept', 'Package…');
-    pack.addEventListener('click', () => void this._commands.execute('dsops:package-notebook'));
-    const buttons = make('div', 'dsops-Panel-buttons');
+    const pack = element('button', { class: 'jp-Button jp-mod-styled jp-mod-accept' }, 'Package…');
+    pack.addEventListener('click', () => void this._commands.execute(CommandIDs.packageNotebook));
+    const buttons = element('div', { class: 'dsops-Panel-buttons' });
     buttons.append(refresh, pack);
     header.append(this._title, buttons);
-    this._body = make('div', 'dsops-Panel-body');
+    this._body = element('div', { class: 'dsops-Panel-body' });
     this.node.append(header, this._body);
 
     _tracker.currentChanged.connect(this._onCurrentChanged, this);
@@ -143,7 +125,7 @@ export class PipelinePanel extends Widget {
   }
 
   private _message(text: string, isError = false): void {
-    const node = make('div', isError ? 'dsops-Error' : 'dsops-Panel-empty', text);
+    const node = element('div', { class: isError ? 'dsops-Error' : 'dsops-Panel-empty' }, text);
     if (isError) {
       node.dataset.testid = 'dsops-error';
     }
@@ -153,28 +135,37 @@ export class PipelinePanel extends Widget {
 
   private _render(path: string, pipeline: IPipeline): void {
     this._shownPath = path;
-    const steps = make('ol', 'dsops-Panel-steps');
+    const steps = element('ol', { class: 'dsops-Panel-steps' });
     for (const step of pipeline.steps) {
       steps.appendChild(this._stepItem(path, step));
     }
-    const name = make('div', 'dsops-Panel-name', `${pipeline.name} · ${pipeline.steps.length} step(s)`);
-    const nodes: HTMLElement[] = [name, make('h3', 'dsops-Panel-heading', 'Steps (run order)'), steps];
-    nodes.push(make('h3', 'dsops-Panel-heading', 'Parameters'));
+    const summary = `${pipeline.name} · ${pipeline.steps.length} step(s)`;
+    const name = element('div', { class: 'dsops-Panel-name' }, summary);
+    const nodes: HTMLElement[] = [
+      name,
+      element('h3', { class: 'dsops-Panel-heading' }, 'Steps (run order)'),
+      steps
+    ];
+    nodes.push(element('h3', { class: 'dsops-Panel-heading' }, 'Parameters'));
     nodes.push(this._parameters(pipeline));
     this._body.replaceChildren(...nodes);
   }
 
   private _stepItem(path: string, step: IStep): HTMLElement {
-    const item = make('li', 'dsops-Step');
+    const item = element('li', { class: 'dsops-Step' });
     item.dataset.testid = 'dsops-step';
     item.dataset.step = step.name;
-    const head = make('div', 'dsops-Step-head');
-    const name = make('span', 'dsops-Step-name', step.name);
+    const head = element('div', { class: 'dsops-Step-head' });
+    const name = element('span', { class: 'dsops-Step-name' }, step.name);
     if (step.cells.length > 0) {
       name.title = `Go to cell ${step.cells[0] + 1}`;
       name.addEventListener('click', () => this._reveal(path, step.cells[0]));
     }
-    const run = make('button', 'jp-Button jp-mod-styled jp-mod-accept dsops-Step-run', 'Run');
+    const run = element(
+      'button',
+      { class: 'jp-Button jp-mod-styled jp-mod-accept dsops-Step-run' },
+      'Run'
+    );
     run.dataset.testid = `dsops-run-${step.name}`;
     run.title = `Run step ${step.name} (and the steps it needs) with papermill`;
     run.addEventListener('click', () => void this._run(path, step.name));
@@ -182,7 +173,7 @@ export class PipelinePanel extends Widget {
     item.appendChild(head);
     const deps = step.depends_on.length ? step.depends_on : step.after;
     if (deps.length) {
-      item.appendChild(make('div', 'dsops-Step-detail', `after: ${deps.join(', ')}`));
+      item.appendChild(element('div', { class: 'dsops-Step-detail' }, `after: ${deps.join(', ')}`));
     }
     const io: string[] = [];
     if (step.reads.length) {
@@ -192,9 +183,9 @@ export class PipelinePanel extends Widget {
       io.push(`writes ${step.writes.join(', ')}`);
     }
     if (io.length) {
-      item.appendChild(make('div', 'dsops-Step-detail', io.join(' · ')));
+      item.appendChild(element('div', { class: 'dsops-Step-detail' }, io.join(' · ')));
     }
-    const status = make('div', 'dsops-Step-status');
+    const status = element('div', { class: 'dsops-Step-status' });
     status.dataset.testid = 'dsops-step-status';
     item.appendChild(status);
     this._paintStatus(status, this._statuses.get(this._key(path, step.name)));
@@ -213,15 +204,15 @@ export class PipelinePanel extends Widget {
 
   private _parameters(pipeline: IPipeline): HTMLElement {
     if (pipeline.parameters.length === 0) {
-      return make('div', 'dsops-Panel-empty', 'No parameters cell.');
+      return element('div', { class: 'dsops-Panel-empty' }, 'No parameters cell.');
     }
-    const table = make('table', 'dsops-Panel-parameters');
+    const table = element('table', { class: 'dsops-Panel-parameters' });
     for (const parameter of pipeline.parameters) {
-      const row = make('tr', '');
+      const row = element('tr');
       row.append(
-        make('td', 'dsops-Param-name', parameter.name),
-        make('td', 'dsops-Param-type', parameter.type),
-        make('td', 'dsops-Param-default', JSON.stringify(parameter.default) ?? 'None')
+        element('td', { class: 'dsops-Param-name' }, parameter.name),
+        element('td', { class: 'dsops-Param-type' }, parameter.type),
+        element('td', { class: 'dsops-Param-default' }, JSON.stringify(parameter.default) ?? 'None')
       );
       table.appendChild(row);
     }

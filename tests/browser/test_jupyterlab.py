@@ -69,7 +69,9 @@ def labextension_installed() -> bool:
         check=False,
     )
     lines = (done.stdout + done.stderr).splitlines()
-    return any("dsops-jupyter v0.1.0" in ln and "enabled" in ln and "OK" in ln for ln in lines)
+    version = json.loads((REPO_ROOT / "package.json").read_text(encoding="utf-8"))["version"]
+    listed = f"dsops-jupyter v{version}"
+    return any(listed in ln and "enabled" in ln and "OK" in ln for ln in lines)
 
 
 def free_port() -> int:
