@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dsops_jupyter import __version__
+from dsops_jupyter._version import __version__
 from dsops_jupyter.errors import DsopsError, NotARepositoryError, ParameterError
 
 if TYPE_CHECKING:  # events imports dataclasses (and inspect): not needed to start

@@ -16,7 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from dsops_jupyter import __version__, events, ipysyntax
+from dsops_jupyter import events, ipysyntax
+from dsops_jupyter._version import __version__
 from dsops_jupyter.config import load_config
 from dsops_jupyter.errors import ExecutionError, RunInterruptedError
 from dsops_jupyter.events import OnEvent
