@@ -6,13 +6,11 @@ import their adapters lazily so `import dsops_jupyter` stays cheap for the CLI.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-try:  # written once, in package.json; the build puts it in the installed metadata
-    __version__ = version("dsops-jupyter")
-except PackageNotFoundError:  # a source checkout on sys.path that was never installed
-    __version__ = "0+unknown"
+from dsops_jupyter._version import __version__
+
+__all__ = ["__version__"]
 
 
 def _jupyter_labextension_paths() -> list[dict[str, str]]:

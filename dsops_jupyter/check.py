@@ -70,8 +70,8 @@ def check_paths(paths: list[Path], *, strict: bool = False, full: bool = False) 
         found = packages.get(key)
         if not found:
             # A corrupt spec in the notebook's default folder is why its package is not found.
-            spec = corrupt.pop(config.package_dir(notebook.stem) / SPEC, None)
-            report.items.append(_missing(key, spec, config))
+            reason = corrupt.pop(config.package_dir(notebook.stem) / SPEC, None)
+            report.items.append(_missing(key, reason, config))
             continue
         for package, spec in found:
             if not full and _hashes_hold(notebook, package, spec, config):
@@ -95,8 +95,8 @@ def _notebooks(paths: list[Path], config: Config, packages: dict[str, Any]) -> l
     """The given paths; else the configured notebooks and every notebook with a package."""
     if not paths:
         # Both come from the (resolved) root: no realpath per notebook, sorted as strings.
-        found = {str(p) for p in config.notebook_paths()} | {str(config.root / n) for n in packages}
-        return [Path(name) for name in sorted(found)]
+        names = {str(p) for p in config.notebook_paths()} | {str(config.root / n) for n in packages}
+        return [Path(name) for name in sorted(names)]
     found: list[Path] = []
     for path in paths:
         if path.is_dir():

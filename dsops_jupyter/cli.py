@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dsops_jupyter import __version__
-from dsops_jupyter.errors import DsopsError, ParameterError
+from dsops_jupyter._version import __version__
+from dsops_jupyter.errors import DsopsError, NotARepositoryError, ParameterError
 
 if TYPE_CHECKING:  # events imports dataclasses (and inspect): not needed to start
     from dsops_jupyter.events import Event, OnEvent
@@ -234,7 +234,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     if args.commit:
         return cmd_commit(args)
-    from dsops_jupyter.convert import convert
+    from dsops_jupyter.assemble import convert
 
     pkg = convert(
         args.notebook,
@@ -255,7 +255,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_commit(args: argparse.Namespace) -> int:
-    from dsops_jupyter.convert import generate_package
+    from dsops_jupyter.assemble import generate_package
     from dsops_jupyter.vcs import commit_package
 
     pkg = generate_package(
@@ -353,8 +353,13 @@ def _print_package_result(data: dict[str, Any]) -> None:
 
 def cmd_images(args: argparse.Namespace) -> int:
     from dsops_jupyter.image import list_images
+    from dsops_jupyter.vcs import list_versions
 
-    images = list_images(args.notebook, args.name)
+    try:
+        versions = list_versions(args.notebook, args.name)
+    except NotARepositoryError:
+        versions = None  # no repository to ask: every image labelled with the notebook
+    images = list_images(args.notebook, args.name, versions=versions)
     if args.json:
         _print_json([i.to_json() for i in images])
         return 0

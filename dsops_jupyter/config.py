@@ -42,6 +42,15 @@ class Config:
         return sorted(found, key=str)
 
 
+def project_path(path: Path, root: Path) -> str:
+    """A path as pipeline.json and image labels record it: relative to the project root (its
+    name alone when outside), so neither depends on where the project is checked out."""
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return path.name
+
+
 def find_root(start: Path) -> tuple[Path, dict]:
     """Return the project root and its ``[tool.dsops]`` table (empty when there is none)."""
     start = start.resolve()

@@ -1,4 +1,8 @@
-"""Notebook -> generated script package (deterministic: same notebook, same bytes)."""
+"""Notebook -> script and spec (deterministic: same notebook, same bytes).
+
+The notebook-derived files of a package only: the generated script, checked to compile, and
+its pipeline.json. `assemble` adds the lock and the image recipe and writes the package.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +11,12 @@ import functools
 import hashlib
 import re
 from pathlib import Path
-from typing import Any
 
-from dsops_jupyter import escape, flow, recipe
-from dsops_jupyter.config import Config, load_config
+from dsops_jupyter import escape, flow
+from dsops_jupyter.config import Config, project_path
 from dsops_jupyter.errors import ConversionError
-from dsops_jupyter.events import OnEvent, ignore, log
-from dsops_jupyter.fsutil import (
-    ignored_by_git,
-    left_alone_note,
-    refuse_overwrites,
-    write_files,
-    written_by_convert,
-)
 from dsops_jupyter.ipysyntax import TIME_HELPER, TIMEIT_HELPER, WRITEFILE_HELPER, indent_code
-from dsops_jupyter.model import GeneratedPackage
-from dsops_jupyter.notebook import read_pipeline
-from dsops_jupyter.params import parameter_options
+from dsops_jupyter.params import Parameter, parameter_options
 from dsops_jupyter.pipeline import Cell, Pipeline, Step
 from dsops_jupyter.spec import SCRIPT_FORMAT, spec_bytes, spec_digest
 
@@ -109,64 +102,9 @@ def {WRITEFILE_HELPER}(filename, text, append=False):
 '''
 
 
-def generate_package(
-    path: str | Path,
-    *,
-    out_dir: Path | None = None,
-    name: str | None = None,
-    keep_magics: bool | None = None,
-    base_image: str | None = None,
-    image_parameters: dict[str, Any] | None = None,
-) -> GeneratedPackage:
-    """Every file of the package, in memory: script, spec, lock, image recipe."""
-    from dsops_jupyter.lock import lock_for
-
-    path = Path(path).resolve()
-    pipeline = read_pipeline(path, name=name)
-    config = load_config(path, keep_magics=keep_magics, base_image=base_image)
-    files = render_files(pipeline, config)
-    lock = lock_for(pipeline)
-    files["requirements.lock"] = lock.render()
-    base = config.base_image or recipe.default_base_image(lock.python)  # the kernel's Python
-    files.update(recipe.render_recipe(pipeline, base, image_parameters))
-    directory = (out_dir or config.package_dir(pipeline.name)).resolve()
-    return GeneratedPackage(pipeline.name, directory, files, path, pipeline.content_hash, pipeline)
-
-
-def write_package(
-    pkg: GeneratedPackage, *, force: bool = False, on_event: OnEvent = ignore
-) -> list[Path]:
-    """Write the files atomically (unchanged files untouched); the paths that changed.
-
-    Refuses (HandEditError) to replace a file dsops did not write, or one changed since dsops
-    wrote it, unless ``force``: the same rule as `dsops commit`.
-    """
-    directory = pkg.directory
-    left_alone = refuse_overwrites(
-        directory,
-        pkg.files,
-        written_by_convert(directory),
-        since="the last `dsops convert`",
-        force=force,
-        shown=lambda name: f"{directory}/{name}",
-        ignored=lambda names: ignored_by_git(directory, names),
-    )
-    if left_alone:
-        log(on_event, left_alone_note(lambda name: f"{directory}/{name}", left_alone))
-    return write_files(directory, pkg.files)
-
-
-def convert(
-    path: str | Path, *, force: bool = False, on_event: OnEvent = ignore, **options: Any
-) -> GeneratedPackage:
-    pkg = generate_package(path, **options)
-    write_package(pkg, force=force, on_event=on_event)
-    return pkg
-
-
 def package_files(name: str) -> list[str]:
     """Every file of a package. pipeline.json lists them: the files dsops may replace or remove
-    (generate_package must produce exactly these; a test holds it to that)."""
+    (assemble.generate_package must produce exactly these; a test holds it to that)."""
     return sorted(
         {f"{name}.py", "pipeline.json", "requirements.lock", "Dockerfile", ".dockerignore"}
     )
@@ -191,14 +129,6 @@ def render_files(pipeline: Pipeline, config: Config) -> dict[str, bytes]:
     }
     spec["spec_sha256"] = spec_digest(spec)
     return {f"{pipeline.name}.py": script, "pipeline.json": spec_bytes(spec)}
-
-
-def project_path(path: Path, root: Path) -> str:
-    """The notebook path as pipeline.json and image labels record it: relative to the root."""
-    try:
-        return path.resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return path.name
 
 
 def _check_convertible(pipeline: Pipeline, keep_magics: bool) -> None:
@@ -464,7 +394,7 @@ def _parameters_table(pipeline: Pipeline) -> str:
     return f"\n# The notebook's parameters: name -> (type, default).\nPARAMETERS = {body}\n"
 
 
-def _default(param: Any) -> str:
+def _default(param: Parameter) -> str:
     """A parameter's default as Python source: `float('inf')`, never a bare `inf`."""
     return escape.python_literal(param.default, f"parameter {param.name}'s default")
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 import copy
 import json
 import re
-import subprocess
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from dsops_jupyter import __version__, events, ipysyntax
+from dsops_jupyter import events, ipysyntax
+from dsops_jupyter._version import __version__
 from dsops_jupyter.cells import load_notebook
 from dsops_jupyter.config import load_config
 from dsops_jupyter.errors import ExecutionError, RunInterruptedError
@@ -352,13 +352,14 @@ def _environment(pipeline: Pipeline, path: Path, kernel_name: str | None) -> dic
     """What a reader of the record needs to reproduce the run: the kernel's Python and the
     versions of what the notebook imports, as installed where the kernel ran."""
     from dsops_jupyter.lock import distributions_for
+    from dsops_jupyter.vcs import work_tree_state  # lazy, as the lock: GitPython loads slowly
 
     kernel = distributions_for(pipeline, kernel_name)
     packages = dict(kernel["pins"])
     packages.update({name: _version(name) for name in ("papermill", "nbformat", "nbclient")})
     return {
         "content_hash": pipeline.content_hash,
-        "git": _git_revision(path.parent),
+        "git": work_tree_state(path.parent),
         "python": kernel["python"],
         "dsops": __version__,
         "packages": dict(sorted(packages.items())),
@@ -371,18 +372,6 @@ def _version(dist: str) -> str | None:
     try:
         return version(dist)
     except PackageNotFoundError:
-        return None
-
-
-def _git_revision(folder: Path) -> dict[str, Any] | None:
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=folder, capture_output=True, text=True, check=True
-        ).stdout.strip()
-
-    try:
-        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
-    except (OSError, subprocess.CalledProcessError):
         return None
 
 

@@ -10,7 +10,6 @@ import contextlib
 import hashlib
 import json
 import os
-import subprocess
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -219,24 +218,3 @@ def left_alone_note(shown: Callable[[str], str], names: list[str]) -> str:
     listed = ", ".join(shown(name) for name in names[:5])
     more = f" and {len(names) - 5} more" if len(names) > 5 else ""
     return f"left alone (not written by dsops): {listed}{more}"
-
-
-def ignored_by_git(directory: Path, names: list[str]) -> set[str]:
-    """The names (relative to ``directory``) Git ignores; none outside a work tree."""
-    if not names or not directory.is_dir():
-        return set()
-    env = {k: v for k, v in os.environ.items() if k != "GIT_LITERAL_PATHSPECS"}
-    try:
-        proc = subprocess.run(
-            ["git", "check-ignore", "-z", "--stdin"],
-            cwd=directory,
-            input=b"".join(name.encode("utf-8", "surrogateescape") + b"\0" for name in names),
-            capture_output=True,
-            env=env,
-            check=False,
-        )
-    except OSError:
-        return set()
-    if proc.returncode not in (0, 1):
-        return set()
-    return set(proc.stdout.decode("utf-8", "surrogateescape").split("\0")) & set(names)

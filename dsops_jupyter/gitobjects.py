@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import io
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import git
-from gitdb import IStream
-
 from dsops_jupyter import escape
-from dsops_jupyter.gitrun import _git
+from dsops_jupyter.gitrun import Repository
 from dsops_jupyter.model import GeneratedPackage
 
 _NULL_SHA = "0" * 40
@@ -23,7 +19,7 @@ _FILE_MODE = "100644"
 class _Target:
     """Where the version goes: repository root, folder (posix, relative), branch and its tip."""
 
-    repo: git.Repo
+    repo: Repository
     root: Path
     rel: str
     branch: str
@@ -37,9 +33,9 @@ class _Target:
         return self.root / self.rel
 
 
-def _tree_blobs(repo: git.Repo, rev: str, rel: str) -> dict[str, str]:
+def _tree_blobs(repo: Repository, rev: str, rel: str) -> dict[str, str]:
     """``{name relative to rel: blob sha}`` of the files under ``rel`` in ``rev``."""
-    out = _git(repo, "ls-tree", "-r", "-z", "--full-tree", rev, "--", rel)
+    out = repo.run("ls-tree", "-r", "-z", "--full-tree", rev, "--", rel)
     blobs = {}
     for entry in filter(None, out.split("\0")):
         meta, path = entry.split("\t", 1)
@@ -49,30 +45,21 @@ def _tree_blobs(repo: git.Repo, rev: str, rel: str) -> dict[str, str]:
     return blobs
 
 
-def _store_blobs(repo: git.Repo, files: Mapping[str, bytes]) -> dict[str, str]:
-    """Write the exact bytes (no clean filters) as loose objects; ``{name: sha}``."""
-    return {
-        name: repo.odb.store(IStream(b"blob", len(data), io.BytesIO(data))).hexsha.decode()
-        for name, data in files.items()
-    }
-
-
 def _write_tree(target: _Target, blobs: Mapping[str, str], stale: list[str], index: Path) -> str:
     """HEAD's tree with the generated files replaced (and the stale ones removed), built in a
     throwaway index: the user's files in the folder stay as HEAD has them."""
     repo = target.repo
     env = {"GIT_INDEX_FILE": str(index)}
-    _git(repo, "read-tree", *([target.head] if target.head else ["--empty"]), env=env)
+    repo.run("read-tree", *([target.head] if target.head else ["--empty"]), env=env)
     removals = [f"0 {_NULL_SHA}\t{target.path(name)}" for name in sorted({*blobs, *stale})]
-    _git(
-        repo,
+    repo.run(
         "update-index",
         "-z",
         "--index-info",
         input=_index_info(target, removals, blobs),
         env=env,
     )
-    return _git(repo, "write-tree", env=env).strip()
+    return repo.run("write-tree", env=env).strip()
 
 
 def _index_info(target: _Target, lines: list[str], blobs: Mapping[str, str]) -> bytes:

@@ -8,11 +8,9 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
-import git
-
 from dsops_jupyter.errors import VcsError
 from dsops_jupyter.gitobjects import _parents, _Target
-from dsops_jupyter.gitrun import GitFailed, _git
+from dsops_jupyter.gitrun import GitFailed, Repository, run_git
 
 _IDENTITY_HELP = (
     'run `git config --global user.name "Your Name"` and '
@@ -21,10 +19,10 @@ _IDENTITY_HELP = (
 )
 
 
-def _check_identity(repo: git.Repo) -> None:
+def _check_identity(repo: Repository) -> None:
     """Refuse before writing anything if git would not know who commits."""
-    out = _git(
-        repo, "config", "-z", "--get-regexp", r"^(user|author|committer)\.(name|email)$", ok=(0, 1)
+    out = repo.run(
+        "config", "-z", "--get-regexp", r"^(user|author|committer)\.(name|email)$", ok=(0, 1)
     )
     entries = (entry.partition("\n") for entry in out.split("\0") if entry)
     configured = {key.lower() for key, _, value in entries if value.strip()}
@@ -59,7 +57,7 @@ def _run_commit_hooks(target: _Target, scratch: Path, index: Path, message: str)
 
 def _run_hook(target: _Target, name: str, args: list[str], env: Mapping[str, str]) -> bool:
     """Run one hook if the repository has it (executable, as Git requires); True if it ran."""
-    found = _git(target.repo, "rev-parse", "--git-path", f"hooks/{name}").strip()
+    found = target.repo.run("rev-parse", "--git-path", f"hooks/{name}").strip()
     hook = target.root / found
     if not hook.is_file() or not os.access(hook, os.X_OK):
         return False
@@ -84,17 +82,15 @@ def _run_hook(target: _Target, name: str, args: list[str], env: Mapping[str, str
     return True
 
 
-def _signing(repo: git.Repo, key: str) -> bool:
-    return _git(repo, "config", "--type=bool", "--get", key, ok=(0, 1)).strip() == "true"
+def _signing(repo: Repository, key: str) -> bool:
+    return repo.run("config", "--type=bool", "--get", key, ok=(0, 1)).strip() == "true"
 
 
 def _commit_tree(target: _Target, tree: str, message: str) -> str:
     """The version commit, signed when ``commit.gpgSign`` asks for it (as `git commit` would)."""
     sign = ["-S"] if _signing(target.repo, "commit.gpgsign") else []
     try:
-        out = _git(
-            target.repo, "commit-tree", *sign, tree, *_parents(target), input=message.encode()
-        )
+        out = target.repo.run("commit-tree", *sign, tree, *_parents(target), input=message.encode())
     except GitFailed as err:
         if not sign:
             raise
@@ -111,41 +107,35 @@ def _signing_error(key: str, err: GitFailed) -> VcsError:
 
 
 def _make_tag(
-    repo: git.Repo, scratch: Path, commit: str, tag: str, tagger: str, message: str
+    repo: Repository, scratch: Path, commit: str, tag: str, tagger: str, message: str
 ) -> str:
     """The annotated tag object only (its ref is created together with the branch update);
     signed, as `git tag -s` signs, when ``tag.gpgSign``/``tag.forceSignAnnotated`` ask."""
     if _signing(repo, "tag.gpgsign") or _signing(repo, "tag.forcesignannotated"):
         return _signed_tag(repo, scratch, commit, tag, message)
     body = f"object {commit}\ntype commit\ntag {tag}\ntagger {tagger}\n\n{message}"
-    return _git(repo, "mktag", input=body.encode()).strip()
+    return repo.run("mktag", input=body.encode()).strip()
 
 
-def _signed_tag(repo: git.Repo, scratch: Path, commit: str, tag: str, message: str) -> str:
+def _signed_tag(repo: Repository, scratch: Path, commit: str, tag: str, message: str) -> str:
     """Let `git tag -s` sign it (gpg, ssh or x509, the user's key and program) in a scratch
     repository that borrows our objects and config, so no ref of ours is created; then store
     the exact signed object here."""
     side = scratch / "sign.git"
-    _git(repo, "init", "-q", "--bare", str(side))
-    objects = Path(repo.common_dir).resolve() / "objects"
+    repo.run("init", "-q", "--bare", str(side))
+    objects = repo.common_dir.resolve() / "objects"
     (side / "objects/info/alternates").write_text(f"{objects}\n")
-    config = Path(repo.common_dir).resolve() / "config"
+    config = repo.common_dir.resolve() / "config"
     with (side / "config").open("a") as handle:
         handle.write(f"[include]\n\tpath = {json.dumps(str(config), ensure_ascii=False)}\n")
     env = {"GIT_DIR": str(side)}
     try:
-        _git(
-            repo,
+        repo.run(
             *("tag", "-s", "--cleanup=verbatim", "-F", "-", tag, commit),
             input=message.encode(),
             env=env,
         )
     except GitFailed as err:
         raise _signing_error("tag.gpgsign", err) from err
-    raw = subprocess.run(
-        ["git", "cat-file", "tag", f"refs/tags/{tag}"],
-        env={**os.environ, **env},
-        capture_output=True,
-        check=True,
-    ).stdout
-    return _git(repo, "mktag", input=raw).strip()
+    raw = run_git(repo.root, "cat-file", "tag", f"refs/tags/{tag}", env=env)
+    return repo.run("mktag", input=raw).strip()

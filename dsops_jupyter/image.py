@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dsops_jupyter import escape, events
+from dsops_jupyter.config import load_config, project_path
 from dsops_jupyter.errors import BuildError, EngineUnavailableError, ImageError
 from dsops_jupyter.events import OnEvent
 from dsops_jupyter.model import GeneratedPackage, ImageResult, SmokeResult, Version
 from dsops_jupyter.recipe import check_base_image, cli_args, recipe_base_image
+from dsops_jupyter.vcs import remote_url
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -145,14 +147,7 @@ def notebook_label(files: Mapping[str, bytes], notebook_path: Path) -> str:
 
 def source_url(directory: Path) -> str:
     """The repository's `origin` URL without credentials; "" when it has none."""
-    import git
-
-    try:
-        with git.Repo(directory, search_parent_directories=True) as repo:
-            url = repo.remote("origin").url
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError, ValueError):
-        return ""
-    return re.sub(r"^([a-z+]+://)[^/@]*@", r"\1", url)
+    return re.sub(r"^([a-z+]+://)[^/@]*@", r"\1", remote_url(directory, "origin"))
 
 
 # --- build -------------------------------------------------------------------------------------
@@ -348,18 +343,18 @@ def _copy_workdir(container: Container, target: Path) -> Path:
 
 
 def list_images(
-    notebook_path: str | Path, name: str | None = None, *, client: DockerClient | None = None
+    notebook_path: str | Path,
+    name: str | None = None,
+    *,
+    versions: Iterable[Version] | None,
+    client: DockerClient | None = None,
 ) -> list[ImageResult]:
     """The images built from a notebook's versions, oldest version first.
 
     Found by label (project-relative notebook path, pipeline name), then kept only when their
-    revision is a version of this repository: another clone's `wine.ipynb` is not this one.
+    revision is one of ``versions`` (this repository's: another clone's `wine.ipynb` is not
+    this one); ``versions=None`` (no repository to ask) keeps every image found.
     """
-    from dsops_jupyter.config import load_config
-    from dsops_jupyter.convert import project_path
-    from dsops_jupyter.errors import NotARepositoryError
-    from dsops_jupyter.vcs import list_versions
-
     path = Path(notebook_path).resolve()
     relative = project_path(path, load_config(path).root)
     client = client or connect()
@@ -367,11 +362,9 @@ def list_images(
     if name:
         filters.append(f"{DSOPS_LABEL}name={name}")
     images = [describe(image) for image in client.images.list(filters={"label": filters})]
-    try:
-        commits = {v.commit for v in list_versions(path, name)}
+    if versions is not None:
+        commits = {v.commit for v in versions}
         images = [i for i in images if i.commit in commits]
-    except NotARepositoryError:
-        pass
     return sorted(images, key=lambda i: (i.name, _version_number(i.version), i.id))
 
 

@@ -84,11 +84,11 @@ def translate(source: str) -> Translation:
     if tree is None:
         from IPython.core.inputtransformer2 import TransformerManager
 
-        transformed = TransformerManager().transform_cell(source)
-        try:
+        try:  # IPython's transformer raises on some broken cells (an IndentationError, say)
+            transformed = TransformerManager().transform_cell(source)
             tree = ast.parse(transformed)
-        except SyntaxError:
-            return Translation(source, source)
+        except (SyntaxError, tokenize.TokenError):
+            return Translation(source, source)  # reported as a syntax error by the caller
     cell_magic = _whole_cell_magic(tree)
     if cell_magic is not None:
         return _translate_cell_magic(source, *cell_magic)

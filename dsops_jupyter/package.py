@@ -44,7 +44,7 @@ def package_notebook(
     image's default arguments. ``reproducible``/``output`` assemble the image without a
     Dockerfile build. The options checked their own combinations when they were made.
     """
-    from dsops_jupyter.convert import generate_package, write_package
+    from dsops_jupyter.assemble import generate_package, write_package
     from dsops_jupyter.notebook import read_pipeline
     from dsops_jupyter.params import coerce_parameters
 
@@ -132,7 +132,7 @@ def _is_file(base_image: str | None) -> bool:
     return bool(base_image) and Path(str(base_image)).expanduser().is_file()
 
 
-def _report_unresolved(pkg: Any, on_event: OnEvent) -> list[str]:
+def _report_unresolved(pkg: GeneratedPackage, on_event: OnEvent) -> list[str]:
     """Imports the lock could not map to an installed distribution: shown, not fatal."""
     text = pkg.files.get("requirements.lock", b"").decode("utf-8", "replace")
     lines = [line for line in text.splitlines() if line.startswith(UNRESOLVED)]

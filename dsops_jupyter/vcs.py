@@ -11,6 +11,12 @@ made one at a time per repository (a lock under ``.git/``). The generated files 
 change only after the refs moved, under Git's index lock and a journal in ``.git/dsops/``: a
 failure or Ctrl-C undoes everything, and the leftovers of a killed commit are finished (its tag
 exists) or undone by the next one. Hooks and signing follow the repository's Git settings.
+
+All Git I/O of dsops goes through this module's functions, and they run git through one runner
+(``gitrun.run_git``), built on GitPython's command runner ``git.cmd.Git``: GitPython finds the
+git executable and sets up its environment; the plumbing commands (stdin-fed, exit statuses
+checked) are ours. No ``git.Repo`` objects: lookups are git commands too, so there is one way
+to reach Git, and no Repo finalizer runs (or prints) after a Ctrl-C.
 """
 
 from __future__ import annotations
@@ -22,14 +28,11 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import git
-
 from dsops_jupyter.errors import NotARepositoryError, VcsError
 from dsops_jupyter.events import OnEvent, ignore, log, result, stage
 from dsops_jupyter.fsutil import (
     Written,
     blob_sha,
-    ignored_by_git,
     left_alone_note,
     refuse_overwrites,
     write_files,
@@ -39,15 +42,13 @@ from dsops_jupyter.gitobjects import (
     _NULL_SHA,
     _commit_message,
     _committer,
-    _store_blobs,
     _tag_message,
     _Target,
     _tree_blobs,
     _write_tree,
 )
 from dsops_jupyter.gitpolicy import _check_identity, _commit_tree, _make_tag, _run_commit_hooks
-from dsops_jupyter.gitrun import GitFailed as GitFailed
-from dsops_jupyter.gitrun import _git
+from dsops_jupyter.gitrun import GitFailed, Repository, run_git
 from dsops_jupyter.model import GeneratedPackage, Version
 from dsops_jupyter.vcs_txn import (
     _build_next_index,
@@ -70,34 +71,77 @@ def tag_name(name: str, number: int) -> str:
     return f"{TAG_NAMESPACE}/{name}/v{number}"
 
 
-# --- reading versions --------------------------------------------------------------------------
-def open_repo(path: Path) -> git.Repo:
+# --- the repository ---------------------------------------------------------------------------
+def open_repo(path: Path) -> Repository:
     """The work tree containing ``path`` (which may not exist yet, e.g. a package folder)."""
-    start = Path(path).absolute()
-    while not start.is_dir() and start != start.parent:
-        start = start.parent
     try:
-        repo = git.Repo(start, search_parent_directories=True)
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
-        repo = None
-    if repo is None or repo.bare or repo.working_tree_dir is None:
-        if repo is not None:
-            repo.close()
+        out = run_git(
+            _existing_folder(path),
+            *("rev-parse", "--path-format=absolute", "--show-toplevel"),
+            *("--absolute-git-dir", "--git-common-dir"),
+        )
+    except GitFailed:  # not in a work tree: none at all, a bare repository, or inside .git/
         raise NotARepositoryError(
             f"{path} is not inside a Git repository; run `git init` in your project folder "
             "(or move the notebook into a Git work tree) and try again"
+        ) from None
+    root, git_dir, common_dir = out.decode("utf-8", "surrogateescape").splitlines()
+    return Repository(Path(root), Path(git_dir), Path(common_dir))
+
+
+def _existing_folder(path: Path) -> Path:
+    start = Path(path).absolute()
+    while not start.is_dir() and start != start.parent:
+        start = start.parent
+    return start
+
+
+def remote_url(path: Path, remote: str = "origin") -> str:
+    """The configured URL of ``remote`` in the repository holding ``path``; "" without one."""
+    try:
+        repo = open_repo(path)
+    except NotARepositoryError:
+        return ""
+    return repo.run("config", "--get", f"remote.{remote}.url", ok=(0, 1)).strip()
+
+
+def work_tree_state(folder: Path) -> dict[str, Any] | None:
+    """``{"commit": HEAD's sha, "dirty": uncommitted changes?}`` of the work tree holding
+    ``folder`` (a run record's provenance); None outside a repository or before a commit."""
+    try:
+        head = run_git(folder, "rev-parse", "HEAD").decode().strip()
+        status = run_git(folder, "status", "--porcelain")
+    except VcsError:
+        return None
+    return {"commit": head, "dirty": bool(status.strip())}
+
+
+def ignored_by_git(directory: Path, names: list[str]) -> set[str]:
+    """The names (relative to ``directory``) Git ignores; none outside a work tree."""
+    if not names or not directory.is_dir():
+        return set()
+    paths = b"".join(name.encode("utf-8", "surrogateescape") + b"\0" for name in names)
+    try:  # .gitignore patterns are patterns: not literal paths here
+        out = run_git(
+            directory,
+            *("check-ignore", "-z", "--stdin"),
+            input=paths,
+            env={"GIT_LITERAL_PATHSPECS": "0"},
+            ok=(0, 1),
         )
-    return repo
+    except VcsError:
+        return set()
+    return set(out.decode("utf-8", "surrogateescape").split("\0")) & set(names)
 
 
+# --- reading versions --------------------------------------------------------------------------
 def list_versions(path: Path, name: str | None = None) -> list[Version]:
     """Versions of ``name`` (all dsops pipelines if None) in the repository containing ``path``,
     sorted by name, then number."""
-    with open_repo(path) as repo:
-        return _versions(repo, name)
+    return _versions(open_repo(path), name)
 
 
-def last_version(repo: git.Repo, name: str) -> Version | None:
+def last_version(repo: Repository, name: str) -> Version | None:
     versions = _versions(repo, name)
     return versions[-1] if versions else None
 
@@ -115,11 +159,11 @@ _REF_FIELDS = (
 )
 
 
-def _versions(repo: git.Repo, name: str | None) -> list[Version]:
+def _versions(repo: Repository, name: str | None) -> list[Version]:
     """One ``for-each-ref`` call: fast even with many tags (no per-tag object reads)."""
     pattern = f"refs/tags/{TAG_NAMESPACE}" + (f"/{name}" if name else "")
     fmt = "".join(f"%({field})%00" for field in _REF_FIELDS)
-    out = _git(repo, "for-each-ref", f"--format={fmt}", pattern)
+    out = repo.run("for-each-ref", f"--format={fmt}", pattern)
     chunks = out.split("\0")
     found = []
     for i in range(0, len(chunks) - len(_REF_FIELDS) + 1, len(_REF_FIELDS)):
@@ -169,7 +213,8 @@ def commit_package(
     are finished or undone first.
     """
     _check_package(pkg)
-    with open_repo(pkg.directory) as repo, _repository_lock(repo, LOCK_WAIT):
+    repo = open_repo(pkg.directory)
+    with _repository_lock(repo, LOCK_WAIT):
         _recover(repo)
         target = _target(repo, pkg.directory)
         _check_identity(repo)
@@ -209,13 +254,13 @@ def _commit(
     return version, True
 
 
-def _owned(repo: git.Repo, commit: str, rel: str, baseline: Mapping[str, str]) -> set[str]:
+def _owned(repo: Repository, commit: str, rel: str, baseline: Mapping[str, str]) -> set[str]:
     """The files dsops generated in the folder at a version: its pipeline.json's ``files``. A
     version made before pipeline.json listed them holds only generated files in the folder (dsops
     then replaced the whole folder); a commit with no pipeline.json there owns nothing."""
     if "pipeline.json" not in baseline:
         return set()
-    raw = _git(repo, "cat-file", "blob", baseline["pipeline.json"])
+    raw = repo.blob(baseline["pipeline.json"])
     try:
         names = json.loads(raw).get("files")
     except (ValueError, AttributeError, RecursionError):
@@ -240,10 +285,10 @@ def _written(directory: Path, owned: set[str], baseline: Mapping[str, str]) -> W
     return known
 
 
-def _check_tag_is_free(repo: git.Repo, name: str, number: int) -> None:
+def _check_tag_is_free(repo: Repository, name: str, number: int) -> None:
     """A tag with the next version's name that is no dsops version blocks every commit: say so."""
     tag = tag_name(name, number)
-    kind = _git(repo, "cat-file", "-t", f"refs/tags/{tag}", ok=(0, 1, 128)).strip()
+    kind = repo.run("cat-file", "-t", f"refs/tags/{tag}", ok=(0, 1, 128)).strip()
     if kind:
         raise VcsError(
             f"tag {tag} already exists but is not a dsops version of {name} (it names a {kind} "
@@ -266,12 +311,12 @@ def _record(
     stage(on_event, f"Committing {target.rel}/ as {tag}")
     journal: dict[str, Any] | None = None
     try:
-        blobs = _store_blobs(repo, pkg.files)
+        blobs = repo.store_blobs(pkg.files, scratch)
         index = scratch / "index"
         tree = _write_tree(target, blobs, stale, index)
         message = _run_commit_hooks(target, scratch, index, _commit_message(target, pkg, number))
         commit = _commit_tree(target, tree, message)
-        committer = _committer(_git(repo, "cat-file", "commit", commit))
+        committer = _committer(repo.run("cat-file", "commit", commit))
         tag_object = _make_tag(repo, scratch, commit, tag, committer, _tag_message(pkg, number))
         stage(on_event, f"Updating {target.branch} and {tag}")
         journal = _journal(target, scratch, pkg.files, blobs, stale, commit, tag, tag_object)
@@ -303,8 +348,8 @@ def _record(
     )
 
 
-def _target(repo: git.Repo, directory: Path) -> _Target:
-    root = Path(str(repo.working_tree_dir)).resolve()
+def _target(repo: Repository, directory: Path) -> _Target:
+    root = repo.root.resolve()
     folder = Path(directory).resolve()
     try:
         rel = folder.relative_to(root).as_posix()
@@ -312,13 +357,13 @@ def _target(repo: git.Repo, directory: Path) -> _Target:
         raise VcsError(f"{directory} is outside the Git work tree {root}") from None
     if rel in ("", ".") or rel == ".git" or rel.startswith(".git/"):
         raise VcsError(f"{directory} cannot hold generated files: use a subfolder of {root}")
-    if repo.head.is_detached:
+    branch = repo.run("symbolic-ref", "-q", "HEAD", ok=(0, 1)).strip()
+    if not branch:
         raise VcsError(
             f"HEAD is detached in {root}; check out a branch (`git switch <branch>`) "
             "before committing a version"
         )
-    branch = repo.head.reference.path
-    head = repo.head.commit.hexsha if repo.head.is_valid() else None
+    head = repo.run("rev-parse", "-q", "--verify", "HEAD^{commit}", ok=(0, 1)).strip() or None
     return _Target(repo, root, rel, branch, head)
 
 
@@ -338,7 +383,7 @@ def _update_refs(target: _Target, commit: str, tag: str, tag_object: str, reason
     old = target.head or _NULL_SHA
     commands = f"update {target.branch} {commit} {old}\ncreate refs/tags/{tag} {tag_object}\n"
     try:
-        _git(target.repo, "update-ref", "-m", reason, "--stdin", input=commands.encode())
+        target.repo.run("update-ref", "-m", reason, "--stdin", input=commands.encode())
     except GitFailed as err:
         raise VcsError(
             f"could not move {target.branch} and create {tag} ({err.reason}); "

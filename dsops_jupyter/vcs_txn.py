@@ -12,23 +12,21 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import git
-
 from dsops_jupyter.errors import VcsError
 from dsops_jupyter.fsutil import atomic_write, blob_sha
-from dsops_jupyter.gitobjects import _FILE_MODE, _NULL_SHA, _store_blobs, _Target
-from dsops_jupyter.gitrun import GitFailed, _git
+from dsops_jupyter.gitobjects import _FILE_MODE, _NULL_SHA, _Target
+from dsops_jupyter.gitrun import GitFailed, Repository
 
 # --- one commit at a time, and what a killed one left ------------------------------------------
 _LOCK_POLL = 0.05
 
 
 @contextlib.contextmanager
-def _repository_lock(repo: git.Repo, wait: float) -> Iterator[None]:
+def _repository_lock(repo: Repository, wait: float) -> Iterator[None]:
     """An exclusive lock on ``.git/dsops.lock`` for the whole transaction. The kernel releases
     it when the holder dies, so a killed commit never blocks the next one; the holder's pid is
     recorded in the file to name it. Waits up to ``wait`` seconds (vcs.LOCK_WAIT) for a holder."""
-    path = Path(repo.common_dir) / "dsops.lock"
+    path = repo.common_dir / "dsops.lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         deadline = time.monotonic() + wait
@@ -40,7 +38,7 @@ def _repository_lock(repo: git.Repo, wait: float) -> Iterator[None]:
                 if time.monotonic() >= deadline:
                     holder = path.read_text(errors="replace").strip() or "unknown"
                     raise VcsError(
-                        f"another dsops commit is running in {repo.working_tree_dir} "
+                        f"another dsops commit is running in {repo.root} "
                         f"(pid {holder}); try again when it finishes"
                     ) from None
                 time.sleep(_LOCK_POLL)
@@ -53,11 +51,11 @@ def _repository_lock(repo: git.Repo, wait: float) -> Iterator[None]:
         os.close(fd)
 
 
-def _state_dir(repo: git.Repo) -> Path:
-    return Path(repo.git_dir) / "dsops"
+def _state_dir(repo: Repository) -> Path:
+    return repo.git_dir / "dsops"
 
 
-def _scratch_dir(repo: git.Repo) -> Path:
+def _scratch_dir(repo: Repository) -> Path:
     """This process's folder for temporary indexes, the message file and the journal: under
     ``.git/`` (same file system, never the system temp folder), named after the process."""
     owner = _process_token()
@@ -98,7 +96,7 @@ def _is_dead(token: str) -> bool:
     return parts[2] != "-" and start != "-" and start != parts[2]
 
 
-def _recover(repo: git.Repo) -> None:
+def _recover(repo: Repository) -> None:
     """Finish or undo the transactions of dsops processes that died (kill -9) mid-commit, and
     drop their temporary files. Runs under the repository lock, so none of them is running."""
     state = _state_dir(repo)
@@ -139,12 +137,15 @@ def _journal(
     repo, directory = target.repo, target.directory
     writes: dict[str, list[str | None]] = {}
     removes: dict[str, str] = {}
+    changed: dict[str, bytes | None] = {}
     for name in sorted({*files, *stale}):
         path = directory / name
         old = path.read_bytes() if path.is_file() else None
-        if name in files and old == files[name]:
-            continue
-        old_sha = _store_blobs(repo, {name: old})[name] if old is not None else None
+        if not (name in files and old == files[name]):
+            changed[name] = old
+    stored = repo.store_blobs({n: old for n, old in changed.items() if old is not None}, scratch)
+    for name in changed:
+        old_sha = stored.get(name)
         if name in files:
             writes[target.path(name)] = [old_sha, blobs[name]]
         elif old_sha is not None:
@@ -159,7 +160,7 @@ def _journal(
         "commit": commit,
         "tag": f"refs/tags/{tag}",
         "tag_object": tag_object,
-        "index": str(target.root / _git(repo, "rev-parse", "--git-path", "index").strip()),
+        "index": str(target.root / repo.run("rev-parse", "--git-path", "index").strip()),
         "next_index": str(scratch / "next-index"),
         "index_info": [f"0 {_NULL_SHA}\t{path}" for path in touched]
         + [f"{_FILE_MODE} {sha}\t{target.path(name)}" for name, sha in sorted(blobs.items())],
@@ -170,7 +171,7 @@ def _journal(
     return journal
 
 
-def _lock_index(repo: git.Repo, journal: dict[str, Any]) -> None:
+def _lock_index(repo: Repository, journal: dict[str, Any]) -> None:
     """Take Git's own index lock (as `git commit` does) until the index holds the version:
     no one can commit the folder's old entries on top of the new version meanwhile. The lock
     file holds this process's token, so a killed commit's lock is recognised and removed."""
@@ -187,7 +188,7 @@ def _lock_index(repo: git.Repo, journal: dict[str, Any]) -> None:
         ) from None
 
 
-def _build_next_index(repo: git.Repo, journal: dict[str, Any]) -> None:
+def _build_next_index(repo: Repository, journal: dict[str, Any]) -> None:
     """The real index with the folder's entries replaced, built beside it (installed last)."""
     index, next_index = Path(journal["index"]), Path(journal["next_index"])
     if index.exists():
@@ -195,14 +196,14 @@ def _build_next_index(repo: git.Repo, journal: dict[str, Any]) -> None:
     info = "".join(f"{line}\0" for line in journal["index_info"]).encode()
     env = {"GIT_INDEX_FILE": str(next_index)}
     try:
-        _git(repo, "update-index", "-z", "--index-info", input=info, env=env)
+        repo.run("update-index", "-z", "--index-info", input=info, env=env)
     except GitFailed as err:
         raise VcsError(
             f"could not update the Git index ({err.reason}); nothing was committed"
         ) from err
 
 
-def _install_index(repo: git.Repo, journal: dict[str, Any]) -> None:
+def _install_index(repo: Repository, journal: dict[str, Any]) -> None:
     """Put the next index in place (under our lock), or, if someone removed our lock since,
     apply the folder's entries to the current index the ordinary way."""
     index, next_index = Path(journal["index"]), Path(journal["next_index"])
@@ -212,7 +213,7 @@ def _install_index(repo: git.Repo, journal: dict[str, Any]) -> None:
         else:
             info = "".join(f"{line}\0" for line in journal["index_info"]).encode()
             with contextlib.suppress(GitFailed):
-                _git(repo, "update-index", "-z", "--index-info", input=info)
+                repo.run("update-index", "-z", "--index-info", input=info)
     _release_index_lock(journal)
 
 
@@ -229,7 +230,7 @@ def _release_index_lock(journal: dict[str, Any]) -> None:
             os.unlink(journal["index"] + ".lock")
 
 
-def _settle(repo: git.Repo, journal: dict[str, Any], *, undo: bool) -> None:
+def _settle(repo: Repository, journal: dict[str, Any], *, undo: bool) -> None:
     """End an interrupted transaction consistently. If its tag exists, the version exists:
     finish it (files and index), unless ``undo`` and the index is not installed yet, then move
     the refs back (only if they still hold exactly this transaction's values). Otherwise put
@@ -249,12 +250,12 @@ def _settle(repo: git.Repo, journal: dict[str, Any], *, undo: bool) -> None:
         _release_index_lock(journal)
 
 
-def _ref(repo: git.Repo, ref: str) -> str | None:
-    out = _git(repo, "rev-parse", "-q", "--verify", ref, ok=(0, 1)).strip()
+def _ref(repo: Repository, ref: str) -> str | None:
+    out = repo.run("rev-parse", "-q", "--verify", ref, ok=(0, 1)).strip()
     return out or None
 
 
-def _rollback_refs(repo: git.Repo, journal: dict[str, Any]) -> bool:
+def _rollback_refs(repo: Repository, journal: dict[str, Any]) -> bool:
     """Branch back and tag gone in one compare-and-swap transaction: refs that changed since
     (someone else's) are never touched. True if the refs were rolled back."""
     branch, old, commit = journal["branch"], journal["old"], journal["commit"]
@@ -262,20 +263,20 @@ def _rollback_refs(repo: git.Repo, journal: dict[str, Any]) -> bool:
         f"update {branch} {old} {commit}\n" if old else f"delete {branch} {commit}\n"
     ) + f"delete {journal['tag']} {journal['tag_object']}\n"
     try:
-        _git(repo, "update-ref", "--stdin", input=commands.encode())
+        repo.run("update-ref", "--stdin", input=commands.encode())
     except GitFailed:
         return False
     return True
 
 
-def _drop_own_ref_locks(repo: git.Repo, journal: dict[str, Any]) -> None:
+def _drop_own_ref_locks(repo: Repository, journal: dict[str, Any]) -> None:
     """A git killed inside `update-ref` leaves ``<ref>.lock`` files: remove ours, or the branch
     could never move again. Ours: holding our new value, or empty (killed before writing it)
     and made during our transaction, at least a second ago (a live git holds one for far less).
     Moving the branch HEAD names also locks ``HEAD`` (for its reflog): that lock is ours only
     when made during our transaction and left untouched, whatever git had written into it.
     """
-    common = Path(repo.common_dir)
+    common = repo.common_dir
     ours = {journal["commit"], journal["tag_object"]}
     for ref in (journal["branch"], journal["tag"]):
         lock = common / f"{ref}.lock"
@@ -283,7 +284,7 @@ def _drop_own_ref_locks(repo: git.Repo, journal: dict[str, Any]) -> None:
             content = lock.read_text(errors="replace").strip()
             if content in ours or (not content and _abandoned(lock, journal["started"])):
                 lock.unlink()
-    head_lock = Path(repo.git_dir) / "HEAD.lock"
+    head_lock = repo.git_dir / "HEAD.lock"
     with contextlib.suppress(OSError):
         if _abandoned(head_lock, journal["started"], empty=False):
             head_lock.unlink()
@@ -299,19 +300,19 @@ def _abandoned(lock: Path, since: float, *, empty: bool = True) -> bool:
     return after.st_mtime == before and (not empty or after.st_size == 0)
 
 
-def _disk_forward(repo: git.Repo, journal: dict[str, Any]) -> None:
+def _disk_forward(repo: Repository, journal: dict[str, Any]) -> None:
     """Write the version's files and remove the stale ones, each only while it still holds the
     bytes the transaction found (never over something written since)."""
     root = Path(journal["root"])
     for path, (old, new) in journal["writes"].items():
         if _disk_blob(root / path) == old:
-            atomic_write(root / path, _blob_bytes(repo, new))
+            atomic_write(root / path, repo.blob(new))
     for path, old in journal["removes"].items():
         if _disk_blob(root / path) == old:
             _unlink_and_prune(root / path, root)
 
 
-def _disk_back(repo: git.Repo, journal: dict[str, Any]) -> None:
+def _disk_back(repo: Repository, journal: dict[str, Any]) -> None:
     """Put back what :func:`_disk_forward` changed."""
     root = Path(journal["root"])
     for path, (old, new) in journal["writes"].items():
@@ -319,10 +320,10 @@ def _disk_back(repo: git.Repo, journal: dict[str, Any]) -> None:
             if old is None:
                 _unlink_and_prune(root / path, root)
             else:
-                atomic_write(root / path, _blob_bytes(repo, old))
+                atomic_write(root / path, repo.blob(old))
     for path, old in journal["removes"].items():
         if not (root / path).exists():
-            atomic_write(root / path, _blob_bytes(repo, old))
+            atomic_write(root / path, repo.blob(old))
 
 
 def _disk_blob(path: Path) -> str | None:
@@ -330,10 +331,6 @@ def _disk_blob(path: Path) -> str | None:
         return blob_sha(path.read_bytes())
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return None
-
-
-def _blob_bytes(repo: git.Repo, sha: str) -> bytes:
-    return bytes(repo.odb.stream(bytes.fromhex(sha)).read())
 
 
 def _unlink_and_prune(path: Path, root: Path) -> None:

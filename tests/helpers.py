@@ -248,7 +248,7 @@ def three_way(notebook: Path, tmp: Path) -> dict[str, dict[str, bytes] | str]:
     Each kind maps to the files it wrote under ``outputs/``, or to its failure as one text, so
     a caller compares kinds and still sees why one of them did not finish.
     """
-    from dsops_jupyter.convert import convert
+    from dsops_jupyter.assemble import convert
 
     folder = tmp / notebook.stem
     folder.mkdir(parents=True)

@@ -8,8 +8,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from dsops_jupyter.assemble import convert
 from dsops_jupyter.check import check_paths
-from dsops_jupyter.convert import convert
 from tests.helpers import assert_ok, dsops, error_line, init_repo, make_notebook
 
 PYPROJECT = """\

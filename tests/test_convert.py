@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
+from dsops_jupyter.assemble import convert, generate_package
 from dsops_jupyter.cells import load_notebook
-from dsops_jupyter.convert import convert, generate_package
 from dsops_jupyter.errors import ConversionError
 from dsops_jupyter.execute import runnable_notebook
 from dsops_jupyter.notebook import read_pipeline

@@ -35,7 +35,7 @@ from typing import Any
 
 import pytest
 
-from dsops_jupyter.convert import convert
+from dsops_jupyter.assemble import convert
 from dsops_jupyter.errors import DsopsError, ExecutionError
 from dsops_jupyter.execute import run_notebook
 from dsops_jupyter.model import RunOptions

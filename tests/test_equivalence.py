@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from dsops_jupyter.convert import convert
+from dsops_jupyter.assemble import convert
 from dsops_jupyter.execute import run_notebook
 from dsops_jupyter.model import RunOptions
 from tests.helpers import EXAMPLE_NOTEBOOKS, copy_example, run_jobs, run_python

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from dsops_jupyter import convert, image, recipe, vcs
+from dsops_jupyter import assemble, image, recipe, vcs
 from dsops_jupyter.errors import BuildError, EngineUnavailableError, ImageError
 from dsops_jupyter.events import Event
 from dsops_jupyter.execute import run_notebook
@@ -174,13 +174,13 @@ def test_base_image_comes_from_config_and_flag_and_must_be_pinned(tmp_path: Path
     pyproject = notebook.parent / "pyproject.toml"
     pyproject.write_text('[tool.dsops]\nbase-image = "registry.local:5000/py/base:3.11"\n')
     digest = "python@sha256:" + "ab" * 32
-    from_config = convert.generate_package(notebook).files["Dockerfile"].decode()
+    from_config = assemble.generate_package(notebook).files["Dockerfile"].decode()
     assert "FROM registry.local:5000/py/base:3.11\n" in from_config
-    from_flag = convert.generate_package(notebook, base_image=digest).files["Dockerfile"]
+    from_flag = assemble.generate_package(notebook, base_image=digest).files["Dockerfile"]
     assert f"FROM {digest}\n".encode() in from_flag
     for bad in ("python", "python:3.11 AS x", "python:3.11\nRUN rm -rf /", "Python:3"):
         with pytest.raises(ImageError, match="pin it as name:tag"):
-            convert.generate_package(notebook, base_image=bad)
+            assemble.generate_package(notebook, base_image=bad)
 
 
 def test_parameters_are_spelled_as_the_script_parses_them() -> None:
@@ -206,7 +206,7 @@ def test_parameters_are_spelled_as_the_script_parses_them() -> None:
 
 def test_build_context_holds_only_the_generated_package(tmp_path: Path) -> None:
     notebook = wine_repo(tmp_path / "p")
-    pkg = convert.generate_package(notebook)
+    pkg = assemble.generate_package(notebook)
     files = {**pkg.files, "outputs/metrics.json": b"{}", ".env": b"SECRET=1"}
     with tarfile.open(fileobj=image.build_context(files)) as tar:
         members = tar.getmembers()
@@ -224,7 +224,7 @@ def test_no_engine_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyP
     )
     notebook = wine_repo(tmp_path / "p")
     with pytest.raises(EngineUnavailableError):
-        image.list_images(notebook)
+        image.list_images(notebook, versions=None)
     # package fails before writing or committing anything...
     with pytest.raises(EngineUnavailableError):
         package_notebook(notebook, PackageOptions(base_image="dsops-test-base:bookworm-ca"))
@@ -358,7 +358,7 @@ def test_image_labels_user_and_contents(wine: Wine, docker_engine: DockerEngine)
     assert labels["io.dsops.notebook"] == "wine.ipynb"
     assert labels["io.dsops.tag"] == "dsops/wine/v1"
     assert labels == image.image_labels(
-        convert.generate_package(wine.notebook, base_image="dsops-test-base:bookworm-ca"),
+        assemble.generate_package(wine.notebook, base_image="dsops-test-base:bookworm-ca"),
         version,
         "dsops-test-base:bookworm-ca",
     )
@@ -424,7 +424,7 @@ def test_images_lists_versions_with_commit_and_size(
     wine: Wine, wine_v2: tuple[PackageResult, Recorder, float], tmp_path: Path
 ) -> None:
     second = wine_v2[0]
-    listed = image.list_images(wine.notebook)
+    listed = image.list_images(wine.notebook, versions=vcs.list_versions(wine.notebook))
     assert [(i.version, i.commit) for i in listed] == [
         ("v1", wine.first.version.commit),
         ("v2", second.version.commit),
@@ -433,7 +433,7 @@ def test_images_lists_versions_with_commit_and_size(
     assert listed[0].to_json()["tags"] == ["wine:v1", f"wine:{wine.first.version.short}"]
     # another project's wine.ipynb (same relative path and name) is not listed
     other = wine_repo(tmp_path / "other")
-    assert image.list_images(other) == []
+    assert image.list_images(other, versions=vcs.list_versions(other)) == []
     done = assert_ok(dsops("images", wine.notebook, "--json", cwd=wine.notebook.parent))
     assert [i["version"] for i in json.loads(done.stdout)] == ["v1", "v2"]
     done = assert_ok(dsops("images", wine.notebook, cwd=wine.notebook.parent))
@@ -445,7 +445,7 @@ def test_failing_build_names_the_instruction_and_keeps_the_version(
     docker_base_image: str, tmp_path: Path
 ) -> None:
     notebook = tiny_repo(tmp_path / "p")
-    pkg = convert.generate_package(notebook, base_image=docker_base_image)
+    pkg = assemble.generate_package(notebook, base_image=docker_base_image)
     pkg.files["requirements.lock"] = b"# a pin no index has\nsix==0.0.424242\n"
     version, created = vcs.commit_package(pkg)
     assert created

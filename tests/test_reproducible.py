@@ -24,7 +24,7 @@ from typing import Any
 import nbformat
 import pytest
 
-from dsops_jupyter import convert, image, oci, vcs
+from dsops_jupyter import assemble, image, oci, vcs
 from dsops_jupyter.model import GeneratedPackage, ImageResult, Version
 from tests.docker_engine import (
     DockerEngine,
@@ -74,7 +74,7 @@ def make_example(folder: Path) -> Example:
 
 
 def package(repo: Path, notebook: Path) -> Example:
-    pkg = convert.generate_package(notebook, base_image=RECIPE_BASE)
+    pkg = assemble.generate_package(notebook, base_image=RECIPE_BASE)
     version, _created = vcs.commit_package(pkg)
     return Example(repo, notebook, pkg, version)
 
@@ -272,14 +272,14 @@ def test_cli_output_needs_no_engine_and_matches_the_api(base_tar: Path, tmp_path
 _IN_NETNS = """
 import json, socket, sys
 from pathlib import Path
-from dsops_jupyter import convert, oci, vcs
+from dsops_jupyter import assemble, oci, vcs
 try:
     socket.create_connection(("pypi.org", 443), timeout=5)
     network = True
 except OSError:
     network = False
 recipe_base, notebook, base, out, cache, wheelhouse = sys.argv[1:7]
-pkg = convert.generate_package(notebook, base_image=recipe_base)
+pkg = assemble.generate_package(notebook, base_image=recipe_base)
 version = [v for v in vcs.list_versions(Path(notebook)) if v.name == pkg.name][-1]
 try:
     info = oci.build_reproducible(pkg, version, base_image=base, output=Path(out),

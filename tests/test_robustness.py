@@ -180,6 +180,9 @@ UNCOMPILABLE = {
     "async for at top level": "async for x in y:\n    pass",
     "star import beside a statement": "x = 1; from os.path import *\nprint(join('a'))",
     "star import in a block": "if True:\n    from os.path import *\nprint(join('a'))",
+    # IPython's own transformer raised IndentationError on these (a traceback, not one line)
+    "shell line before a bad dedent": "!ls\n    a\n  b",
+    "help line before a bad dedent": "x?\n  y\n z",
 }
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -11,8 +14,17 @@ import pytest
 
 from dsops_jupyter.errors import HandEditError, NotARepositoryError, VcsError
 from dsops_jupyter.events import Event
-from dsops_jupyter.model import GeneratedPackage
-from dsops_jupyter.vcs import Version, commit_package, last_version, list_versions, open_repo
+from dsops_jupyter.gitrun import run_git
+from dsops_jupyter.model import GeneratedPackage, Version
+from dsops_jupyter.vcs import (
+    commit_package,
+    ignored_by_git,
+    last_version,
+    list_versions,
+    open_repo,
+    remote_url,
+    work_tree_state,
+)
 from tests.helpers import isolate_git_config
 
 MANIFEST = b'{\n  "name": "demo",\n  "steps": ["load", "train"]\n}\n'
@@ -428,8 +440,7 @@ def test_ctrl_c_at_any_stage_rolls_back(repo: Path, stage: str) -> None:
         )
 
     assert_nothing_committed(repo, tip, tag_list, state)
-    with open_repo(repo) as opened:
-        assert last_version(opened, "demo") == v1
+    assert last_version(open_repo(repo), "demo") == v1
     # The generated files on disk may be new; a retry is not mistaken for a hand edit.
     version, created = commit_package(package(repo, changed(demo_py=b"print('v2')\n")))
     assert created and version.number == 2 and user_state(repo) == state
@@ -543,3 +554,60 @@ def test_version_to_json(repo: Path) -> None:
     data = version.to_json()
     assert set(data) == {"name", "number", "tag", "commit", "short", "epoch", "message"}
     assert Version(**data) == version == list_versions(repo)[0]
+
+
+# --- the one Git runner ------------------------------------------------------------------------
+def test_repository_lookups(repo: Path, tmp_path: Path) -> None:
+    """open_repo, remote_url, work_tree_state and ignored_by_git ask git itself."""
+    found = open_repo(repo / "pipelines" / "demo")  # not created yet: its nearest folder counts
+    assert (found.root, found.git_dir, found.common_dir) == (repo, repo / ".git", repo / ".git")
+    assert remote_url(repo / "src") == "" and remote_url(tmp_path / "elsewhere") == ""
+    git(repo, "remote", "add", "origin", "https://bot:s3cret@example.com/x.git")
+    assert remote_url(repo / "src") == "https://bot:s3cret@example.com/x.git"
+    assert work_tree_state(repo / "src") == {"commit": head(repo), "dirty": False}
+    (repo / "new.txt").write_text("untracked\n")
+    assert work_tree_state(repo) == {"commit": head(repo), "dirty": True}
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    assert work_tree_state(outside) is None
+    (repo / ".gitignore").write_text("*.tmp\n")
+    assert ignored_by_git(repo, ["a.tmp", "a.py", "[x].tmp"]) == {"a.tmp", "[x].tmp"}
+    assert ignored_by_git(outside, ["a.tmp"]) == set()
+    bare = tmp_path / "bare.git"
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    for path in (outside, bare, repo / ".git"):
+        with pytest.raises(NotARepositoryError):
+            open_repo(path)
+
+
+def test_interrupted_git_is_killed_and_reaped_before_the_exception_goes_on(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C while git runs: no git may go on writing while dsops undoes a version."""
+    pids = tmp_path / "pids"
+    slow = f"alias.slow=!echo $PPID $$ > {pids}; exec sleep 20"
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        if not pids.exists() or not pids.read_text().strip():
+            signal.setitimer(signal.ITIMER_REAL, 0.05)  # git has not started yet
+            return
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 0.2)
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt) as caught:  # its frames, and git's handle, live on
+            run_git(tmp_path, "-c", slow, "slow")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    git_pid, sleep_pid = map(int, pids.read_text().split())
+    try:
+        assert time.monotonic() - started < 15
+        with pytest.raises(ProcessLookupError):
+            os.kill(git_pid, 0)  # killed and reaped: not even a zombie is left
+        assert caught.traceback  # (as in vcs, where the undo runs while the exception is live)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(sleep_pid, signal.SIGKILL)  # the alias's command, which git leaves behind

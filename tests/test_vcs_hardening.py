@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from dsops_jupyter import vcs
-from dsops_jupyter.convert import generate_package, package_files
+from dsops_jupyter.assemble import generate_package
+from dsops_jupyter.convert import package_files
 from dsops_jupyter.errors import HandEditError, VcsError
 from dsops_jupyter.vcs import commit_package
 from tests.helpers import (
@@ -258,7 +259,7 @@ def test_failed_commit_leaves_the_old_files_and_the_next_one_succeeds(repo: Path
 KILLER = textwrap.dedent(
     """
     import os, signal, sys
-    from dsops_jupyter.convert import generate_package
+    from dsops_jupyter.assemble import generate_package
     from dsops_jupyter.vcs import commit_package
 
     def on_event(event):
@@ -318,7 +319,7 @@ DIES_IN_UPDATE_REF = textwrap.dedent(
     """
     import os, signal, sys
     from dsops_jupyter import vcs
-    from dsops_jupyter.convert import generate_package
+    from dsops_jupyter.assemble import generate_package
 
     def killed_inside_update_ref(*args, **kwargs):  # git died there holding HEAD.lock
         open(os.path.join(sys.argv[2], "HEAD.lock"), "w").write("ref: refs/heads/main\\n")

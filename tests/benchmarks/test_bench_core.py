@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from dsops_jupyter.convert import convert
+from dsops_jupyter.assemble import convert
 from tests.helpers import clean_env, copy_example, init_repo, make_notebook
 
 pytestmark = pytest.mark.benchmarks

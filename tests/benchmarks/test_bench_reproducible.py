@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from dsops_jupyter import convert, image, oci, vcs
+from dsops_jupyter import assemble, image, oci, vcs
 from dsops_jupyter.model import ImageResult
 from tests.docker_engine import HOST_CA_BUNDLE, ensure_rootfs_tarball
 from tests.helpers import copy_example, git, init_repo
@@ -59,7 +59,7 @@ def test_reproducible_vs_dockerfile_build(tmp_path: Path) -> None:
     notebook = copy_example("wine.ipynb", repo)
     git(repo, "add", "wine.ipynb")
     git(repo, "commit", "-q", "-m", "wine")
-    pkg = convert.generate_package(notebook, base_image=BASE_TAG)
+    pkg = assemble.generate_package(notebook, base_image=BASE_TAG)
     version, _ = vcs.commit_package(pkg)
     base = ca_base_archive(tmp_path / "base")
     cache, wheels = tmp_path / "dsops-cache", tmp_path / "wheelhouse"
@@ -76,7 +76,7 @@ def test_reproducible_vs_dockerfile_build(tmp_path: Path) -> None:
         nonlocal pkg, version
         text = notebook.read_text().replace("accuracy: {accuracy:.4f}", "accuracy = {accuracy:.4f}")
         notebook.write_text(text)
-        pkg = convert.generate_package(notebook, base_image=BASE_TAG)
+        pkg = assemble.generate_package(notebook, base_image=BASE_TAG)
         version, created = vcs.commit_package(pkg)
         assert created
 

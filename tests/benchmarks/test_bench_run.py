@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from dsops_jupyter.convert import convert
+from dsops_jupyter.assemble import convert
 from tests.benchmarks.test_bench_core import fresh, medians, record, timed
 from tests.helpers import Markdown, copy_example, init_repo, make_notebook
 
