@@ -1,5 +1,6 @@
-"""What a run reports while its cells execute: progress, live output, the failing cell, and
-the runtime check of each step's inputs (kernel fingerprints compared between steps).
+"""What a run reports while its cells execute: progress, output, failing cell, input checks.
+
+The input check compares kernel fingerprints of each step's inputs between steps.
 
 Filled by the papermill engine (papermill_engine.py), read by execute.py for the run record:
 its own module so that execute.py never imports the engine, which papermill loads by name.
