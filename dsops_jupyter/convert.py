@@ -218,46 +218,52 @@ def _check_top_level_flow(pipeline: Pipeline) -> None:
     for cell in _converted_cells(pipeline):
         if not _FLOW_WORDS.search(cell.code):
             continue  # most cells: no walk of their tree needed
-        node = _outside_function(cell.tree.body if cell.tree else [])
-        if node is None:
+        found = _outside_function(cell.tree.body if cell.tree else [])
+        if found is None:
             continue
-        word = {ast.Return: "return", ast.Await: "await"}.get(type(node), "yield")
+        word, line = found
         fix = (
             "put the code in an `async def` and call it with asyncio.run(...)"
             if word == "await"
             else "put it inside a function (the notebook cannot run it either)"
         )
         raise ConversionError(
-            f"{where}, {cell.label}, line {node.lineno}: `{word}` outside a function; {fix}"
+            f"{where}, {cell.label}, line {line}: `{word}` outside a function; {fix}"
         )
 
 
 _FLOW_WORDS = re.compile(r"\b(?:return|yield|await|async)\b")
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
-_OUTSIDE = (ast.Return, ast.Yield, ast.YieldFrom, ast.Await)
 
 
-def _outside_function(nodes: list[ast.stmt]) -> ast.AST | None:
-    """The first return/yield/await not inside a def or lambda (iterative: trees may be deep)."""
+def _outside_function(nodes: list[ast.stmt]) -> tuple[str, int] | None:
+    """The word and line of the first return/yield/await not inside a def or lambda (iterative:
+    trees may be deep). `async for`/`async with` and async comprehensions are awaits too."""
     pending: list[ast.AST] = list(reversed(nodes))
     while pending:
         node = pending.pop()
-        if isinstance(node, _OUTSIDE):
-            return node
+        if isinstance(node, ast.Return):
+            return "return", node.lineno
+        if isinstance(node, ast.Yield | ast.YieldFrom):
+            return "yield", node.lineno
+        if isinstance(node, ast.Await | ast.AsyncFor | ast.AsyncWith):
+            return "await", node.lineno
         if isinstance(node, ast.comprehension) and node.is_async:
-            return node.iter  # `async for` in a comprehension is an await as well
-        if isinstance(node, ast.AsyncFor | ast.AsyncWith):
-            return ast.Await(lineno=node.lineno)
+            return "await", node.iter.lineno  # a comprehension part has no position of its own
         if isinstance(node, _SCOPES):
-            pending.extend(reversed([*getattr(node, "decorator_list", []), *_defaults(node)]))
+            pending.extend(reversed([*_decorators(node), *_defaults(node)]))
             continue
         pending.extend(reversed(list(ast.iter_child_nodes(node))))
     return None
 
 
-def _defaults(node: ast.AST) -> list[ast.AST]:
+def _decorators(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> list[ast.expr]:
+    return [] if isinstance(node, ast.Lambda) else node.decorator_list
+
+
+def _defaults(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> list[ast.expr]:
     """Parts of a def/lambda evaluated where it is defined: default values."""
-    args = node.args  # type: ignore[attr-defined]
+    args = node.args
     return [*args.defaults, *(d for d in args.kw_defaults if d is not None)]
 
 

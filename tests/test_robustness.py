@@ -194,6 +194,24 @@ def test_cells_that_cannot_become_a_script_name_the_cell(case: str, repo: Path) 
     assert "cell 2" in refused(repo, "commit", notebook)  # never a commit of a broken script
 
 
+OUTSIDE_WORDS = {
+    "await": "import asyncio\nawait asyncio.sleep(0)",
+    "async comprehension": "async def g():\n    yield 1\nprint([x async for x in g()])",
+    "async with": "async with lock:\n    pass",
+    "return": "return 1",
+    "yield": "yield 1",
+}
+
+
+@pytest.mark.parametrize("case", OUTSIDE_WORDS, ids=list(OUTSIDE_WORDS))
+def test_the_refusal_names_the_word_outside_a_function(case: str, repo: Path) -> None:
+    notebook = raw_notebook(repo / "nb.ipynb", [code("a = 1"), code(OUTSIDE_WORDS[case])])
+    commit_all(repo)
+    word = case.split()[0] if case in ("return", "yield") else "await"
+    line = refused(repo, "convert", notebook)
+    assert f"`{word}` outside a function" in line, line
+
+
 def test_awaits_and_returns_inside_functions_are_fine(repo: Path) -> None:
     source = (
         "import asyncio\n"
