@@ -6,9 +6,12 @@ import their adapters lazily so `import dsops_jupyter` stays cheap for the CLI.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dsops_jupyter._version import __version__
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
 
 __all__ = ["__version__"]
 
@@ -23,7 +26,7 @@ def _jupyter_server_extension_points() -> list[dict[str, Any]]:
     return [{"module": "dsops_jupyter", "app": DsopsExtension}]
 
 
-def load_ipython_extension(ipython: Any) -> None:
+def load_ipython_extension(ipython: InteractiveShell) -> None:
     """`%load_ext dsops_jupyter` registers the %%dsops / %dsops magics."""
     from dsops_jupyter.magics import load_ipython_extension as load
 

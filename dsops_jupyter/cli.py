@@ -21,6 +21,7 @@ from dsops_jupyter.errors import DsopsError, NotARepositoryError, ParameterError
 
 if TYPE_CHECKING:  # events imports dataclasses (and inspect): not needed to start
     from dsops_jupyter.events import Event, OnEvent
+    from dsops_jupyter.model import GeneratedPackage
 
 EPILOG = """exit codes: 0 success, 1 the run/build/check failed, 2 bad input, 130 interrupted.
 docs: `dsops COMMAND --help`; settings live in [tool.dsops] of your pyproject.toml."""
@@ -185,8 +186,8 @@ def cmd_steps(args: argparse.Namespace) -> int:
         for p in pipeline.parameters:
             print(f"  {p.name}: {p.type} = {p.default!r}")
     if pipeline.computed:
-        names = ", ".join(pipeline.computed)
-        print(f"computed: {names} (code of the parameters cell, run as papermill runs it)")
+        computed = ", ".join(pipeline.computed)
+        print(f"computed: {computed} (code of the parameters cell, run as papermill runs it)")
     print("steps, in run order:")
     for number, step in enumerate(pipeline.steps, 1):
         cells = ", ".join(str(i + 1) for i in step.cells)
@@ -249,7 +250,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         _print_json({"name": pkg.name, "directory": str(pkg.directory), "files": sorted(pkg.files)})
         return 0
     print(f"wrote {pkg.directory} ({', '.join(sorted(pkg.files))})")
-    for warning in pkg.pipeline.warnings:
+    for warning in pkg.pipeline.warnings if pkg.pipeline else []:
         print(f"warning: {warning}", file=sys.stderr)
     return 0
 
@@ -394,7 +395,7 @@ def _parameters(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
-def _warn_lock(pkg: Any) -> None:
+def _warn_lock(pkg: GeneratedPackage) -> None:
     text = pkg.files.get("requirements.lock", b"").decode("utf-8")
     for line in text.splitlines():
         if line.startswith("# unresolved import"):

@@ -383,7 +383,9 @@ def _header(pipeline: Pipeline, notebook: str) -> str:
 
 def _module_level(pipeline: Pipeline) -> tuple[list[str], list[str], list[tuple[int, str]]]:
     """Split hoisted code into __future__ imports, other imports and shared definitions."""
-    futures, imports, shared = [], [], []
+    futures: list[str] = []
+    imports: list[str] = []
+    shared: list[tuple[int, str]] = []
     for index, code in pipeline.hoisted:
         body = ast.parse(code).body
         if body and all(isinstance(n, ast.Import | ast.ImportFrom) for n in body):
@@ -412,7 +414,7 @@ def _step_function(step: Step, keep_magics: bool = False, raising: set[int] | No
     doc = f'    """Step {step.name} (cell{plural} {cells})."""'
     lines = [f"\n\ndef step_{step.name}({args}):", doc]
     body = step.magic_body if keep_magics else step.body
-    local = _step_locals(step, [code for *_, code in [*step.rebound, *body]])
+    local = _step_locals(step, [code for *_, code in step.rebound] + [code for _, code in body])
     if step.replays:
         lines.append("    if _STEP_ALONE:  # a fresh process: set it up as the earlier steps did")
         for index, source, code in step.replays:

@@ -24,7 +24,7 @@ from dsops_jupyter.errors import ExecutionError, RunInterruptedError
 from dsops_jupyter.events import OnEvent
 from dsops_jupyter.fsutil import atomic_write
 from dsops_jupyter.model import RunOptions, RunRecord
-from dsops_jupyter.monitor import Monitor
+from dsops_jupyter.monitor import CellError, Monitor
 from dsops_jupyter.notebook import read_pipeline
 from dsops_jupyter.params import coerce_parameters
 from dsops_jupyter.pipeline import Pipeline
@@ -216,22 +216,24 @@ def _step_results(
     executed: dict[str, Any], chosen: list[str], interrupted: str | None = None
 ) -> list[dict[str, Any]]:
     """Per step: status (succeeded/failed/interrupted/not run) and its cells' summed durations."""
-    results = {name: {"name": name, "status": "succeeded", "duration": 0.0} for name in chosen}
+    statuses = dict.fromkeys(chosen, "succeeded")
+    durations = dict.fromkeys(chosen, 0.0)
     for cell in executed.get("cells", []):
         meta = cell.get("metadata", {})
         name = meta.get("dsops", {}).get("step")
-        if name not in results:
+        if name not in statuses:
             continue
         run = meta.get("papermill", {})
-        results[name]["duration"] += float(run.get("duration") or 0.0)
+        durations[name] += float(run.get("duration") or 0.0)
         status = run.get("status")
         if status == "failed":
-            results[name]["status"] = "interrupted" if name == interrupted else "failed"
-        elif status != "completed" and results[name]["status"] == "succeeded":
-            results[name]["status"] = "not run"
-    for result in results.values():
-        result["duration"] = round(result["duration"], 3)
-    return list(results.values())
+            statuses[name] = "interrupted" if name == interrupted else "failed"
+        elif status != "completed" and statuses[name] == "succeeded":
+            statuses[name] = "not run"
+    return [
+        {"name": name, "status": statuses[name], "duration": round(durations[name], 3)}
+        for name in chosen
+    ]
 
 
 def _kept(output: Path) -> str:
@@ -258,7 +260,7 @@ def _execution_error(
     The failing cell is the one that stopped the run or, when every cell ran (errors allowed
     by a ``raises-exception`` tag), the one papermill reports."""
     cell = monitor.failed_cell or _papermill_error_cell(executed)
-    error = monitor.failure or (failure if hasattr(failure, "ename") else None)
+    error = monitor.failure or (failure if isinstance(failure, CellError) else None)
     if error is None or not cell:  # a dead kernel, a timeout, a papermill error
         lines = _ANSI.sub("", str(failure)).strip().splitlines() or ["unknown error"]
         return ExecutionError(f"run failed: {lines[-1]} ({_kept(output)})")
@@ -330,7 +332,7 @@ def _source_line(cell: dict[str, Any], number: int) -> str:
     return lines[number - 1].strip() if 0 < number <= len(lines) else ""
 
 
-def _error_text(failure: Any, cell: dict[str, Any]) -> str:
+def _error_text(failure: CellError, cell: dict[str, Any]) -> str:
     """``Type: message``. IPython reports a UsageError (an unknown magic) on stderr, with no
     error output: its message is then that stderr line."""
     ename, evalue = failure.ename, str(failure.evalue or "").strip()

@@ -19,23 +19,28 @@ import shlex
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from dsops_jupyter.errors import DsopsError
 from dsops_jupyter.events import Event, OnEvent, OverallProgress
 from dsops_jupyter.model import PackageOptions, PackageResult, RunOptions, RunRecord
 
+if TYPE_CHECKING:
+    from dsops_jupyter.params import Parameter
+    from dsops_jupyter.pipeline import Pipeline
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a bad option as a one-line UsageError instead of exiting."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise UsageError(f"%dsops {self.prog}: {message}")
 
-    def exit(self, status: int = 0, message: str | None = None) -> Any:  # type: ignore[override]
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
         raise UsageError(message or f"%dsops {self.prog}: see %dsops help")
 
 
@@ -65,6 +70,13 @@ def _package_parser() -> _Parser:
 class DsopsMagics(Magics):
     """The ``dsops`` line and cell magic."""
 
+    @property
+    def _ipython(self) -> InteractiveShell:
+        """The shell these magics were registered with (Magics allows none; IPython never)."""
+        if self.shell is None:
+            raise UsageError("%dsops: not running in an IPython shell")
+        return self.shell
+
     @line_cell_magic
     def dsops(self, line: str, cell: str | None = None) -> Any:
         """dsops: notebook steps, papermill runs, versioned packages.
@@ -89,7 +101,7 @@ class DsopsMagics(Magics):
     # --- cell magics ---------------------------------------------------------------------------
     def _cell(self, line: str, cell: str) -> None:
         check_marker(line)
-        result = self.shell.run_cell(cell)
+        result = self._ipython.run_cell(cell)
         error = result.error_before_exec or result.error_in_exec
         if error is not None:
             # The body's own traceback is already shown; fail this cell too, in one line, so
@@ -115,12 +127,12 @@ class DsopsMagics(Magics):
         from dsops_jupyter.notebook import read_pipeline
 
         _parser("steps").parse_args(args)
-        print(format_steps(read_pipeline(current_notebook(self.shell))))
+        print(format_steps(read_pipeline(current_notebook(self._ipython))))
 
     def _run(self, args: list[str]) -> None:
         parsed = _run_parser().parse_args(args)
         options = RunOptions(parameters=dict(parsed.parameter), steps=tuple(parsed.step))
-        notebook = current_notebook(self.shell)
+        notebook = current_notebook(self._ipython)
         view = ProgressView(options.expected_stages())
         view.show()
         with view.failing():
@@ -131,7 +143,7 @@ class DsopsMagics(Magics):
     def _package(self, args: list[str]) -> None:
         parsed = vars(_package_parser().parse_args(args))
         options = PackageOptions(parameters=dict(parsed.pop("parameter")), **parsed)
-        notebook = current_notebook(self.shell)
+        notebook = current_notebook(self._ipython)
         view = ProgressView(options.expected_stages())
         view.show()
         with view.failing():
@@ -143,11 +155,11 @@ class DsopsMagics(Magics):
         from dsops_jupyter.notebook import read_pipeline
 
         _parser("panel").parse_args(args)
-        notebook = current_notebook(self.shell)
+        notebook = current_notebook(self._ipython)
         return Panel(notebook, read_pipeline(notebook))
 
 
-def load_ipython_extension(ipython: Any) -> None:
+def load_ipython_extension(ipython: InteractiveShell) -> None:
     ipython.register_magics(DsopsMagics)
 
 
@@ -168,7 +180,7 @@ def check_marker(line: str) -> None:
 
 
 # --- which notebook ----------------------------------------------------------------------------
-def current_notebook(shell: Any) -> Path:
+def current_notebook(shell: InteractiveShell) -> Path:
     """The notebook file this kernel belongs to, from the Jupyter session (or VS Code)."""
     ns = shell.user_ns
     for value in (
@@ -213,7 +225,7 @@ def call_package(notebook: Path, options: PackageOptions, on_event: OnEvent) -> 
 
 
 # --- rendering ---------------------------------------------------------------------------------
-def format_steps(pipeline: Any) -> str:
+def format_steps(pipeline: Pipeline) -> str:
     rows = [("step", "cells", "depends on", "reads", "writes")]
     for step in pipeline.steps:
         rows.append(
@@ -314,7 +326,7 @@ class Panel:
     a build; ``wait()`` joins it (for scripts and tests).
     """
 
-    def __init__(self, notebook: Path, pipeline: Any) -> None:
+    def __init__(self, notebook: Path, pipeline: Pipeline) -> None:
         import ipywidgets as w
 
         self.notebook = notebook
@@ -413,7 +425,7 @@ class Panel:
         self.log.append_stdout(line.rstrip("\n") + "\n")
 
 
-def parameter_widget(param: Any) -> Any:
+def parameter_widget(param: Parameter) -> Any:
     """A typed input for one parameter; list/dict/any values are edited as Python literals."""
     import ipywidgets as w
 

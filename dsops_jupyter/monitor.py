@@ -10,11 +10,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from dsops_jupyter import events
 from dsops_jupyter._probe import UNFINGERPRINTABLE
 from dsops_jupyter.events import OnEvent
+
+
+@runtime_checkable
+class CellError(Protocol):
+    """A failed cell as nbclient (CellExecutionError: traceback one string) and papermill
+    (PapermillExecutionError: traceback a list of lines) both report it."""
+
+    @property
+    def ename(self) -> str: ...
+    @property
+    def evalue(self) -> str: ...
+    @property
+    def traceback(self) -> str | list[str]: ...
 
 
 @dataclass
@@ -26,7 +39,7 @@ class Monitor:
     input_path: str
     watched: dict[str, list[str]]  # step -> names it reads and should leave unchanged
     on_first_cell: Callable[[], None] = lambda: None
-    failure: Any = None  # nbclient's CellExecutionError
+    failure: CellError | None = None
     failed_cell: dict[str, Any] = field(default_factory=dict)
     interrupted: dict[str, Any] = field(default_factory=dict)  # metadata.dsops of that cell
     changes: list[dict[str, str]] = field(default_factory=list)

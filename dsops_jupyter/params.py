@@ -11,10 +11,13 @@ from __future__ import annotations
 import ast
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dsops_jupyter import flow
 from dsops_jupyter.errors import ParameterError
+
+if TYPE_CHECKING:  # pipeline.py imports Parameter from here
+    from dsops_jupyter.pipeline import Pipeline
 
 TYPES = ("int", "float", "str", "bool", "list", "dict", "any")
 _PY_TYPES: dict[type, str] = {
@@ -136,7 +139,7 @@ def coerce_value(param: Parameter, value: Any) -> Any:
         ) from None
 
 
-def coerce_parameters(pipeline: Any, raw: Mapping[str, Any] | None) -> dict[str, Any]:
+def coerce_parameters(pipeline: Pipeline, raw: Mapping[str, Any] | None) -> dict[str, Any]:
     """Coerce user values for ``pipeline``'s parameters; unknown names are an error."""
     declared = {p.name: p for p in pipeline.parameters}
     coerced = {}

@@ -58,7 +58,9 @@ class DsopsExtension(ExtensionApp):
     jobs: JobManager
 
     def initialize_handlers(self) -> None:
-        root = Path(self.serverapp.root_dir).expanduser().resolve()
+        server = self.serverapp
+        assert server is not None, "jupyter_server sets serverapp before initialize_handlers"
+        root = Path(server.root_dir).expanduser().resolve()
         directory = Path(self.jobs_dir).expanduser() if self.jobs_dir else root / ".dsops" / "jobs"
         store = self.job_store_class(directory=directory, parent=self)
         self.jobs = JobManager(
@@ -67,8 +69,8 @@ class DsopsExtension(ExtensionApp):
             max_log_lines=self.max_log_lines,
             keep_finished=self.keep_finished,
         )
-        setup_handlers(self.serverapp.web_app, root, self.jobs, self.max_request_bytes)
-        self.log.info("dsops_jupyter: routes registered under %sdsops/", self.serverapp.base_url)
+        setup_handlers(server.web_app, root, self.jobs, self.max_request_bytes)
+        self.log.info("dsops_jupyter: routes registered under %sdsops/", server.base_url)
 
     async def stop_extension(self) -> None:
         """Called on server shutdown (SIGTERM, Ctrl-C): stop the jobs, record how they ended."""

@@ -40,7 +40,10 @@ CLIENT_OPTIONS: dict[str, tuple[str, ...]] = {
     "package": ("name", "commit", "build", "smoke", "force", "parameters"),
     "run": ("parameters", "steps"),
 }
-OPTIONS_OF = {"package": PackageOptions, "run": RunOptions}
+OPTIONS_OF: dict[str, type[PackageOptions] | type[RunOptions]] = {
+    "package": PackageOptions,
+    "run": RunOptions,
+}
 KINDS = tuple(CLIENT_OPTIONS)
 #: Default bound of a POST body (DsopsExtension.max_request_bytes): options are small.
 MAX_REQUEST_BYTES = 1024 * 1024

@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field, fields
@@ -251,7 +251,7 @@ class JobManager:
                 self._append_log(job, [event.message])
             self._save_soon(job)
 
-    def _append_log(self, job: Job, lines: list[str]) -> None:
+    def _append_log(self, job: Job, lines: Sequence[str]) -> None:
         job.log.extend(bounded(line, MAX_LINE_CHARS, flat=False) for line in lines)
         excess = len(job.log) - self._max_log_lines
         if excess > 0:
