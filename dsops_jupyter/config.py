@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from dsops_jupyter.errors import DsopsError
 
@@ -17,6 +18,9 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
+
+T = TypeVar("T")
+D = TypeVar("D")
 
 
 class ConfigError(DsopsError):
@@ -76,20 +80,26 @@ def _read_table(pyproject: Path) -> dict | None:
     return table if isinstance(table, dict) else None
 
 
-def load_config(start: Path, **overrides: object) -> Config:
-    """Settings for the project holding ``start``; non-None ``overrides`` (CLI flags) win."""
+def load_config(
+    start: Path, *, keep_magics: bool | None = None, base_image: str | None = None
+) -> Config:
+    """Settings for the project holding ``start``; the non-None arguments (CLI flags) win, but
+    the table is checked whole either way."""
     root, table = find_root(start)
-    values = {
-        "output": _typed(table, "output", str, "pipelines"),
-        "notebooks": _typed(table, "notebooks", list, []),
-        "base_image": _typed(table, "base-image", str, None),
-        "keep_magics": _typed(table, "keep-magics", bool, False),
-    }
-    values.update({key: value for key, value in overrides.items() if value is not None})
-    return Config(root=root, **values)  # type: ignore[arg-type]
+    output = _typed(table, "output", str, "pipelines")
+    notebooks = _typed(table, "notebooks", list, [])
+    own_base_image = _typed(table, "base-image", str, None)
+    own_keep_magics = _typed(table, "keep-magics", bool, False)
+    return Config(
+        root=root,
+        output=output,
+        notebooks=notebooks,
+        base_image=own_base_image if base_image is None else base_image,
+        keep_magics=own_keep_magics if keep_magics is None else keep_magics,
+    )
 
 
-def _typed(table: dict, key: str, kind: type, default: object) -> object:
+def _typed(table: dict, key: str, kind: type[T], default: D) -> T | D:
     value = table.get(key, default)
     if value is not default and not isinstance(value, kind):
         raise ConfigError(f"[tool.dsops] {key} must be a {kind.__name__}, not {value!r}")

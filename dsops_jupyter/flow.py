@@ -12,7 +12,15 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from dsops_jupyter.errors import CycleError
 from dsops_jupyter.mutation import MutationTracker
-from dsops_jupyter.scopes import Context, Definition, Names, Summary, defaults, free_names
+from dsops_jupyter.scopes import (
+    Comprehension,
+    Context,
+    Definition,
+    Names,
+    Summary,
+    defaults,
+    free_names,
+)
 
 
 class _Scanner(MutationTracker, ast.NodeVisitor):
@@ -163,7 +171,7 @@ class _Scanner(MutationTracker, ast.NodeVisitor):
         for name in free_names(node):
             self.names.read(name, self.bound)
 
-    def _comprehension(self, node: ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp):
+    def _comprehension(self, node: Comprehension) -> None:
         self.visit(node.generators[0].iter)  # evaluated in the enclosing scope
         for name in free_names(node):
             self.names.read(name, self.bound)

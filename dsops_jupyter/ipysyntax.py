@@ -137,10 +137,10 @@ def _magic_call(node: ast.AST) -> tuple[str, list[str]] | None:
         and isinstance(node.func.value.func, ast.Name)
         and node.func.value.func.id == "get_ipython"
         and not node.keywords
-        and all(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in node.args)
     ):
         return None
-    return node.func.attr, [a.value for a in node.args]  # type: ignore[attr-defined]
+    texts = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+    return (node.func.attr, texts) if len(texts) == len(node.args) else None
 
 
 def _translate_cell_magic(source: str, name: str, line: str, body: str) -> Translation:
@@ -202,6 +202,10 @@ def _writefile_code(line: str, body: str) -> str | None:
     return f"{WRITEFILE_HELPER}({filename!r}, {body!r}, append={append})\n"
 
 
+# A replacement: the node whose source span it replaces (a magic call or its whole statement).
+Edit = tuple[ast.Call | ast.Expr, str]
+
+
 class _Rewriter:
     """Replaces the ``get_ipython()`` calls IPython wrote into a cell by their plain effect."""
 
@@ -214,10 +218,12 @@ class _Rewriter:
         self.unsupported: list[str] = []
 
     def run(self) -> Translation:
-        plain: list[tuple[ast.AST, str]] = []
-        kept: list[tuple[ast.AST, str]] = []
+        plain: list[Edit] = []
+        kept: list[Edit] = []
         parents = {id(c): p for p in ast.walk(self.tree) for c in ast.iter_child_nodes(p)}
         for node in ast.walk(self.tree):
+            if not isinstance(node, ast.Call):
+                continue
             found = _magic_call(node)
             if found is None:
                 continue
@@ -231,8 +237,8 @@ class _Rewriter:
         return Translation(self._apply(plain), self._apply(kept), self.unsupported)
 
     def _edit(
-        self, call: ast.AST, statement: ast.Expr | None, kind: str, args: list[str], *, keep: bool
-    ) -> tuple[ast.AST, str] | None:
+        self, call: ast.Call, statement: ast.Expr | None, kind: str, args: list[str], *, keep: bool
+    ) -> Edit | None:
         name, line = [*args, "", ""][:2] if kind == "run_line_magic" else ("", "")
         if kind == "run_line_magic" and name == "time" and _parses(line, statement):
             if statement is None:
@@ -256,28 +262,35 @@ class _Rewriter:
             self._unsupported(call, kind, args)
         return None
 
-    def _unsupported(self, call: ast.AST, kind: str, args: list[str]) -> None:
+    def _unsupported(self, call: ast.Call, kind: str, args: list[str]) -> None:
         if self.same_lines:
-            self.unsupported.append(self.source_lines[call.lineno - 1].strip())  # type: ignore[attr-defined]
+            self.unsupported.append(self.source_lines[call.lineno - 1].strip())
         elif kind == "run_line_magic":
             self.unsupported.append(f"%{args[0]} {args[1]}".strip())
         else:
             self.unsupported.append(f"!{args[0]}")
 
-    def _apply(self, edits: list[tuple[ast.AST, str]]) -> str:
+    def _apply(self, edits: list[Edit]) -> str:
         """Splice replacements in (UTF-8 column offsets, from the end so offsets hold)."""
         lines = [line.encode("utf-8") for line in self.lines]
         for node, text in sorted(edits, key=_position, reverse=True):
-            first, last = node.lineno - 1, node.end_lineno - 1  # type: ignore[attr-defined]
-            head = lines[first][: node.col_offset]  # type: ignore[attr-defined]
-            tail = lines[last][node.end_col_offset :]  # type: ignore[attr-defined]
+            first, start, last, end = _span(node)
+            head = lines[first][:start]
+            tail = lines[last][end:]
             lines[first : last + 1] = [head + text.encode("utf-8") + tail]
         code = b"\n".join(lines).decode("utf-8")
         return code.removesuffix("\n") if self.newline_added else code
 
 
-def _position(edit: tuple[ast.AST, str]) -> tuple[int, int]:
-    return edit[0].lineno, edit[0].col_offset  # type: ignore[attr-defined]
+def _position(edit: Edit) -> tuple[int, int]:
+    return edit[0].lineno, edit[0].col_offset
+
+
+def _span(node: ast.Call | ast.Expr) -> tuple[int, int, int, int]:
+    """First line, start column, last line, end column (0-based lines, UTF-8 columns)."""
+    if node.end_lineno is None or node.end_col_offset is None:  # only for hand-made nodes
+        raise ValueError("a node from ast.parse always has an end position")
+    return node.lineno - 1, node.col_offset, node.end_lineno - 1, node.end_col_offset
 
 
 def _parses(code: str, statement: ast.Expr | None) -> bool:

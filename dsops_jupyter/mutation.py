@@ -38,6 +38,7 @@ from collections.abc import Iterable
 
 from dsops_jupyter.scopes import (
     BUILTINS,
+    Comprehension,
     Context,
     Definition,
     Names,
@@ -283,10 +284,10 @@ class MutationTracker(ABC):
             if changed:
                 self._mutate(keyword.value)
 
-    def _comprehension_mutations(self, node: ast.AST) -> None:
+    def _comprehension_mutations(self, node: Comprehension) -> None:
         """``[r.update(k=1) for r in rows]``: calls inside change what their names alias."""
         saved_bound, saved_aliases = set(self.bound), dict(self.aliases)
-        for gen in node.generators:  # type: ignore[attr-defined]
+        for gen in node.generators:
             roots = self._roots(gen.iter)
             self._expr_mutations(gen.iter)
             for target in ast.walk(gen.target):

@@ -125,6 +125,7 @@ def import_aliases(statements: Iterable[ast.stmt]) -> dict[str, str]:
 
 
 _EFFECTS = (ast.Call, ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete)
+Effect = ast.Call | ast.Assign | ast.AugAssign | ast.AnnAssign | ast.Delete
 _LEAVES = (ast.expr_context, ast.operator, ast.boolop, ast.cmpop, ast.unaryop, ast.Constant)
 
 
@@ -136,8 +137,8 @@ class Facts:
     mutated: set[str] = field(default_factory=set)  # bases of ``a.b = v`` / ``a[k] = v``
     declared_global: set[str] = field(default_factory=set)  # ``global x`` in its functions
     dynamic: bool = False  # exec, globals(), magics, ``import *``: binds what no one sees
-    effects: list[ast.AST] = field(default_factory=list)  # calls and stores it runs
-    deferred: dict[str, list[ast.AST]] = field(default_factory=dict)  # per function: when called
+    effects: list[Effect] = field(default_factory=list)  # calls and stores it runs
+    deferred: dict[str, list[Effect]] = field(default_factory=dict)  # per function: when called
 
 
 def statement_facts(stmt: ast.stmt) -> Facts:
@@ -212,7 +213,7 @@ class ImportBarriers:
     def __init__(self, statements: list[ast.stmt], facts: dict[int, Facts]):
         self.aliases = import_aliases(statements)
         self.facts = facts
-        deferred: dict[str, list[ast.AST]] = {}
+        deferred: dict[str, list[Effect]] = {}
         for stmt in statements:
             for name, effects in facts[id(stmt)].deferred.items():
                 deferred.setdefault(name, []).extend(effects)
@@ -228,7 +229,7 @@ class ImportBarriers:
     def is_barrier(self, stmt: ast.stmt) -> bool:
         return any(map(self._changes_state, self.facts[id(stmt)].effects))
 
-    def _changes_state(self, node: ast.AST) -> bool:
+    def _changes_state(self, node: Effect) -> bool:
         if isinstance(node, ast.Call):
             name = dotted_name(node.func, self.aliases)
             if name in ("open", "io.open") and _reads_only(node):
@@ -240,7 +241,7 @@ class ImportBarriers:
             if name in self.unsafe_functions:
                 return True
             return name in _IMPORT_STATE_CALLS or name.startswith(_IMPORT_STATE_PREFIXES)
-        targets = node.targets if isinstance(node, ast.Assign | ast.Delete) else [node.target]  # type: ignore[attr-defined]
+        targets = node.targets if isinstance(node, ast.Assign | ast.Delete) else [node.target]
         for target in targets:
             base = target.value if isinstance(target, ast.Subscript) else target
             name = dotted_name(base, self.aliases) or ""

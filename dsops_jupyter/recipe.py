@@ -75,8 +75,9 @@ def cli_args(
     bools `true`/`false`, other values (and anything typed `any`) as Python literals.
     """
     args: list[str] = []
-    for key in sorted(parameters or {}):
-        text = _arg_text(parameters[key], (types or {}).get(key))  # type: ignore[index]
+    values, kinds = parameters or {}, types or {}
+    for key in sorted(values):
+        text = _arg_text(values[key], kinds.get(key))
         option = parameter_options(key)[0]
         # `--x=-1`: argparse would read a separate "-..." value as an option.
         args += [f"{option}={text}"] if text.startswith("-") else [option, text]

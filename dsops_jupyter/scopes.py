@@ -71,7 +71,11 @@ def defaults(args: ast.arguments) -> list[ast.expr]:
     return [d for d in (*args.defaults, *args.kw_defaults) if d is not None]
 
 
-def free_names(node: ast.AST) -> list[str]:
+Comprehension = ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp
+Scope = ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef | Comprehension
+
+
+def free_names(node: Scope) -> list[str]:
     """Names a function, class, lambda or comprehension reads from its enclosing scope."""
     local: set[str] = set()
     loads: list[str] = []
@@ -84,7 +88,7 @@ def free_names(node: ast.AST) -> list[str]:
     elif isinstance(node, ast.ClassDef):
         body = node.body
     else:  # comprehension: the first iterator belongs to the enclosing scope
-        generators = node.generators  # type: ignore[attr-defined]
+        generators = node.generators
         body = [*comprehension_parts(node), *generators[1:]]
         body = [*body, *generators[0].ifs]
         for gen in generators:
@@ -95,10 +99,10 @@ def free_names(node: ast.AST) -> list[str]:
     return [name for name in dict.fromkeys(loads) if name not in local or name in declared_global]
 
 
-def comprehension_parts(node: ast.AST) -> list[ast.AST]:
+def comprehension_parts(node: Comprehension) -> list[ast.expr]:
     if isinstance(node, ast.DictComp):
         return [node.key, node.value]
-    return [node.elt]  # type: ignore[attr-defined]
+    return [node.elt]
 
 
 def _collect_stores(target: ast.AST, local: set[str]) -> None:
