@@ -15,7 +15,7 @@ import json
 import pickle
 import sys
 import types
-from typing import Any
+from typing import Any, Protocol
 
 # Bound names that are code, not data: a step may rebind them (the analysis sees that) but
 # never mutates them in place, and they pickle by reference or not at all.
@@ -23,14 +23,20 @@ _CODE = (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType, 
 UNFINGERPRINTABLE = "?"
 
 
+class _Digest(Protocol):
+    """What the fingerprints need of a hashlib object (sha256, blake2b)."""
+
+    def update(self, data: bytes | memoryview, /) -> None: ...
+
+
 class _HashSink:
     """A file-like target for pickle.Pickler that feeds the digest instead of keeping bytes."""
 
-    def __init__(self, digest: Any) -> None:
+    def __init__(self, digest: _Digest) -> None:
         self.write = digest.update
 
 
-def _pandas_digest(value: Any, digest: Any) -> bool:
+def _pandas_digest(value: Any, digest: _Digest) -> bool:
     pandas = sys.modules.get("pandas")
     if pandas is None or not isinstance(value, (pandas.DataFrame, pandas.Series, pandas.Index)):
         return False
@@ -42,7 +48,7 @@ def _pandas_digest(value: Any, digest: Any) -> bool:
     return True
 
 
-def _numpy_digest(value: Any, digest: Any) -> bool:
+def _numpy_digest(value: Any, digest: _Digest) -> bool:
     numpy = sys.modules.get("numpy")
     if numpy is None or not isinstance(value, numpy.ndarray) or value.dtype.hasobject:
         return False
@@ -51,7 +57,7 @@ def _numpy_digest(value: Any, digest: Any) -> bool:
     return True
 
 
-def _pickle_digest(value: Any, digest: Any) -> None:
+def _pickle_digest(value: Any, digest: _Digest) -> None:
     try:
         pickle.Pickler(_HashSink(digest), protocol=4).dump(value)
     except Exception:

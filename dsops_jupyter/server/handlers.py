@@ -11,6 +11,7 @@ import json
 import os
 from http.client import responses
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import tornado.web
@@ -110,7 +111,12 @@ class DsopsHandler(APIHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"error": bounded(message, MAX_ERROR_CHARS)}))
 
-    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+    def log_exception(
+        self,
+        typ: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         # User errors are expected answers, not server faults: one log line, no traceback.
         if isinstance(value, DsopsError):
             self.log.info("dsops: %s %s -> %s", self.request.method, self.request.uri, value)
@@ -240,7 +246,10 @@ def output_dir(notebook: Path, name: str) -> Path:
 
 
 def setup_handlers(
-    web_app: Any, root: Path, jobs: JobManager, max_request_bytes: int = MAX_REQUEST_BYTES
+    web_app: tornado.web.Application,
+    root: Path,
+    jobs: JobManager,
+    max_request_bytes: int = MAX_REQUEST_BYTES,
 ) -> None:
     base = url_path_join(web_app.settings["base_url"], "dsops")
     web_app.settings["dsops_root"] = root
