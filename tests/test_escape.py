@@ -24,8 +24,8 @@ from dsops_jupyter import escape, recipe
 from dsops_jupyter.config import load_config
 from dsops_jupyter.convert import render_files
 from dsops_jupyter.errors import ConversionError, DsopsError
+from dsops_jupyter.gitobjects import _commit_message, _tag_message
 from dsops_jupyter.notebook import read_pipeline
-from dsops_jupyter.vcs import _commit_message, _tag_message
 from tests.helpers import init_repo, make_notebook
 from tests.hostile import HOSTILE, file_name_safe
 

@@ -9,10 +9,10 @@ import pytest
 
 from dsops_jupyter import events
 from dsops_jupyter.errors import JobConflictError, VcsError
+from dsops_jupyter.events import OverallProgress
 from dsops_jupyter.server.jobs import (
     JobInterrupted,
     JobManager,
-    OverallProgress,
     ServerStoppingError,
     bounded_json,
     relative_paths,
