@@ -166,10 +166,9 @@ def run_script(outcome: Outcome) -> None:
 
 
 def papermill_then_split(outcome: Outcome) -> None:
-    """papermill first; where it finished (and dsops took the notebook), the split run too."""
+    """papermill first, then the split run (compared with papermill's, finished or failed)."""
     guarded(run_papermill, outcome)
-    finished = outcome.executed and outcome.papermill_error is None and outcome.refused is None
-    if finished and code_cell_count(outcome.notebook) <= SPLIT_MAX_CODE_CELLS:
+    if code_cell_count(outcome.notebook) <= SPLIT_MAX_CODE_CELLS:
         guarded(run_split, outcome, into="split_crash")
 
 
@@ -353,12 +352,21 @@ def check_failed(outcome: Outcome) -> None:
     assert blames_a_notebook_line(message, outcome), (
         f"the run error names no line of the notebook's cells (a library frame?): {message}"
     )
-    if outcome.conversion_error is not None:
-        assert "\n" not in outcome.conversion_error and "cell" in outcome.conversion_error
+    check_scripts_failed(outcome, ename, ("script", "stepwise"), outcome.conversion_error)
+
+
+def check_scripts_failed(
+    outcome: Outcome, ename: str, kinds: tuple[str, ...], refusal: str | None
+) -> None:
+    """The scripts of a notebook papermill failed on: each stops with papermill's error after
+    printing the same text, or their conversion refused it (``refusal``) in one line."""
+    if refusal is not None:
+        assert "\n" not in refusal and "cell" in refusal, refusal
         return
     expected = normalized(notebook_stdout(outcome.executed), outcome, outcome.folder / "papermill")
-    for kind in ("script", "stepwise"):
-        run: ScriptRun = getattr(outcome, kind)
+    for kind in kinds:
+        run: ScriptRun | None = getattr(outcome, kind)
+        assert run is not None, f"the {kind} run did not happen"
         assert run.failed is not None, f"papermill failed with {ename}, the {kind} did not"
         last = run.stderr.strip().splitlines()[-1] if run.stderr.strip() else ""
         assert ename in last, f"{kind} failed otherwise than with {ename}: {last}"
@@ -366,13 +374,14 @@ def check_failed(outcome: Outcome) -> None:
         assert printed == expected, f"{kind} printed other text before failing"
 
 
-def notebooks_marked(key: str) -> list[Any]:
-    """Every corpus notebook; a strict xfail where the manifest gives ``key`` (its cause)."""
+def notebooks_marked(key: str, notebooks: list[str] | None = None) -> list[Any]:
+    """The corpus notebooks (or those given); a strict xfail where the manifest gives ``key``
+    (its cause)."""
     return [
         pytest.param(nb, marks=pytest.mark.xfail(strict=True, reason=entry(nb)[key]))
         if key in entry(nb)
         else nb
-        for nb in corpus_notebooks()
+        for nb in (corpus_notebooks() if notebooks is None else notebooks)
     ]
 
 
@@ -394,22 +403,33 @@ def test_notebook_runs_the_same_as_papermill(outcomes: dict[str, Outcome], noteb
         check_failed(outcome)
 
 
-@pytest.mark.parametrize("notebook", notebooks_marked("xfail_split"))
+@pytest.mark.parametrize(
+    "notebook",
+    notebooks_marked(
+        "xfail_split",
+        [nb for nb in corpus_notebooks() if code_cell_count(nb) <= SPLIT_MAX_CODE_CELLS],
+    ),
+)
 def test_notebook_split_into_one_step_per_cell_runs_the_same(
     outcomes: dict[str, Outcome], notebook: str
 ) -> None:
-    """Every code cell its own step, run one step per process: papermill's text and files."""
+    """Every code cell its own step, run one step per process: papermill's text and files, or
+    papermill's failure (the same error after the same text), or the same one-line refusal."""
     outcome = outcomes[notebook]
     assert outcome.crash is None, outcome.crash
-    if outcome.refused is not None or outcome.papermill_error is not None:
-        pytest.skip("papermill does not finish it (or dsops refuses it): the plain test covers it")
-    if code_cell_count(notebook) > SPLIT_MAX_CODE_CELLS:
-        pytest.skip(f"more than {SPLIT_MAX_CODE_CELLS} code cells: split mode would take minutes")
     assert outcome.split_crash is None, outcome.split_crash
-    assert outcome.split_conversion_error is None, (
-        f"convert refused the split copy: {outcome.split_conversion_error}"
-    )
-    check_finished(outcome, kinds=("split",))
+    if outcome.refused is not None:
+        message = outcome.split_conversion_error
+        assert message is not None, "convert took the split copy of a notebook dsops refuses"
+        assert "\n" not in message and "cell" in message, message
+    elif outcome.papermill_error is not None:
+        ename = failing_cell(outcome)[1]
+        check_scripts_failed(outcome, ename, ("split",), outcome.split_conversion_error)
+    else:
+        assert outcome.split_conversion_error is None, (
+            f"convert refused the split copy: {outcome.split_conversion_error}"
+        )
+        check_finished(outcome, kinds=("split",))
 
 
 def check_refused(outcome: Outcome) -> None:
