@@ -30,6 +30,7 @@ from tests.helpers import (
     dsops,
     error_line,
     git,
+    init_repo,
     isolate_git_config,
     make_notebook,
 )
@@ -54,11 +55,7 @@ def isolated_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     """A project with a notebook, the user's sources and notes, all committed."""
-    root = tmp_path / "project"
-    root.mkdir()
-    git(root, "init", "-q", "-b", "main")
-    git(root, "config", "user.name", "Dana Scientist")
-    git(root, "config", "user.email", "dana@example.com")
+    root = init_repo(tmp_path / "project", commit=False)
     make_notebook(root / "demo.ipynb", notebook_cells(1))
     (root / "src").mkdir()
     (root / "src/a.py").write_text("A = 1\n")

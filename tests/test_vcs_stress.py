@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import assert_ok, clean_env, dsops, git, make_notebook
+from tests.helpers import assert_ok, clean_env, dsops, git, init_repo, make_notebook
 from tests.test_vcs_hardening import assert_consistent, isolated_git, notebook_cells
 
 __all__ = ["isolated_git"]  # the autouse fixture, shared
@@ -34,11 +34,7 @@ MIN_KILLS = 8
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """Two notebooks and the user's work: committed, staged, unstaged and untracked changes."""
-    root = tmp_path / "project"
-    root.mkdir()
-    git(root, "init", "-q", "-b", "main")
-    git(root, "config", "user.name", "Dana Scientist")
-    git(root, "config", "user.email", "dana@example.com")
+    root = init_repo(tmp_path / "project", commit=False)
     make_notebook(root / "demo.ipynb", notebook_cells(0))
     make_notebook(root / "other.ipynb", notebook_cells(0))
     for name in ("staged.py", "unstaged.py", "data.csv"):
