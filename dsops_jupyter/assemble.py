@@ -51,17 +51,21 @@ def write_package(
     wrote it, unless ``force``: the same rule as `dsops commit`.
     """
     directory = pkg.directory
+
+    def shown(name: str) -> str:
+        return f"{directory}/{name}"
+
     left_alone = refuse_overwrites(
         directory,
         pkg.files,
         written_by_convert(directory),
         since="the last `dsops convert`",
         force=force,
-        shown=lambda name: f"{directory}/{name}",
+        shown=shown,
         ignored=lambda names: ignored_by_git(directory, names),
     )
     if left_alone:
-        log(on_event, left_alone_note(lambda name: f"{directory}/{name}", left_alone))
+        log(on_event, left_alone_note(shown, left_alone))
     return write_files(directory, pkg.files)
 
 

@@ -8,7 +8,7 @@ committed version as it is: the version is the source of truth, the image only i
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dsops_jupyter import events
 from dsops_jupyter.errors import ImageError
@@ -90,8 +90,8 @@ def package_notebook(
     result.version, result.created = commit_package(pkg, force=options.force, on_event=on_event)
     if not options.images:
         return result
-    reproducible = options.reproducible
-    result.image = _build(pkg, result.version, values, reproducible, output, base, client, on_event)
+    builder = builder_for(options.reproducible, output, base, client)
+    result.image = builder.build(pkg, result.version, values, on_event)
     result.output = output
     if options.smoke:
         result.smoke = _smoke(result.image, client, on_event)
@@ -161,23 +161,6 @@ def builder_for(
     from dsops_jupyter import image
 
     return image.DockerfileBuilder(client)
-
-
-def _build(
-    pkg: GeneratedPackage,
-    version: Version,
-    values: dict[str, Any],
-    reproducible: bool,
-    output: Path | None,
-    file_base: BaseImage | None,
-    client: DockerClient | None,
-    on_event: OnEvent,
-) -> ImageResult:
-    """The image of the committed version, by whichever builder the options pick."""
-    builder = builder_for(
-        reproducible, Path(output) if output is not None else None, file_base, client
-    )
-    return builder.build(pkg, version, values, on_event)
 
 
 def _smoke(info: ImageResult, client: DockerClient | None, on_event: OnEvent) -> SmokeResult:
