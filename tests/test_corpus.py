@@ -9,10 +9,10 @@ papermill fails, dsops must fail the same way: ``dsops run`` with one line namin
 line and error, and the conversion refusing it in one line, or the script stopping with the same
 error after printing the same text.
 
-Split mode, the hardest form of the promise: for every notebook papermill finishes, a copy in
-which every unmarked code cell is its own step (tag ``step:c<N>``, N its cell number) runs one
-step per process through a workdir and must print and write what papermill did: mutation and
-redefinition across steps, on code nobody wrote for dsops.
+Split mode, the hardest form of the promise: a copy in which every unmarked code cell is its
+own step (tag ``step:c<N>``, N its cell number) runs one step per process through a workdir and
+must print and write what papermill did, or fail as papermill failed: mutation and redefinition
+across steps, on code nobody wrote for dsops.
 
 Notebooks that fail today carry ``xfail`` (strict) in tests/corpus/manifest.json with their cause,
 ``xfail_split`` for the split mode: a fix makes them XPASS, which fails the run until the mark is
