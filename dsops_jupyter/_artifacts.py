@@ -23,7 +23,6 @@ import os
 import pickle
 import shutil
 import sys
-import tempfile
 import time
 import types
 from collections.abc import Callable, Iterator
@@ -57,7 +56,7 @@ def save(workdir: Path, name: str, value: object, step: str) -> dict[str, Any]:
     partial = _partial_folder(Path(workdir), name)
     try:
         kind, notes = _write_data(value, partial, name)
-        digest, size = _hash_file(partial / DATA_FILES[kind], sync=True)
+        digest, size = _synced_hash(partial / DATA_FILES[kind])
         of = type(value)
         described: dict[str, Any] = {"name": name, "step": step, "format": kind}
         note = "; ".join(notes) + (f": stored with {kind}" if notes else "")
@@ -75,7 +74,17 @@ def _partial_folder(workdir: Path, name: str) -> Path:
     if not name or name.startswith(".") or any(c in name for c in "/\\\0"):
         raise ArtifactError(f"{name!r} cannot name an artifact (a file name not starting with .)")
     workdir.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=workdir))
+    return _new_folder(workdir / f".{name}.partial-")
+
+
+def _new_folder(prefix: Path) -> Path:
+    """A folder of a new name (mkdtemp's 0700 would hide artifacts from other users of a shared
+    workdir: this one has the umask's mode, as the files in it)."""
+    while True:
+        folder = prefix.with_name(f"{prefix.name}{os.getpid()}-{os.urandom(6).hex()}")
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir()
+            return folder
 
 
 def _formats(value: Any) -> list[str]:
@@ -167,43 +176,34 @@ def _write_plain(kind: str) -> Callable[[Any, Path], str]:
 
 def _write_pickle(value: Any, path: Path) -> str:
     """cloudpickle, or plain pickle when cloudpickle is not installed (the caller notes it)."""
-    try:
-        pickler, kind = _cloudpickler(), "cloudpickle"
-    except ImportError:
-        pickler, kind = _PlainPickler, "pickle"
+    pickler, kind = _pickler()
     with open(path, "wb") as handle:
         pickler(handle, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
     return kind
 
 
-def _refuse_open_files(obj: object) -> None:
-    """cloudpickle stores a file opened for reading as its contents: an open file is refused."""
-    if isinstance(obj, io.IOBase):
-        raise pickle.PicklingError(f"an open file ({type(obj).__name__}) cannot be stored")
+def _pickler() -> tuple[type[pickle.Pickler], str]:
+    """cloudpickle's pickler, except that what the running script (``__main__``) defines at its
+    top level goes by reference, as plain pickle does: the next step runs those definitions
+    again, so its instances keep their class (cloudpickle would rebuild a copy). Open files are
+    refused (cloudpickle would store a file opened for reading as its contents)."""
+    try:
+        import cloudpickle
 
+        base, kind = cloudpickle.Pickler, "cloudpickle"
+    except ImportError:
+        base, kind = pickle.Pickler, "pickle"
 
-class _PlainPickler(pickle.Pickler):
-    """Plain pickle, refusing open files as the cloudpickle one does."""
-
-    def reducer_override(self, obj: object) -> Any:
-        _refuse_open_files(obj)
-        return NotImplemented
-
-
-def _cloudpickler() -> type[pickle.Pickler]:
-    """cloudpickle, except that what the running script (``__main__``) defines at its top level
-    goes by reference, as plain pickle does: the next step runs those definitions again, so its
-    instances keep their class (cloudpickle would rebuild a copy of a ``__main__`` class)."""
-    import cloudpickle
-
-    class Pickler(cloudpickle.Pickler):
+    class Pickler(base):  # type: ignore[valid-type,misc]
         def reducer_override(self, obj: object) -> Any:
-            _refuse_open_files(obj)
-            if isinstance(obj, type | types.FunctionType) and _defined_in_main(obj):
+            if isinstance(obj, io.IOBase):
+                raise pickle.PicklingError(f"an open file ({type(obj).__name__}) cannot be stored")
+            by_reference = isinstance(obj, type | types.FunctionType) and _defined_in_main(obj)
+            if base is pickle.Pickler or by_reference:
                 return NotImplemented
             return super().reducer_override(obj)
 
-    return Pickler
+    return Pickler, kind
 
 
 def _defined_in_main(obj: type | types.FunctionType) -> bool:
@@ -220,10 +220,9 @@ def _one_line(err: BaseException) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-def _hash_file(path: Path, sync: bool = False) -> tuple[str, int]:
+def _synced_hash(path: Path) -> tuple[str, int]:
     with open(path, "rb") as handle:
-        if sync:
-            os.fsync(handle.fileno())
+        os.fsync(handle.fileno())
         return _hash_handle(handle)
 
 
@@ -264,7 +263,7 @@ def _publish(partial: Path, described: dict[str, Any]) -> None:
             asides.append(partial)  # now holding the replaced artifact
             break
         # No atomic exchange here: the old artifact goes aside (readers wait for a moment).
-        asides.append(Path(tempfile.mkdtemp(prefix=f".{target.name}.replaced-", dir=target.parent)))
+        asides.append(_new_folder(target.with_name(f".{target.name}.replaced-")))
         with contextlib.suppress(FileNotFoundError):
             os.rename(target, asides[-1])  # onto an empty folder: POSIX allows it
     for aside in asides:
@@ -327,7 +326,7 @@ def copy(src_workdir: Path, dst_workdir: Path, name: str) -> dict[str, Any]:
             except OSError:  # another file system, or one without hard links
                 with open(partial / data, "wb") as out:
                     shutil.copyfileobj(handle, out, _CHUNK)
-            if _hash_file(partial / data, sync=True)[0] != described["sha256"]:
+            if _synced_hash(partial / data)[0] != described["sha256"]:
                 raise ArtifactError(f"{name} in {src_workdir} changed while it was copied")
         _publish(partial, described)
     except BaseException:
@@ -345,7 +344,8 @@ def _opened(workdir: Path, name: str) -> Iterator[tuple[dict[str, Any], io.Buffe
         try:
             folder = os.open(workdir / name, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
         except (FileNotFoundError, NotADirectoryError):
-            if not _moved_aside(workdir, name):
+            aside = f".{name}.replaced-"  # a writer without atomic exchange, for a moment
+            if not (workdir.is_dir() and any(n.startswith(aside) for n in os.listdir(workdir))):
                 break
             time.sleep(0.01)
             continue
@@ -361,13 +361,6 @@ def _opened(workdir: Path, name: str) -> Iterator[tuple[dict[str, Any], io.Buffe
         finally:
             os.close(folder)
     raise ArtifactError(f"{name} is not in {workdir}: run the step that writes it first")
-
-
-def _moved_aside(workdir: Path, name: str) -> bool:
-    """A writer without an atomic exchange has moved the artifact aside for a moment."""
-    with contextlib.suppress(OSError):
-        return any(n.startswith(f".{name}.replaced-") for n in os.listdir(workdir))
-    return False
 
 
 def _read_whole(folder: int, workdir: Path, name: str) -> tuple[dict[str, Any], io.BufferedReader]:

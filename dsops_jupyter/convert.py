@@ -23,6 +23,9 @@ from dsops_jupyter.spec import SCRIPT_FORMAT, spec_bytes, spec_digest
 RESERVED = frozenset({"run", "run_step", "main", "STEPS", "PARAMETERS"})
 RAISES_EXCEPTION = "raises-exception"  # nbclient's tag: the cell's error does not stop the run
 _RUNTIME = Path(__file__).parent / "templates" / "script_runtime.py.txt"
+# The step artifact layer, shipped byte for byte beside the script (its --step reads and writes).
+ARTIFACTS = Path(__file__).parent / "_artifacts.py"
+ARTIFACTS_FILE = "dsops_artifacts.py"
 _RUNTIME_START = "\n# --- command line (generated; the same in every dsops script)"
 _DISPLAY_FALLBACK = """
 
@@ -105,9 +108,8 @@ def {WRITEFILE_HELPER}(filename, text, append=False):
 def package_files(name: str) -> list[str]:
     """Every file of a package. pipeline.json lists them: the files dsops may replace or remove
     (assemble.generate_package must produce exactly these; a test holds it to that)."""
-    return sorted(
-        {f"{name}.py", "pipeline.json", "requirements.lock", "Dockerfile", ".dockerignore"}
-    )
+    generated = {f"{name}.py", ARTIFACTS_FILE, "pipeline.json", "requirements.lock"}
+    return sorted(generated | {"Dockerfile", ".dockerignore"})
 
 
 def render_files(pipeline: Pipeline, config: Config) -> dict[str, bytes]:
@@ -128,7 +130,12 @@ def render_files(pipeline: Pipeline, config: Config) -> dict[str, bytes]:
         "files": package_files(pipeline.name),
     }
     spec["spec_sha256"] = spec_digest(spec)
-    return {f"{pipeline.name}.py": script, "pipeline.json": spec_bytes(spec)}
+    artifacts = ARTIFACTS.read_bytes()
+    return {
+        f"{pipeline.name}.py": script,
+        ARTIFACTS_FILE: artifacts,
+        "pipeline.json": spec_bytes(spec),
+    }
 
 
 def _check_convertible(pipeline: Pipeline, keep_magics: bool) -> None:
@@ -271,7 +278,7 @@ def _defaults(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> list
 def _runtime_names() -> frozenset[str]:
     """Module-level names of the script's own machinery, which notebook code must not replace."""
     names = flow.scan(ast.parse(_RUNTIME.read_text(encoding="utf-8")).body).writes
-    return frozenset({*names, "_argparse", "_ast", "_os", "_pickle", "_sys", "_Path"})
+    return frozenset({*names, "_argparse", "_ast", "_os", "_sys", "_Path"})
 
 
 def _converted_cells(pipeline: Pipeline) -> list[Cell]:
@@ -339,7 +346,7 @@ def render_script(pipeline: Pipeline, notebook: str, keep_magics: bool = False) 
         _header(pipeline, notebook),
         *futures,
         "import argparse as _argparse\nimport ast as _ast\nimport os as _os\n"
-        "import pickle as _pickle\nimport sys as _sys\nfrom pathlib import Path as _Path\n",
+        "import sys as _sys\nfrom pathlib import Path as _Path\n",
         _KERNEL_PATH,
     ]
     if any(re.match(r"\s*(import|from)\s+matplotlib\b", text) for text in imports):

@@ -303,6 +303,17 @@ def test_copy_hard_links_and_checks(tmp_path: Path) -> None:
     assert entries(tmp_path / "c") == {}
 
 
+def test_artifacts_have_the_umasks_modes(tmp_path: Path) -> None:
+    """A shared workdir (a volume, another uid in an image) needs readable artifacts."""
+    umask = os.umask(0o022)
+    try:
+        save(tmp_path, "v", [1], "s")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "v").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "v" / "data.json").stat().st_mode & 0o777 == 0o644
+
+
 def test_replacing_keeps_one_whole_artifact(tmp_path: Path) -> None:
     save(tmp_path, "v", pd.DataFrame({"a": [1]}), "first")
     save(tmp_path, "v", [1, 2], "second")

@@ -260,6 +260,7 @@ def test_convert_json(small: Path) -> None:
     assert Path(data["directory"]) == small / "pipelines" / "small"
     assert set(data["files"]) == {
         "small.py",
+        "dsops_artifacts.py",
         "pipeline.json",
         "requirements.lock",
         "Dockerfile",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ast
 import functools
 import json
-import pickle
+import os
 import re
 import shutil
 from collections.abc import Callable
@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from dsops_jupyter import _artifacts
 from dsops_jupyter.assemble import convert, generate_package
 from dsops_jupyter.cells import load_notebook
 from dsops_jupyter.errors import ConversionError
@@ -44,6 +45,7 @@ TRICKY = "a\"b'\nc ünï"
 INJECTION = '"); import os; os.system("x") #'
 TEXT = "first\n    indented\n\ttabbed\n\nlast"
 PACKAGE_FILES = {"demo.py", "pipeline.json", "requirements.lock", "Dockerfile", ".dockerignore"}
+PACKAGE_FILES |= {"dsops_artifacts.py"}
 
 PARAMETERS_CELL = f"""\
 label = {TRICKY!r}
@@ -373,12 +375,31 @@ def test_steps_one_by_one_through_a_workdir(project: Path, script: Path) -> None
         assert_ok(run_python(script, "--step", step, "--workdir", "wd", "--count", "4", cwd=cwd))
         if step == "load":
             assert not (cwd / "result.json").exists()
-    with open(cwd / "wd" / "values.pkl", "rb") as handle:
-        assert pickle.load(handle) == [2, 4]
-    assert (cwd / "wd" / "total.pkl").is_file()
-    assert not list((cwd / "wd").glob("*.partial"))
+    stored = _artifacts.entries(cwd / "wd")
+    assert {"values", "total"} <= set(stored) and {e["format"] for e in stored.values()} == {"json"}
+    assert stored["values"]["step"] == "load" and _artifacts.load(cwd / "wd", "values") == [2, 4]
+    assert not [p for p in (cwd / "wd").iterdir() if p.name.startswith(".")]
     result = json.loads((cwd / "result.json").read_text(encoding="utf-8"))
     assert result == expected_result(count=4)
+
+
+def test_steps_run_from_any_cwd_and_from_a_process_that_imports_the_script(
+    project: Path, script: Path, tmp_path: Path
+) -> None:
+    """The script finds its artifact layer beside itself, not in the cwd or on sys.path."""
+    workdir, elsewhere = tmp_path / "wd", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert_ok(run_python(script, "--step", "load", "--workdir", workdir, cwd=elsewhere))
+    code = (
+        "import importlib.util\nfrom pathlib import Path\n"
+        f"spec = importlib.util.spec_from_file_location('demo', {str(script)!r})\n"
+        "demo = importlib.util.module_from_spec(spec)\nspec.loader.exec_module(demo)\n"
+        "defaults = {name: value for name, (_, value) in demo.PARAMETERS.items()}\n"
+        f"demo.run_step('reduce', defaults, Path({str(workdir)!r}))\n"
+    )
+    assert_ok(run_python("-c", code, cwd=elsewhere))
+    assert _artifacts.entry(workdir, "total")["step"] == "reduce"  # type: ignore[index]
+    assert not (elsewhere / "dsops_artifacts.py").exists() and list(elsewhere.iterdir()) == []
 
 
 def test_step_with_a_missing_input_is_a_clear_error(project: Path, script: Path) -> None:
@@ -455,6 +476,7 @@ def test_out_option_writes_elsewhere(tmp_path: Path) -> None:
     assert_ok(dsops("convert", "plain.ipynb", "--out", "built/here", cwd=tmp_path))
     assert {p.name for p in (tmp_path / "built" / "here").iterdir()} == {
         "plain.py",
+        "dsops_artifacts.py",
         "pipeline.json",
         "requirements.lock",
         "Dockerfile",
@@ -470,6 +492,22 @@ def test_lock_pins_the_imported_distributions(tmp_path: Path) -> None:
     lock = generate_package(tmp_path / "y.ipynb").files["requirements.lock"].decode()
     assert f"PyYAML=={version('PyYAML')}" in lock.splitlines()
     assert "json" not in [line.split("==")[0] for line in lock.splitlines()]
+
+
+def test_lock_pins_what_the_step_artifacts_store_with(tmp_path: Path) -> None:
+    """The image's --step stores any value with cloudpickle, pandas values with pyarrow: both
+    are pinned (pyarrow only for a notebook that imports pandas)."""
+    from importlib.metadata import version
+
+    make_notebook(tmp_path / "p.ipynb", ["import pandas as pd\nframe = pd.DataFrame()"])
+    make_notebook(tmp_path / "j.ipynb", ["import json\nprint(json.dumps([]))"])
+    with_pandas = generate_package(tmp_path / "p.ipynb").files["requirements.lock"].decode()
+    plain = generate_package(tmp_path / "j.ipynb").files["requirements.lock"].decode()
+    pins = [f"cloudpickle=={version('cloudpickle')}", f"pyarrow=={version('pyarrow')}"]
+    assert set(pins) <= set(with_pandas.splitlines())
+    assert "# the step artifacts (--step) use: cloudpickle, pyarrow" in with_pandas
+    assert pins[0] in plain.splitlines() and "pyarrow" not in plain
+    assert "unresolved" not in with_pandas + plain
 
 
 def test_step_functions_are_run_again_by_the_steps_that_use_them(tmp_path: Path) -> None:
@@ -493,25 +531,59 @@ def test_step_functions_are_run_again_by_the_steps_that_use_them(tmp_path: Path)
     assert spec["steps"][1]["depends_on"] == ["make"]
 
 
-def test_values_that_cannot_cross_a_workdir_say_so(tmp_path: Path) -> None:
-    """A class is never run again (its instances must keep it): passed on as a value, a class
-    local to a step cannot be pickled, so a stepwise run stops with one clear line."""
+def test_step_local_classes_and_lambdas_cross_a_workdir(tmp_path: Path) -> None:
+    """A class or lambda made inside a step travels by value (cloudpickle); a class the script
+    defines at its top level travels by reference, so the next step's instances keep it."""
     make_notebook(
         tmp_path / "c.ipynb",
         [
-            ("scale = 3\nclass Box:\n    factor = scale", ["step:make"]),
-            ("print(Box.factor)", ["step:use"]),
+            "class Shared:\n    pass",
+            ("scale = 3\nclass Box:\n    factor = scale\nf = lambda v: v * scale\ns = Shared()",
+             ["step:make"]),
+            ("print(Box.factor, f(2), isinstance(s, Shared))", ["step:use"]),
+        ],
+    )  # fmt: skip
+    assert_ok(dsops("convert", "c.ipynb", cwd=tmp_path))
+    script = tmp_path / "pipelines" / "c" / "c.py"
+    assert assert_ok(run_python(script, cwd=tmp_path)).stdout == "3 6 True\n"
+    first = assert_ok(run_python(script, "--step", "make", "--workdir", "w", cwd=tmp_path))
+    second = assert_ok(run_python(script, "--step", "use", "--workdir", "w", cwd=tmp_path))
+    assert first.stdout + second.stdout == "3 6 True\n"
+    assert {e["format"] for e in _artifacts.entries(tmp_path / "w").values()} == {"cloudpickle"}
+
+
+def test_values_that_cannot_cross_a_workdir_say_so(tmp_path: Path) -> None:
+    """An open file cannot be handed to another process: a stepwise run stops with one line,
+    leaving nothing half-written."""
+    make_notebook(
+        tmp_path / "c.ipynb",
+        [
+            ("handle = open('data.txt', 'w')", ["step:make"]),
+            ("handle.write('x')\nhandle.close()\nprint(open('data.txt').read())", ["step:use"]),
         ],
     )
     assert_ok(dsops("convert", "c.ipynb", cwd=tmp_path))
     script = tmp_path / "pipelines" / "c" / "c.py"
-    assert assert_ok(run_python(script, cwd=tmp_path)).stdout == "3\n"
+    assert assert_ok(run_python(script, cwd=tmp_path)).stdout == "x\n"
     first = run_python(script, "--step", "make", "--workdir", "w", cwd=tmp_path)
     assert first.returncode == 1
     assert "Traceback" not in first.stderr, first.stderr
     assert first.stderr.strip().count("\n") == 0, first.stderr
-    assert "step make cannot hand Box to later steps" in first.stderr
-    assert not list((tmp_path / "w").glob(".*.partial")), "half-written pickle left behind"
+    assert "step make cannot hand handle to later steps" in first.stderr
+    assert "cannot store handle (a TextIOWrapper)" in first.stderr
+    assert os.listdir(tmp_path / "w") == [], "a half-written artifact was left behind"
+
+
+def test_a_step_refuses_an_input_whose_bytes_changed(project: Path, script: Path) -> None:
+    cwd = project / "tampered"
+    cwd.mkdir()
+    for step in ("load", "reduce"):
+        assert_ok(run_python(script, "--step", step, "--workdir", "wd", cwd=cwd))
+    (cwd / "wd" / "total" / "data.json").write_text("12345")
+    done = run_python(script, "--step", "report", "--workdir", "wd", cwd=cwd)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: total in wd does not match its manifest")
+    assert not (cwd / "result.json").exists()
 
 
 def test_copy_of_a_package_runs_anywhere(project: Path, script: Path, tmp_path: Path) -> None:
@@ -521,6 +593,9 @@ def test_copy_of_a_package_runs_anywhere(project: Path, script: Path, tmp_path: 
     copied = Path(shutil.copy(script, alone / "demo.py"))
     assert_ok(run_python(copied, "--out-name", "r.json", cwd=alone))
     assert json.loads((alone / "r.json").read_text())["total"] == 9.0
+    done = run_python(copied, "--step", "load", "--workdir", "w", cwd=alone)  # needs the layer
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: --step needs dsops_artifacts.py beside demo.py")
 
 
 @pytest.mark.parametrize("name", ["_load", "_any"])

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from dsops_jupyter import _artifacts
 from dsops_jupyter.assemble import convert
 from dsops_jupyter.execute import run_notebook
 from dsops_jupyter.model import RunOptions
@@ -77,7 +78,11 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], dict
             (script, [flag, text], folder / "script-changed"),
         )
         jobs[(name, "stepwise")] = (stepwise_metrics, (script, order, folder / "stepwise"))
-    return run_jobs(jobs)
+    found = run_jobs(jobs)
+    for name in EXAMPLE_NOTEBOOKS:  # what the stepwise run handed on, and how it was stored
+        stored = _artifacts.entries(root / Path(name).stem / "stepwise" / "work")
+        found[(name, "formats")] = {artifact: e["format"] for artifact, e in stored.items()}
+    return found
 
 
 def metrics(runs: dict, notebook: str, kind: str) -> dict[str, Any]:
@@ -104,6 +109,20 @@ def test_script_equals_papermill_with_a_changed_parameter(runs: dict, notebook: 
 @pytest.mark.parametrize("notebook", EXAMPLE_NOTEBOOKS)
 def test_stepwise_script_equals_papermill(runs: dict, notebook: str) -> None:
     assert metrics(runs, notebook, "stepwise") == metrics(runs, notebook, "papermill")
+
+
+def test_stepwise_hands_values_on_in_typed_formats(runs: dict) -> None:
+    """wine's steps pass DataFrames and Series (Parquet), arrays (.npy), an estimator (joblib)
+    and a list of names (JSON): no value needed the cloudpickle fallback."""
+    assert runs[("wine.ipynb", "formats")] == {
+        "df": "parquet",
+        "y_train": "parquet",
+        "y_test": "parquet",
+        "X_train": "npy",
+        "X_test": "npy",
+        "model": "joblib",
+        "class_names": "json",
+    }
 
 
 def test_the_examples_agree_with_their_readme(runs: dict) -> None:

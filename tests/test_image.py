@@ -44,7 +44,7 @@ NO_ENGINE = "unix:///nonexistent/dsops-tests/docker.sock"
 SLOW = pytest.mark.timeout(2400)
 ORIGIN = "https://example.com/team/wine.git"
 # What a build of the wine package sends to the engine: the .dockerignore allow-list.
-CONTEXT = {"Dockerfile", "wine.py", "pipeline.json", "requirements.lock"}
+CONTEXT = {"Dockerfile", "wine.py", "dsops_artifacts.py", "pipeline.json", "requirements.lock"}
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -147,7 +147,7 @@ def test_recipe_is_deterministic_pinned_and_ordered(tmp_path: Path) -> None:
         < text.index("COPY wine.py")
     )
     assert instructions[-1] == "COPY" and text.rstrip().endswith(
-        "COPY wine.py pipeline.json /opt/dsops/"
+        "COPY wine.py dsops_artifacts.py pipeline.json /opt/dsops/"
     )
     assert "python3 -m venv /opt/venv" in text
     assert "USER 10001:10001" in text and "useradd --uid 10001" in text
@@ -337,7 +337,8 @@ def test_image_runs_like_papermill(wine: Wine, docker_engine: DockerEngine, tmp_
     for step in ("load", "features", "train", "evaluate"):
         run_container(client, ref, "--step", step, "--workdir", "/data", "--alpha", "0.7", **mount)
     assert json.loads((data / "outputs" / "metrics.json").read_text()) == expected
-    assert {p.stem for p in data.glob("*.pkl")} >= {"model", "X_test", "y_test"}
+    stored = {p.parent.name: p.suffix for p in data.glob("*/data.*")}  # typed, inside the image
+    assert (stored["model"], stored["X_test"], stored["y_test"]) == (".joblib", ".npy", ".parquet")
 
 
 @pytest.mark.docker

@@ -23,6 +23,7 @@ from tests.helpers import assert_ok, clean_env, dsops, git, init_repo, make_note
 from tests.test_image import NO_ENGINE, Recorder, tiny_repo
 
 PACKAGE_FILES = {"tiny.py", "pipeline.json", "requirements.lock", "Dockerfile", ".dockerignore"}
+PACKAGE_FILES |= {"dsops_artifacts.py"}
 
 
 @pytest.fixture
@@ -192,7 +193,9 @@ def test_cli_package_prints_image_id_tags_and_size(docker_base_image: str, tmp_p
     short = vcs.list_versions(notebook)[0].short
     assert f"tags:    tiny:v1, tiny:{short}" in done.stdout
     assert "image:   sha256:" in done.stdout and " MB" in done.stdout
-    assert "Step 12/12 : COPY tiny.py pipeline.json /opt/dsops/" in done.stderr  # build log
+    assert (
+        "Step 12/12 : COPY tiny.py dsops_artifacts.py pipeline.json /opt/dsops/" in done.stderr
+    )  # build log
     assert "hello hello" in done.stderr  # the smoke run's output
     done = assert_ok(dsops(*args, "--json", cwd=notebook.parent, env=clean_env()))
     data = json.loads(done.stdout)
