@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import math
+import mmap
 import os
 import pickle
 import shutil
@@ -388,8 +389,10 @@ def _read_whole(folder: int, workdir: Path, name: str) -> tuple[dict[str, Any], 
 def _read(handle: io.BufferedReader, kind: str, name: str, workdir: Path) -> object:
     if kind == "json":
         return json.loads(handle.read().decode("utf-8"))
-    if kind == "parquet":
-        return _from_table(_needs("pyarrow.parquet", name, workdir, kind).read_table(handle))
+    if kind == "parquet":  # memory-mapped: several times faster than through a Python file
+        parquet = _needs("pyarrow.parquet", name, workdir, kind)
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        return _from_table(parquet.read_table(sys.modules["pyarrow"].py_buffer(mapped)))
     if kind == "npy":
         return _needs("numpy", name, workdir, kind).load(handle, allow_pickle=False)
     if kind == "joblib":

@@ -130,12 +130,8 @@ def render_files(pipeline: Pipeline, config: Config) -> dict[str, bytes]:
         "files": package_files(pipeline.name),
     }
     spec["spec_sha256"] = spec_digest(spec)
-    artifacts = ARTIFACTS.read_bytes()
-    return {
-        f"{pipeline.name}.py": script,
-        ARTIFACTS_FILE: artifacts,
-        "pipeline.json": spec_bytes(spec),
-    }
+    files = {f"{pipeline.name}.py": script, "pipeline.json": spec_bytes(spec)}
+    return files | {ARTIFACTS_FILE: ARTIFACTS.read_bytes()}
 
 
 def _check_convertible(pipeline: Pipeline, keep_magics: bool) -> None:
