@@ -1,9 +1,8 @@
 """Typed step artifacts: what a step hands on, stored by type with a manifest, safe to share.
 
-One implementation for every surface: the generated script ships this file beside it (as
-``dsops_artifacts.py``), `dsops run` sends its source to the kernel, images and cluster exports
-run the script. So it needs only the standard library at import and must not import
-dsops_jupyter; pandas, NumPy, pyarrow, joblib and cloudpickle are imported when a value needs them.
+One implementation for every surface: generated scripts ship it (``dsops_artifacts.py``), `dsops
+run` sends it to the kernel. So it needs only the standard library at import, never imports
+dsops_jupyter, and imports pandas, NumPy, pyarrow, joblib, cloudpickle when a value needs them.
 
 Layout: artifact NAME of a workdir is the folder ``WORKDIR/NAME/`` holding ``manifest.json``
 (name, step, type, format, size, sha256, note) and one data file. A writer fills a hidden
@@ -58,11 +57,9 @@ def save(workdir: Path, name: str, value: object, step: str) -> dict[str, Any]:
     try:
         kind, notes = _write_data(value, partial, name)
         digest, size = _synced_hash(partial / DATA_FILES[kind])
-        of = type(value)
-        described: dict[str, Any] = {"name": name, "step": step, "format": kind}
-        note = "; ".join(notes) + (f": stored with {kind}" if notes else "")
-        described |= {"type": f"{of.__module__}.{of.__qualname__}", "size": size, "sha256": digest}
-        described["note"] = note
+        of, note = type(value), "; ".join(notes) + (f": stored with {kind}" if notes else "")
+        described: dict[str, Any] = {"name": name, "step": step, "format": kind, "size": size}
+        described.update(type=f"{of.__module__}.{of.__qualname__}", sha256=digest, note=note)
         _publish(partial, described)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -119,6 +116,8 @@ def _write_data(value: object, folder: Path, name: str) -> tuple[str, list[str]]
         (folder / DATA_FILES[kind]).unlink(missing_ok=True)
     try:
         kind = _WRITERS[last](value, folder / DATA_FILES[last])
+    except OSError:  # the disk, not the value
+        raise
     except Exception as err:  # the last resort refused: no format can store the value
         kind_of = type(value).__name__
         raise UnstorableError(f"cannot store {name} (a {kind_of}): {_one_line(err)}") from None
@@ -247,10 +246,8 @@ def _publish(partial: Path, described: dict[str, Any]) -> None:
     """Write the manifest, then rename the whole folder into place. An existing artifact is
     swapped out in one atomic exchange (Linux renameat2); elsewhere it is moved aside for a
     moment, and readers wait for its successor."""
-    with open(partial / MANIFEST, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps(described, indent=1, sort_keys=True) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    (partial / MANIFEST).write_text(json.dumps(described, indent=1, sort_keys=True) + "\n")
+    _fsync(partial / MANIFEST)
     _fsync(partial)
     target, asides = partial.parent / described["name"], []
     while True:

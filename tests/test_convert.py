@@ -413,6 +413,15 @@ def test_step_with_a_missing_input_is_a_clear_error(project: Path, script: Path)
     assert not (cwd / "result.json").exists()
 
 
+def test_a_workdir_that_cannot_be_written_is_one_line(project: Path, script: Path) -> None:
+    cwd = project / "unwritable"
+    cwd.mkdir()
+    (cwd / "wd").write_text("a file, not a folder")
+    done = run_python(script, "--step", "load", "--workdir", "wd", cwd=cwd)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: step load cannot write values to wd: ")
+
+
 def test_step_needs_a_workdir_and_a_known_name(project: Path, script: Path) -> None:
     done = run_python(script, "--step", "load", cwd=project)
     assert done.returncode == 2 and "--workdir" in done.stderr
