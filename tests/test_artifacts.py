@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -301,6 +302,19 @@ def test_copy_hard_links_and_checks(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="does not match its manifest"):
         _artifacts.copy(tmp_path / "a", tmp_path / "c", "frame")
     assert entries(tmp_path / "c") == {}
+
+
+def test_copy_to_another_file_system_copies_the_bytes(tmp_path: Path) -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs /dev/shm on a file system of its own (a hard link cannot cross)")
+    value = np.arange(10_000)
+    described = save(tmp_path, "array", value, "s")
+    with tempfile.TemporaryDirectory(dir=shm) as other:
+        assert _artifacts.copy(tmp_path, Path(other), "array") == described
+        copied = Path(other) / "array" / "data.npy"
+        assert copied.stat().st_ino != (tmp_path / "array" / "data.npy").stat().st_ino
+        assert (load(Path(other), "array") == value).all()
 
 
 def test_artifacts_have_the_umasks_modes(tmp_path: Path) -> None:
