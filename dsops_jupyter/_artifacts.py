@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
 
 
 # --- step cache keys ---------------------------------------------------------------------------
@@ -34,3 +39,43 @@ def step_key(static: str, parameters: dict[str, object], input_hashes: dict[str,
     }
     text = json.dumps(parts, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(f"dsops-step-1\n{text}".encode()).hexdigest()
+
+
+# --- step cache entries ------------------------------------------------------------------------
+CACHE_ENTRIES = "entries"  # <cache>/entries/<key>/: the step's artifacts and ENTRY_FILE
+ENTRY_FILE = "entry.json"
+
+
+def store_entry(cache: Path, key: str, workdir: Path, outputs: list[str], record: dict) -> dict:
+    """Copy ``outputs`` from ``workdir`` into the cache entry ``key``, atomically: a partial
+    folder renamed into place (two runs storing one key: one wins, neither is corrupt). The
+    record saved as ENTRY_FILE gains the outputs' sha256 and the entry's size; returned."""
+    partial = cache / "partial" / f"{key}.{uuid.uuid4().hex}"
+    partial.mkdir(parents=True)
+    try:
+        hashes = {name: copy(workdir, partial, name)["sha256"] for name in outputs}
+        size = sum(p.stat().st_size for p in partial.rglob("*") if p.is_file())
+        record = {**record, "key": key, "outputs": hashes, "created": time.time(), "size": size}
+        (partial / ENTRY_FILE).write_text(json.dumps(record, indent=1, sort_keys=True))
+        target = cache / CACHE_ENTRIES / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(partial, target)
+        except OSError:
+            if not (target / ENTRY_FILE).is_file():  # not another run's finished entry
+                raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return record
+
+
+def restore_entry(cache: Path, key: str, workdir: Path, outputs: list[str]) -> bool:
+    """Copy a cached step's outputs into ``workdir`` and mark the entry used; False on a miss."""
+    entry_dir = cache / CACHE_ENTRIES / key
+    try:
+        os.utime(entry_dir / ENTRY_FILE)
+    except OSError:
+        return False
+    for name in outputs:
+        copy(entry_dir, workdir, name)
+    return True

@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import shutil
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from dsops_jupyter.pipeline import Pipeline, Step
 
 CACHE_FOLDER = Path(".dsops") / "cache"
 GITIGNORE_LINE = ".dsops/"
-ENTRY_FILE = "entry.json"
+ENTRY_FILE = _artifacts.ENTRY_FILE
 AFTER_PREFIX = "after:"  # input_hashes key of a step run after, not read from: its step key
 
 
@@ -43,6 +42,21 @@ def code_key(pipeline: Pipeline, step_name: str) -> str:
         "hoisted": [_normalised(code) for code in _hoisted_used(pipeline, own)],
     }
     return _sha256(json.dumps(parts, sort_keys=True))
+
+
+def script_table(pipeline: Pipeline) -> str:
+    """The generated script's STEP_CACHE: each step's code key and the steps it runs after
+    without reading from them, so its --cache computes the keys ``freshness`` does."""
+    rows = []
+    for step in pipeline.steps:
+        sources = {source for _, source in step.inputs}
+        after = [name for name in step.depends_on if name not in sources]
+        rows.append(f"    {step.name!r}: ({code_key(pipeline, step.name)!r}, {after!r}),")
+    return (
+        "\n\n# Each step's code key (its normalised code and the module-level code it uses) and\n"
+        "# the steps it runs after without reading from them. Used by --cache DIR.\n"
+        "STEP_CACHE = {\n" + "\n".join(rows) + "\n}\n"
+    )
 
 
 def _normalised(code: str) -> str:
@@ -153,7 +167,7 @@ class StepCache:
 
     def lookup(self, key: str) -> Path | None:
         """The entry's folder (a workdir of the step's outputs), marked as just used."""
-        folder = self.root / "entries" / key
+        folder = self.root / _artifacts.CACHE_ENTRIES / key
         try:
             os.utime(folder / ENTRY_FILE)
         except OSError:
@@ -162,7 +176,7 @@ class StepCache:
 
     def entry(self, key: str) -> dict[str, Any] | None:
         """The entry's record, without marking it used."""
-        return _read_json(self.root / "entries" / key / ENTRY_FILE)
+        return _read_json(self.root / _artifacts.CACHE_ENTRIES / key / ENTRY_FILE)
 
     def last(self, notebook: str, step: str) -> dict[str, Any] | None:
         """The record of the last entry stored for this notebook's step."""
@@ -174,37 +188,12 @@ class StepCache:
     def store(
         self, key: str, step: str, workdir: Path, outputs: list[str], why: dict[str, Any]
     ) -> None:
-        """Copy the step's outputs from ``workdir`` into a new entry, atomically (two runs
-        storing one key: one wins, the other's copy is dropped), then prune to the limit."""
+        """Copy the step's outputs from ``workdir`` into a new entry (atomic: two runs storing
+        one key, one wins), remember it as the step's last, then prune to the limit."""
         self._create()
-        partial = self.root / "partial" / f"{key}.{uuid.uuid4().hex}"
-        partial.mkdir(parents=True)
-        try:
-            hashes = {name: _artifacts.copy(workdir, partial, name)["sha256"] for name in outputs}
-            now = time.time()
-            record = {
-                **why,
-                "key": key,
-                "step": step,
-                "outputs": hashes,
-                "created": now,
-                "size": _folder_size(partial),
-            }
-            (partial / ENTRY_FILE).write_text(json.dumps(record, indent=1, sort_keys=True))
-            self._publish(partial, key)
-            self._remember(record)
-        finally:
-            shutil.rmtree(partial, ignore_errors=True)
+        record = _artifacts.store_entry(self.root, key, workdir, outputs, {**why, "step": step})
+        self._remember(record)
         self.prune()
-
-    def _publish(self, partial: Path, key: str) -> None:
-        target = self.root / "entries" / key
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.rename(partial, target)
-        except OSError:
-            if not (target / ENTRY_FILE).is_file():  # not another run's finished entry
-                raise
 
     def _remember(self, record: dict[str, Any]) -> None:
         path = self._last_path(record.get("notebook", ""), record["step"])
@@ -223,7 +212,7 @@ class StepCache:
     def entries(self) -> list[dict[str, Any]]:
         """Every entry's record, least recently used first (``used``: its last use)."""
         found = []
-        for folder in _children(self.root / "entries"):
+        for folder in _children(self.root / _artifacts.CACHE_ENTRIES):
             record = _read_json(folder / ENTRY_FILE)
             if record is not None:
                 record["used"] = (folder / ENTRY_FILE).stat().st_mtime
@@ -389,6 +378,22 @@ def input_hashes(
         if name not in {source for _, source in step.inputs} and keys.get(name):
             hashes[f"{AFTER_PREFIX}{name}"] = keys[name]
     return hashes
+
+
+def workdir_key(
+    pipeline: Pipeline, step_name: str, values: dict[str, Any], workdir: Path, keys: dict[str, str]
+) -> tuple[str, dict[str, Any]]:
+    """A step's key and its parts (``why`` for ``store``) in a run going through ``workdir``:
+    its inputs' sha256 from their manifests there (just written or restored), ``keys`` those of
+    the steps run before, ``values`` every parameter's value (``resolved_parameters``)."""
+    step = pipeline.step(step_name)
+    present = _artifacts.entries(workdir)
+    outputs: dict[str, dict[str, str]] = {}
+    for name, source in step.inputs:
+        if source is not None and name in present:
+            outputs.setdefault(source, {})[name] = present[name]["sha256"]
+    why = why_parts(pipeline, step_name, values, input_hashes(step, outputs, keys))
+    return key_of(why, parameters_read(step, values)), why
 
 
 def _reasons(

@@ -98,3 +98,103 @@ def test_step_key_changes_with_parameters_and_inputs() -> None:
         "t" * 64, {"n": 3, "opts": {"a": 2, "b": 1}}, {"a": "1" * 64}
     )
     assert cache.step_key(static, {"n": 3}, {}) == _artifacts.step_key(static, {"n": 3}, {})
+
+
+# --- a run through the cache -------------------------------------------------------------------
+def cached_run(
+    path: Path, parameters: dict | None = None, only: set[str] | None = None
+) -> list[str]:
+    """Run the notebook's steps in this process through a workdir and the step cache, as a
+    cached run does: a step whose key is stored is restored, the others run and are stored.
+    ``only``: run just these steps (restoring what they need). Returns the steps executed."""
+    pipeline = read_pipeline(path)
+    store = cache.open_cache(path)
+    values = cache.resolved_parameters(pipeline, parameters)
+    namespace: dict = dict(values)
+    for _, code in pipeline.hoisted:
+        exec(code, namespace)
+    workdir = path.parent / f"work-{len(list(path.parent.glob('work-*')))}"
+    keys: dict[str, str] = {}
+    executed = []
+    wanted = pipeline.upstream(sorted(only)) if only else [s.name for s in pipeline.steps]
+    for step in pipeline.steps:
+        if step.name not in wanted:
+            continue
+        key, why = cache.workdir_key(pipeline, step.name, values, workdir, keys)
+        keys[step.name] = key
+        if _artifacts.restore_entry(store.root, key, workdir, step.outputs):
+            namespace.update({name: _artifacts.load(workdir, name) for name in step.outputs})
+            continue
+        for _, code in step.body:
+            exec(code, namespace)
+        executed.append(step.name)
+        for name in step.outputs:
+            _artifacts.save(workdir, name, namespace[name], step.name)
+        store.store(key, step.name, workdir, step.outputs, why)
+    return executed
+
+
+def marks(path: Path, parameters: dict | None = None) -> dict[str, list[str] | str]:
+    pipeline = read_pipeline(path)
+    states = cache.freshness(pipeline, parameters, cache.open_cache(path))
+    return {s.name: "fresh" if s.fresh else s.reasons for s in states}
+
+
+def test_freshness_after_each_kind_of_change(tmp_path: Path) -> None:
+    path = notebook(tmp_path)
+    assert marks(path) == {
+        "load": ["never run"],
+        "fit": ["upstream load stale", "never run"],
+        "report": ["upstream fit stale", "never run"],
+    }
+    assert cached_run(path) == ["load", "fit", "report"]
+    assert marks(path) == dict.fromkeys(["load", "fit", "report"], "fresh")
+    assert cached_run(path) == []
+
+    edit_cell(path, 2, "a = root(n)  # comment moved\n\n\nspare = a + 1")
+    assert marks(path) == dict.fromkeys(["load", "fit", "report"], "fresh")
+
+    edit_cell(path, 3, "b = [a] * 3\nprint(label)")
+    assert marks(path) == {
+        "load": "fresh",
+        "fit": ["code changed"],
+        "report": ["upstream fit stale"],
+    }
+    assert cached_run(path) == ["fit", "report"]
+
+    assert marks(path, {"label": "y"}) == {
+        "load": "fresh",
+        "fit": ["parameter label changed"],
+        "report": ["upstream fit stale"],
+    }
+    assert cached_run(path, {"label": "y"}) == ["fit"]  # same b: report is restored
+    assert marks(path, {"label": "y"}) == dict.fromkeys(["load", "fit", "report"], "fresh")
+
+    edit_cell(path, 2, "a = root(n) * 2\nspare = a + 1")
+    assert cached_run(path, {"label": "y"}, only={"load"}) == ["load"]
+    assert marks(path, {"label": "y"}) == {
+        "load": "fresh",
+        "fit": ["upstream load changed"],
+        "report": ["upstream fit stale"],
+    }
+
+    edit_cell(path, 4, "import yaml\nc = len(b)")  # hoisted: only the lock changes for report
+    assert marks(path, {"label": "y"}) == {
+        "load": ["lock changed"],
+        "fit": ["upstream load stale", "lock changed"],
+        "report": ["upstream fit stale", "lock changed"],
+    }
+
+
+def test_a_cached_run_restores_the_values_a_full_run_computes(tmp_path: Path) -> None:
+    path = notebook(tmp_path)
+    cached_run(path, {"n": 16})
+    store = cache.open_cache(path)
+    pipeline = read_pipeline(path)
+    last = store.last(cache.notebook_id(path), "load")
+    assert last is not None
+    folder = store.lookup(last["key"])
+    assert folder is not None
+    assert set(_artifacts.entries(folder)) == {"a"}  # what later steps read, nothing else
+    assert _artifacts.load(folder, "a") == 4.0
+    assert [s.fresh for s in cache.freshness(pipeline, {"n": "16"}, store)] == [True] * 3
