@@ -8,8 +8,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from dsops_jupyter import _artifacts, cache
+from dsops_jupyter import cache
 from dsops_jupyter.notebook import read_pipeline
+from dsops_jupyter.runtime import artifacts, stepcache
 from tests.helpers import init_repo, make_notebook
 
 CELLS = [
@@ -89,15 +90,13 @@ def test_lock_changes_every_static_key(tmp_path: Path) -> None:
 
 def test_step_key_changes_with_parameters_and_inputs() -> None:
     static = "s" * 64
-    base = _artifacts.step_key(static, {"n": 3, "opts": {"b": 1, "a": 2}}, {"a": "1" * 64})
-    same = _artifacts.step_key(static, {"opts": {"a": 2, "b": 1}, "n": 3}, {"a": "1" * 64})
+    base = stepcache.step_key(static, {"n": 3, "opts": {"b": 1, "a": 2}}, {"a": "1" * 64})
+    same = stepcache.step_key(static, {"opts": {"a": 2, "b": 1}, "n": 3}, {"a": "1" * 64})
     assert base == same  # canonical: order of dict items does not count
-    assert base != _artifacts.step_key(static, {"n": 4, "opts": {"a": 2, "b": 1}}, {"a": "1" * 64})
-    assert base != _artifacts.step_key(static, {"n": 3, "opts": {"a": 2, "b": 1}}, {"a": "2" * 64})
-    assert base != _artifacts.step_key(
-        "t" * 64, {"n": 3, "opts": {"a": 2, "b": 1}}, {"a": "1" * 64}
-    )
-    assert cache.step_key(static, {"n": 3}, {}) == _artifacts.step_key(static, {"n": 3}, {})
+    assert base != stepcache.step_key(static, {"n": 4, "opts": {"a": 2, "b": 1}}, {"a": "1" * 64})
+    assert base != stepcache.step_key(static, {"n": 3, "opts": {"a": 2, "b": 1}}, {"a": "2" * 64})
+    assert base != stepcache.step_key("t" * 64, {"n": 3, "opts": {"a": 2, "b": 1}}, {"a": "1" * 64})
+    assert cache.step_key(static, {"n": 3}, {}) == stepcache.step_key(static, {"n": 3}, {})
 
 
 # --- a run through the cache -------------------------------------------------------------------
@@ -122,14 +121,14 @@ def cached_run(
             continue
         key, why = cache.workdir_key(pipeline, step.name, values, workdir, keys)
         keys[step.name] = key
-        if _artifacts.restore_entry(store.root, key, workdir, step.outputs):
-            namespace.update({name: _artifacts.load(workdir, name) for name in step.outputs})
+        if stepcache.restore_entry(store.root, key, workdir, step.outputs):
+            namespace.update({name: artifacts.load(workdir, name) for name in step.outputs})
             continue
         for _, code in step.body:
             exec(code, namespace)
         executed.append(step.name)
         for name in step.outputs:
-            _artifacts.save(workdir, name, namespace[name], step.name)
+            artifacts.save(workdir, name, namespace[name], step.name)
         store.store(key, step.name, workdir, step.outputs, why)
     return executed
 
@@ -195,6 +194,6 @@ def test_a_cached_run_restores_the_values_a_full_run_computes(tmp_path: Path) ->
     assert last is not None
     folder = store.lookup(last["key"])
     assert folder is not None
-    assert set(_artifacts.entries(folder)) == {"a"}  # what later steps read, nothing else
-    assert _artifacts.load(folder, "a") == 4.0
+    assert set(artifacts.entries(folder)) == {"a"}  # what later steps read, nothing else
+    assert artifacts.load(folder, "a") == 4.0
     assert [s.fresh for s in cache.freshness(pipeline, {"n": "16"}, store)] == [True] * 3

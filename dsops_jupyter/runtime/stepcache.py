@@ -1,7 +1,7 @@
-"""Step artifacts shared by scripts, runs, images and exports (standard library only).
+"""Step cache keys and entries, shared by the generated script's --cache and `dsops cache`.
 
-Never imports dsops_jupyter: this source also ships inside every generated script package, so
-the script and the core compute the same step cache keys from the same bytes.
+Standard library only, like the rest of runtime/: the script computes the same keys from the
+same bytes as the core (cache.py), and stores and restores entries the same way.
 """
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ import shutil
 import time
 import uuid
 from pathlib import Path
+from typing import Any
+
+from .artifacts import copy
 
 
 # --- step cache keys ---------------------------------------------------------------------------
@@ -46,7 +49,9 @@ CACHE_ENTRIES = "entries"  # <cache>/entries/<key>/: the step's artifacts and EN
 ENTRY_FILE = "entry.json"
 
 
-def store_entry(cache: Path, key: str, workdir: Path, outputs: list[str], record: dict) -> dict:
+def store_entry(
+    cache: Path, key: str, workdir: Path, outputs: list[str], record: dict[str, Any]
+) -> dict[str, Any]:
     """Copy ``outputs`` from ``workdir`` into the cache entry ``key``, atomically: a partial
     folder renamed into place (two runs storing one key: one wins, neither is corrupt). The
     record saved as ENTRY_FILE gains the outputs' sha256 and the entry's size; returned."""
