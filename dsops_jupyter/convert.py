@@ -19,14 +19,11 @@ from dsops_jupyter.errors import ConversionError
 from dsops_jupyter.ipysyntax import TIME_HELPER, TIMEIT_HELPER, WRITEFILE_HELPER, indent_code
 from dsops_jupyter.params import Parameter, parameter_options
 from dsops_jupyter.pipeline import Cell, Pipeline, Step
-from dsops_jupyter.spec import SCRIPT_FORMAT, spec_bytes, spec_digest
+from dsops_jupyter.spec import SCRIPT_FORMAT, runtime_files, spec_bytes, spec_digest
 
 RESERVED = frozenset({"run", "run_step", "run_cached", "main", "STEPS", "STEP_CACHE", "PARAMETERS"})
 RAISES_EXCEPTION = "raises-exception"  # nbclient's tag: the cell's error does not stop the run
 _RUNTIME = Path(__file__).parent / "templates" / "script_runtime.py.txt"
-# The step artifact layer, shipped byte for byte beside the script (its --step reads and writes).
-ARTIFACTS = Path(__file__).parent / "_artifacts.py"
-ARTIFACTS_FILE = "dsops_artifacts.py"
 _RUNTIME_START = "\n# --- command line (generated; the same in every dsops script)"
 _DISPLAY_FALLBACK = """
 
@@ -109,7 +106,7 @@ def {WRITEFILE_HELPER}(filename, text, append=False):
 def package_files(name: str) -> list[str]:
     """Every file of a package. pipeline.json lists them: the files dsops may replace or remove
     (assemble.generate_package must produce exactly these; a test holds it to that)."""
-    generated = {f"{name}.py", ARTIFACTS_FILE, "pipeline.json", "requirements.lock"}
+    generated = {f"{name}.py", "pipeline.json", "requirements.lock", *runtime_files()}
     return sorted(generated | {"Dockerfile", ".dockerignore"})
 
 
@@ -131,8 +128,7 @@ def render_files(pipeline: Pipeline, config: Config) -> dict[str, bytes]:
         "files": package_files(pipeline.name),
     }
     spec["spec_sha256"] = spec_digest(spec)
-    files = {f"{pipeline.name}.py": script, "pipeline.json": spec_bytes(spec)}
-    return files | {ARTIFACTS_FILE: ARTIFACTS.read_bytes()}
+    return {f"{pipeline.name}.py": script, "pipeline.json": spec_bytes(spec), **runtime_files()}
 
 
 def _check_convertible(pipeline: Pipeline, keep_magics: bool) -> None:

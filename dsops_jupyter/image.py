@@ -17,6 +17,7 @@ import tarfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,8 +47,10 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 def context_files(files: Mapping[str, bytes]) -> dict[str, bytes]:
     """The generated files the recipe's .dockerignore lets in (an allow-list), and nothing else."""
     ignore = files.get(".dockerignore", b"").decode().splitlines()
-    allowed = {line[1:].strip() for line in ignore if line.startswith("!")}
-    return {name: data for name, data in files.items() if name in allowed}
+    allowed = [line[1:].strip() for line in ignore if line.startswith("!")]
+    return {
+        name: data for name, data in files.items() if any(fnmatchcase(name, p) for p in allowed)
+    }
 
 
 def build_context(files: Mapping[str, bytes]) -> io.BytesIO:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 from dsops_jupyter import escape
@@ -15,7 +16,17 @@ from dsops_jupyter import escape
 # Bump whenever the generated files change for the same notebook: `dsops check` trusts a
 # package's recorded hashes only when its format is the current one.
 # 2: pipeline.json lists the package's files (what dsops may replace or remove).
-SCRIPT_FORMAT = 2
+# 3: the dsops_runtime/ folder (step artifacts, step cache entries) ships beside the script.
+SCRIPT_FORMAT = 3
+RUNTIME_DIR = "dsops_runtime"  # dsops_jupyter/runtime/ as a generated package holds it
+_RUNTIME_PACKAGE = Path(__file__).parent / "runtime"
+
+
+def runtime_files() -> dict[str, bytes]:
+    """dsops_jupyter/runtime/*.py byte for byte, as the package's dsops_runtime/ folder: the
+    script's --step and --cache run the very code `dsops run` runs."""
+    sources = sorted(_RUNTIME_PACKAGE.glob("*.py"))
+    return {f"{RUNTIME_DIR}/{path.name}": path.read_bytes() for path in sources}
 
 
 def source_of(cell: dict[str, Any]) -> str:

@@ -20,6 +20,9 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO_ROOT / "examples"
+# The runtime package (step artifacts, step cache entries) every generated package ships.
+_RUNTIME = REPO_ROOT / "dsops_jupyter" / "runtime"
+RUNTIME_FILES = {f"dsops_runtime/{path.name}" for path in _RUNTIME.glob("*.py")}
 EXAMPLE_NOTEBOOKS = ("wine.ipynb", "wine_magics.ipynb", "iris_kale.ipynb")
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 LANGUAGE_INFO = {"name": "python", "file_extension": ".py", "mimetype": "text/x-python"}

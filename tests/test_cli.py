@@ -15,6 +15,7 @@ from nbformat import v3
 
 from tests.helpers import (
     EXAMPLES,
+    RUNTIME_FILES,
     Markdown,
     assert_ok,
     copy_example,
@@ -260,11 +261,11 @@ def test_convert_json(small: Path) -> None:
     assert Path(data["directory"]) == small / "pipelines" / "small"
     assert set(data["files"]) == {
         "small.py",
-        "dsops_artifacts.py",
         "pipeline.json",
         "requirements.lock",
         "Dockerfile",
         ".dockerignore",
+        *RUNTIME_FILES,
     }
 
 

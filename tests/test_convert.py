@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
-from dsops_jupyter import _artifacts
 from dsops_jupyter.assemble import convert, generate_package
 from dsops_jupyter.cells import load_notebook
 from dsops_jupyter.errors import ConversionError
 from dsops_jupyter.execute import runnable_notebook
 from dsops_jupyter.notebook import read_pipeline
+from dsops_jupyter.runtime import artifacts as _artifacts
 from tests.helpers import (
     JUPYTER_MODULES,
     REPO_ROOT,
@@ -45,7 +45,7 @@ TRICKY = "a\"b'\nc ünï"
 INJECTION = '"); import os; os.system("x") #'
 TEXT = "first\n    indented\n\ttabbed\n\nlast"
 PACKAGE_FILES = {"demo.py", "pipeline.json", "requirements.lock", "Dockerfile", ".dockerignore"}
-PACKAGE_FILES |= {"dsops_artifacts.py"}
+PACKAGE_FILES |= {"dsops_runtime"}
 
 PARAMETERS_CELL = f"""\
 label = {TRICKY!r}
@@ -399,7 +399,7 @@ def test_steps_run_from_any_cwd_and_from_a_process_that_imports_the_script(
     )
     assert_ok(run_python("-c", code, cwd=elsewhere))
     assert _artifacts.entry(workdir, "total")["step"] == "reduce"  # type: ignore[index]
-    assert not (elsewhere / "dsops_artifacts.py").exists() and list(elsewhere.iterdir()) == []
+    assert list(elsewhere.iterdir()) == [] and not list(script.parent.rglob("__pycache__"))
 
 
 def test_step_with_a_missing_input_is_a_clear_error(project: Path, script: Path) -> None:
@@ -485,7 +485,7 @@ def test_out_option_writes_elsewhere(tmp_path: Path) -> None:
     assert_ok(dsops("convert", "plain.ipynb", "--out", "built/here", cwd=tmp_path))
     assert {p.name for p in (tmp_path / "built" / "here").iterdir()} == {
         "plain.py",
-        "dsops_artifacts.py",
+        "dsops_runtime",
         "pipeline.json",
         "requirements.lock",
         "Dockerfile",
@@ -604,7 +604,7 @@ def test_copy_of_a_package_runs_anywhere(project: Path, script: Path, tmp_path: 
     assert json.loads((alone / "r.json").read_text())["total"] == 9.0
     done = run_python(copied, "--step", "load", "--workdir", "w", cwd=alone)  # needs the layer
     assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
-    assert done.stderr.startswith("error: --step needs dsops_artifacts.py beside demo.py")
+    assert done.stderr.startswith("error: demo.py needs the dsops_runtime/ folder beside it")
 
 
 @pytest.mark.parametrize("name", ["_load", "_any"])

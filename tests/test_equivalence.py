@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from dsops_jupyter import _artifacts
 from dsops_jupyter.assemble import convert
 from dsops_jupyter.execute import run_notebook
 from dsops_jupyter.model import RunOptions
+from dsops_jupyter.runtime import artifacts
 from tests.helpers import EXAMPLE_NOTEBOOKS, copy_example, run_jobs, run_python
 
 # One parameter per notebook whose change moves the metrics (see examples/README.md).
@@ -80,7 +80,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], dict
         jobs[(name, "stepwise")] = (stepwise_metrics, (script, order, folder / "stepwise"))
     found = run_jobs(jobs)
     for name in EXAMPLE_NOTEBOOKS:  # what the stepwise run handed on, and how it was stored
-        stored = _artifacts.entries(root / Path(name).stem / "stepwise" / "work")
+        stored = artifacts.entries(root / Path(name).stem / "stepwise" / "work")
         found[(name, "formats")] = {artifact: e["format"] for artifact, e in stored.items()}
     return found
 

@@ -29,6 +29,7 @@ from dsops_jupyter.notebook import read_pipeline
 from dsops_jupyter.package import package_notebook
 from tests.docker_engine import DockerEngine
 from tests.helpers import (
+    RUNTIME_FILES,
     assert_ok,
     clean_env,
     copy_example,
@@ -44,7 +45,7 @@ NO_ENGINE = "unix:///nonexistent/dsops-tests/docker.sock"
 SLOW = pytest.mark.timeout(2400)
 ORIGIN = "https://example.com/team/wine.git"
 # What a build of the wine package sends to the engine: the .dockerignore allow-list.
-CONTEXT = {"Dockerfile", "wine.py", "dsops_artifacts.py", "pipeline.json", "requirements.lock"}
+CONTEXT = {"Dockerfile", "wine.py", "pipeline.json", "requirements.lock", *RUNTIME_FILES}
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -147,7 +148,7 @@ def test_recipe_is_deterministic_pinned_and_ordered(tmp_path: Path) -> None:
         < text.index("COPY wine.py")
     )
     assert instructions[-1] == "COPY" and text.rstrip().endswith(
-        "COPY wine.py dsops_artifacts.py pipeline.json /opt/dsops/"
+        "COPY wine.py pipeline.json /opt/dsops/"
     )
     assert "python3 -m venv /opt/venv" in text
     assert "USER 10001:10001" in text and "useradd --uid 10001" in text
@@ -157,7 +158,8 @@ def test_recipe_is_deterministic_pinned_and_ordered(tmp_path: Path) -> None:
     assert str(tmp_path) not in text  # nothing host-specific in a committed file
     ignore = first[".dockerignore"].decode().splitlines()
     assert "*" in ignore
-    assert {line[1:] for line in ignore if line.startswith("!")} == CONTEXT
+    allowed = {line[1:] for line in ignore if line.startswith("!")}
+    assert allowed == CONTEXT - RUNTIME_FILES | {"dsops_runtime/*.py"}
 
 
 def test_default_base_image_follows_the_kernel_python() -> None:
@@ -293,7 +295,7 @@ def test_package_builds_the_example_and_reports_progress(wine: Wine) -> None:
     assert "Building image wine:v1" in stages and stages[-1] == "Smoke run of wine:v1"
     assert stages.index("Committing wine") < stages.index("Building image wine:v1")
     steps = [e for e in wine.first_events.of("progress") if e.message.startswith("step ")]
-    assert [e.message for e in steps] == [f"step {n}/12" for n in range(1, 13)]
+    assert [e.message for e in steps] == [f"step {n}/13" for n in range(1, 14)]
     assert [e.fraction for e in steps] == sorted(e.fraction for e in steps)
     log = wine.first_events.log()
     assert any("Successfully installed" in line and "scikit-learn" in line for line in log)

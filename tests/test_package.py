@@ -19,11 +19,20 @@ from dsops_jupyter.magics import _package_parser
 from dsops_jupyter.model import PackageOptions, PackageResult, RunOptions
 from dsops_jupyter.package import package_notebook
 from tests.docker_engine import ensure_rootfs_tarball
-from tests.helpers import assert_ok, clean_env, dsops, git, init_repo, make_notebook, tree_snapshot
+from tests.helpers import (
+    RUNTIME_FILES,
+    assert_ok,
+    clean_env,
+    dsops,
+    git,
+    init_repo,
+    make_notebook,
+    tree_snapshot,
+)
 from tests.test_image import NO_ENGINE, Recorder, tiny_repo
 
 PACKAGE_FILES = {"tiny.py", "pipeline.json", "requirements.lock", "Dockerfile", ".dockerignore"}
-PACKAGE_FILES |= {"dsops_artifacts.py"}
+PACKAGE_FILES |= {"dsops_runtime"}
 
 
 @pytest.fixture
@@ -81,7 +90,8 @@ def test_no_build_commits_the_package_with_its_recipe(tmp_path: Path) -> None:
     dockerfile = (result.package_dir / "Dockerfile").read_text()
     assert 'CMD ["--fail", "false", "--repeat", "3"]' in dockerfile  # coerced, then baked
     committed = git(notebook.parent, "show", "--name-only", "--format=", result.version.commit)
-    assert set(committed.split()) == {f"pipelines/tiny/{name}" for name in PACKAGE_FILES}
+    files = PACKAGE_FILES - {"dsops_runtime"} | RUNTIME_FILES
+    assert set(committed.split()) == {f"pipelines/tiny/{name}" for name in files}
     stages = [e.message for e in recorder.of("stage")]
     assert stages[:2] == ["Converting tiny.ipynb", "Committing tiny"]
     data = result.to_json()
@@ -193,9 +203,7 @@ def test_cli_package_prints_image_id_tags_and_size(docker_base_image: str, tmp_p
     short = vcs.list_versions(notebook)[0].short
     assert f"tags:    tiny:v1, tiny:{short}" in done.stdout
     assert "image:   sha256:" in done.stdout and " MB" in done.stdout
-    assert (
-        "Step 12/12 : COPY tiny.py dsops_artifacts.py pipeline.json /opt/dsops/" in done.stderr
-    )  # build log
+    assert "Step 13/13 : COPY tiny.py pipeline.json /opt/dsops/" in done.stderr  # build log
     assert "hello hello" in done.stderr  # the smoke run's output
     done = assert_ok(dsops(*args, "--json", cwd=notebook.parent, env=clean_env()))
     data = json.loads(done.stdout)

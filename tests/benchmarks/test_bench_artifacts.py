@@ -27,7 +27,7 @@ import pandas as pd
 import pyarrow.parquet as parquet
 import pytest
 
-from dsops_jupyter import _artifacts
+from dsops_jupyter.runtime import artifacts as _artifacts
 
 pytestmark = pytest.mark.benchmarks
 
