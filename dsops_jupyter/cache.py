@@ -382,16 +382,20 @@ def input_hashes(
 
 def workdir_key(
     pipeline: Pipeline, step_name: str, values: dict[str, Any], workdir: Path, keys: dict[str, str]
-) -> tuple[str, dict[str, Any]]:
+) -> tuple[str, dict[str, Any]] | None:
     """A step's key and its parts (``why`` for ``store``) in a run going through ``workdir``:
     its inputs' sha256 from their manifests there (just written or restored), ``keys`` those of
-    the steps run before, ``values`` every parameter's value (``resolved_parameters``)."""
+    the steps run before, ``values`` every parameter's value (``resolved_parameters``). None
+    when an input is not in the workdir (its step could not store it): no key, no caching."""
     step = pipeline.step(step_name)
-    present = _artifacts.entries(workdir)
+    present = _artifacts.entries(workdir) if Path(workdir).is_dir() else {}
     outputs: dict[str, dict[str, str]] = {}
     for name, source in step.inputs:
-        if source is not None and name in present:
-            outputs.setdefault(source, {})[name] = present[name]["sha256"]
+        if source is None:
+            continue
+        if name not in present:
+            return None
+        outputs.setdefault(source, {})[name] = present[name]["sha256"]
     why = why_parts(pipeline, step_name, values, input_hashes(step, outputs, keys))
     return key_of(why, parameters_read(step, values)), why
 
