@@ -25,7 +25,8 @@ from dsops_jupyter.pipeline import Pipeline, Step
 
 CACHE_FOLDER = Path(".dsops") / "cache"
 GITIGNORE_LINE = ".dsops/"
-ENTRY_FILE = _artifacts.ENTRY_FILE
+ENTRY_FILE = "entry.json"  # in each entry folder (see _artifacts.store_entry)
+ENTRIES = "entries"
 AFTER_PREFIX = "after:"  # input_hashes key of a step run after, not read from: its step key
 
 
@@ -167,7 +168,7 @@ class StepCache:
 
     def lookup(self, key: str) -> Path | None:
         """The entry's folder (a workdir of the step's outputs), marked as just used."""
-        folder = self.root / _artifacts.CACHE_ENTRIES / key
+        folder = self.root / ENTRIES / key
         try:
             os.utime(folder / ENTRY_FILE)
         except OSError:
@@ -176,7 +177,7 @@ class StepCache:
 
     def entry(self, key: str) -> dict[str, Any] | None:
         """The entry's record, without marking it used."""
-        return _read_json(self.root / _artifacts.CACHE_ENTRIES / key / ENTRY_FILE)
+        return _read_json(self.root / ENTRIES / key / ENTRY_FILE)
 
     def last(self, notebook: str, step: str) -> dict[str, Any] | None:
         """The record of the last entry stored for this notebook's step."""
@@ -212,7 +213,7 @@ class StepCache:
     def entries(self) -> list[dict[str, Any]]:
         """Every entry's record, least recently used first (``used``: its last use)."""
         found = []
-        for folder in _children(self.root / _artifacts.CACHE_ENTRIES):
+        for folder in _children(self.root / ENTRIES):
             record = _read_json(folder / ENTRY_FILE)
             if record is not None:
                 record["used"] = (folder / ENTRY_FILE).stat().st_mtime
