@@ -3,8 +3,8 @@
 A step's key hashes what decides its outputs: its code (comments and blank lines do not count),
 the hoisted code it uses, the lock, the values of the parameters it reads and its inputs'
 sha256. An entry is a folder named by the key holding the step's output artifacts (the
-``_artifacts`` layout) and ``entry.json``, which keeps the key's parts so a stale step can say
-why it is stale. The key function itself lives in ``_artifacts`` so generated scripts agree.
+``runtime.artifacts`` layout) and ``entry.json``, which keeps the key's parts so a stale step
+can say why it is stale. The key function lives in ``runtime.stepcache`` so scripts agree.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dsops_jupyter import _artifacts, flow
+from dsops_jupyter import flow
 from dsops_jupyter.config import load_config
 from dsops_jupyter.pipeline import Pipeline, Step
+from dsops_jupyter.runtime import artifacts, stepcache
 
 CACHE_FOLDER = Path(".dsops") / "cache"
 GITIGNORE_LINE = ".dsops/"
-ENTRY_FILE = "entry.json"  # in each entry folder (see _artifacts.store_entry)
-ENTRIES = "entries"
+ENTRY_FILE = stepcache.ENTRY_FILE
 AFTER_PREFIX = "after:"  # input_hashes key of a step run after, not read from: its step key
 
 
@@ -109,12 +109,12 @@ def lock_sha256(pipeline: Pipeline) -> str:
 
 def static_key(pipeline: Pipeline, step_name: str) -> str:
     """The part of a step's key known before running: code, hoisted code used, lock."""
-    return _artifacts.static_of(code_key(pipeline, step_name), lock_sha256(pipeline))
+    return stepcache.static_of(code_key(pipeline, step_name), lock_sha256(pipeline))
 
 
 def step_key(static: str, parameters: dict[str, object], input_hashes: dict[str, str]) -> str:
-    """The step's whole key (see ``_artifacts.step_key``, the one implementation)."""
-    return _artifacts.step_key(static, parameters, input_hashes)
+    """The step's whole key (see ``stepcache.step_key``, the one implementation)."""
+    return stepcache.step_key(static, parameters, input_hashes)
 
 
 def parameters_read(step: Step, values: dict[str, Any]) -> dict[str, Any]:
@@ -135,7 +135,7 @@ def why_parts(
         "step": step.name,
         "code": code_key(pipeline, step_name),
         "lock": lock_sha256(pipeline),
-        "parameters": {name: _artifacts.canonical(value) for name, value in read.items()},
+        "parameters": {name: stepcache.canonical(value) for name, value in read.items()},
         "inputs": dict(input_hashes),
         "sources": sources,
     }
@@ -143,7 +143,7 @@ def why_parts(
 
 def key_of(why: dict[str, Any], parameters: dict[str, Any]) -> str:
     """The step key of ``why_parts`` (``parameters``: the values the step reads)."""
-    return step_key(_artifacts.static_of(why["code"], why["lock"]), parameters, why["inputs"])
+    return step_key(stepcache.static_of(why["code"], why["lock"]), parameters, why["inputs"])
 
 
 def notebook_id(path: Path) -> str:
@@ -168,7 +168,7 @@ class StepCache:
 
     def lookup(self, key: str) -> Path | None:
         """The entry's folder (a workdir of the step's outputs), marked as just used."""
-        folder = self.root / ENTRIES / key
+        folder = self.root / stepcache.CACHE_ENTRIES / key
         try:
             os.utime(folder / ENTRY_FILE)
         except OSError:
@@ -177,7 +177,7 @@ class StepCache:
 
     def entry(self, key: str) -> dict[str, Any] | None:
         """The entry's record, without marking it used."""
-        return _read_json(self.root / ENTRIES / key / ENTRY_FILE)
+        return _read_json(self.root / stepcache.CACHE_ENTRIES / key / ENTRY_FILE)
 
     def last(self, notebook: str, step: str) -> dict[str, Any] | None:
         """The record of the last entry stored for this notebook's step."""
@@ -192,7 +192,7 @@ class StepCache:
         """Copy the step's outputs from ``workdir`` into a new entry (atomic: two runs storing
         one key, one wins), remember it as the step's last, then prune to the limit."""
         self._create()
-        record = _artifacts.store_entry(self.root, key, workdir, outputs, {**why, "step": step})
+        record = stepcache.store_entry(self.root, key, workdir, outputs, {**why, "step": step})
         self._remember(record)
         self.prune()
 
@@ -213,7 +213,7 @@ class StepCache:
     def entries(self) -> list[dict[str, Any]]:
         """Every entry's record, least recently used first (``used``: its last use)."""
         found = []
-        for folder in _children(self.root / ENTRIES):
+        for folder in _children(self.root / stepcache.CACHE_ENTRIES):
             record = _read_json(folder / ENTRY_FILE)
             if record is not None:
                 record["used"] = (folder / ENTRY_FILE).stat().st_mtime
@@ -389,7 +389,7 @@ def workdir_key(
     the steps run before, ``values`` every parameter's value (``resolved_parameters``). None
     when an input is not in the workdir (its step could not store it): no key, no caching."""
     step = pipeline.step(step_name)
-    present = _artifacts.entries(workdir) if Path(workdir).is_dir() else {}
+    present = artifacts.entries(workdir) if Path(workdir).is_dir() else {}
     outputs: dict[str, dict[str, str]] = {}
     for name, source in step.inputs:
         if source is None:

@@ -13,8 +13,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from dsops_jupyter import _artifacts, cache
+from dsops_jupyter import cache
 from dsops_jupyter.notebook import read_pipeline
+from dsops_jupyter.runtime import artifacts, stepcache
 from tests.helpers import (
     assert_ok,
     clean_env,
@@ -103,15 +104,13 @@ def test_lock_changes_every_static_key(tmp_path: Path) -> None:
 
 def test_step_key_changes_with_parameters_and_inputs() -> None:
     static = "s" * 64
-    base = _artifacts.step_key(static, {"n": 3, "opts": {"b": 1, "a": 2}}, {"a": "1" * 64})
-    same = _artifacts.step_key(static, {"opts": {"a": 2, "b": 1}, "n": 3}, {"a": "1" * 64})
+    base = stepcache.step_key(static, {"n": 3, "opts": {"b": 1, "a": 2}}, {"a": "1" * 64})
+    same = stepcache.step_key(static, {"opts": {"a": 2, "b": 1}, "n": 3}, {"a": "1" * 64})
     assert base == same  # canonical: order of dict items does not count
-    assert base != _artifacts.step_key(static, {"n": 4, "opts": {"a": 2, "b": 1}}, {"a": "1" * 64})
-    assert base != _artifacts.step_key(static, {"n": 3, "opts": {"a": 2, "b": 1}}, {"a": "2" * 64})
-    assert base != _artifacts.step_key(
-        "t" * 64, {"n": 3, "opts": {"a": 2, "b": 1}}, {"a": "1" * 64}
-    )
-    assert cache.step_key(static, {"n": 3}, {}) == _artifacts.step_key(static, {"n": 3}, {})
+    assert base != stepcache.step_key(static, {"n": 4, "opts": {"a": 2, "b": 1}}, {"a": "1" * 64})
+    assert base != stepcache.step_key(static, {"n": 3, "opts": {"a": 2, "b": 1}}, {"a": "2" * 64})
+    assert base != stepcache.step_key("t" * 64, {"n": 3, "opts": {"a": 2, "b": 1}}, {"a": "1" * 64})
+    assert cache.step_key(static, {"n": 3}, {}) == stepcache.step_key(static, {"n": 3}, {})
 
 
 # --- a run through the cache -------------------------------------------------------------------
@@ -138,14 +137,14 @@ def cached_run(
         assert found is not None
         key, why = found
         keys[step.name] = key
-        if _artifacts.restore_entry(store.root, key, workdir, step.outputs):
-            namespace.update({name: _artifacts.load(workdir, name) for name in step.outputs})
+        if stepcache.restore_entry(store.root, key, workdir, step.outputs):
+            namespace.update({name: artifacts.load(workdir, name) for name in step.outputs})
             continue
         for _, code in step.body:
             exec(code, namespace)
         executed.append(step.name)
         for name in step.outputs:
-            _artifacts.save(workdir, name, namespace[name], step.name)
+            artifacts.save(workdir, name, namespace[name], step.name)
         store.store(key, step.name, workdir, step.outputs, why)
     return executed
 
@@ -211,8 +210,8 @@ def test_a_cached_run_restores_the_values_a_full_run_computes(tmp_path: Path) ->
     assert last is not None
     folder = store.lookup(last["key"])
     assert folder is not None
-    assert set(_artifacts.entries(folder)) == {"a"}  # what later steps read, nothing else
-    assert _artifacts.load(folder, "a") == 4.0
+    assert set(artifacts.entries(folder)) == {"a"}  # what later steps read, nothing else
+    assert artifacts.load(folder, "a") == 4.0
     assert [s.fresh for s in cache.freshness(pipeline, {"n": "16"}, store)] == [True] * 3
 
 
@@ -220,7 +219,7 @@ def test_a_cached_run_restores_the_values_a_full_run_computes(tmp_path: Path) ->
 def stored(store: cache.StepCache, tmp_path: Path, name: str, size: int) -> str:
     """Store one entry holding ``size`` random bytes; its key."""
     workdir = tmp_path / f"work-{name}"
-    _artifacts.save(workdir, "blob", os.urandom(size), name)
+    artifacts.save(workdir, "blob", os.urandom(size), name)
     key = hashlib.sha256(name.encode()).hexdigest()
     store.store(key, name, workdir, ["blob"], {"notebook": "nb.ipynb"})
     return key
@@ -258,14 +257,14 @@ def _store_same_key(root: str, workdir: str) -> str:
 def test_concurrent_stores_of_one_key_leave_one_whole_entry(tmp_path: Path) -> None:
     workdir = tmp_path / "work"
     value = os.urandom(2_000_000)
-    _artifacts.save(workdir, "blob", value, "step")
+    artifacts.save(workdir, "blob", value, "step")
     with ProcessPoolExecutor(4) as pool:
         jobs = [pool.submit(_store_same_key, str(tmp_path / "c"), str(workdir)) for _ in range(8)]
         assert [job.result() for job in jobs] == ["ok"] * 8
     store = cache.StepCache(tmp_path / "c", limit_bytes=10**9)
     assert [e["key"] for e in store.entries()] == ["k" * 64]
     folder = store.lookup("k" * 64)
-    assert folder is not None and _artifacts.load(folder, "blob") == value
+    assert folder is not None and artifacts.load(folder, "blob") == value
     assert not list((tmp_path / "c" / "partial").iterdir())
 
 
@@ -385,7 +384,7 @@ def test_script_cache_second_run_executes_nothing_and_gives_the_same_results(
     assert done.stderr.count("restored from the cache") == 3
     assert (work / "result.json").read_bytes() == (plain / "result.json").read_bytes()
     for name in ("xs", "total", "squares"):
-        assert _artifacts.load(work / "w2", name) == _artifacts.load(work / "w1", name)
+        assert artifacts.load(work / "w2", name) == artifacts.load(work / "w1", name)
     shown = assert_ok(dsops("steps", path.name, cwd=path.parent)).stdout
     assert shown.count("[fresh]") == 3  # the script's keys are the ones dsops computes
 
