@@ -14,6 +14,7 @@ import nbformat
 import pytest
 
 from dsops_jupyter import cache
+from dsops_jupyter.errors import DsopsError
 from dsops_jupyter.notebook import read_pipeline
 from dsops_jupyter.runtime import artifacts, stepcache
 from tests.helpers import (
@@ -405,3 +406,34 @@ def test_script_cache_force_reruns_a_step_and_what_follows(tmp_path: Path) -> No
     assert json.loads((work / "result.json").read_text())[0] == 10
     refused = run_python(script, "--force", "load", cwd=work)
     assert refused.returncode == 2 and refused.stderr.endswith("error: --force needs --cache DIR\n")
+
+
+# --- notebooks written by others ---------------------------------------------------------------
+CORPUS = Path(__file__).parent / "corpus"
+
+
+def test_comments_and_blank_lines_keep_the_keys_of_corpus_notebooks(tmp_path: Path) -> None:
+    """Every corpus notebook dsops reads: a comment and blank lines after each code cell change
+    no step's code key, except in a cell magic's body (text the magic receives, not code)."""
+    checked = 0
+    for source in sorted(CORPUS.rglob("*.ipynb")):
+        try:
+            pipeline = read_pipeline(source)
+        except DsopsError:
+            continue
+        book = nbformat.read(str(source), as_version=4)
+        code = [c for c in book.cells if c.cell_type == "code" and c.source.strip()]
+        if any(c.source.lstrip().startswith("%%") and "%%dsops" not in c.source for c in code):
+            continue
+        for cell in code:
+            cell.source = cell.source.rstrip("\n") + "\n\n# a note\n\n"
+        copy = tmp_path / source.relative_to(CORPUS)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(book, str(copy))
+        edited = read_pipeline(copy)
+        for step in pipeline.steps:
+            assert cache.code_key(pipeline, step.name) == cache.code_key(edited, step.name), (
+                f"{source.name}: step {step.name}"
+            )
+        checked += 1
+    assert checked >= 40
