@@ -404,9 +404,9 @@ def workdir_key(
 def _reasons(
     why: dict[str, Any], last: dict[str, Any] | None, stale_upstream: list[str], key: str | None
 ) -> list[str]:
-    reasons = [f"upstream {name} stale" for name in stale_upstream]
     if last is None:
-        return [*reasons, "never run"]
+        return ["never run"]
+    reasons = [f"upstream {name} stale" for name in stale_upstream]
     if last.get("code") != why["code"]:
         reasons.append("code changed")
     if last.get("lock") != why["lock"]:

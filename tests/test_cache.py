@@ -160,8 +160,8 @@ def test_freshness_after_each_kind_of_change(tmp_path: Path) -> None:
     path = notebook(tmp_path)
     assert marks(path) == {
         "load": ["never run"],
-        "fit": ["upstream load stale", "never run"],
-        "report": ["upstream fit stale", "never run"],
+        "fit": ["never run"],
+        "report": ["never run"],
     }
     assert cached_run(path) == ["load", "fit", "report"]
     assert marks(path) == dict.fromkeys(["load", "fit", "report"], "fresh")
@@ -294,7 +294,7 @@ def test_dsops_steps_shows_fresh_and_stale_with_why(tmp_path: Path) -> None:
     path = notebook(tmp_path)
     shown = assert_ok(dsops("steps", path.name, cwd=path.parent)).stdout
     assert "1. load  (cell 3)  [stale: never run]" in shown
-    assert "3. report  (cell 5)  [stale: upstream fit stale, never run]" in shown
+    assert "3. report  (cell 5)  [stale: never run]" in shown
     cached_run(path)
     shown = assert_ok(dsops("steps", path.name, cwd=path.parent)).stdout
     assert shown.count("[fresh]") == 3
