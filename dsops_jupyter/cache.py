@@ -50,8 +50,7 @@ def script_table(pipeline: Pipeline) -> str:
     without reading from them, so its --cache computes the keys ``freshness`` does."""
     rows = []
     for step in pipeline.steps:
-        sources = {source for _, source in step.inputs}
-        after = [name for name in step.depends_on if name not in sources]
+        after = only_after(step)
         rows.append(f"    {step.name!r}: ({code_key(pipeline, step.name)!r}, {after!r}),")
     return (
         "\n\n# Each step's code key (its normalised code and the module-level code it uses) and\n"
@@ -349,7 +348,8 @@ def freshness(
     states: dict[str, StepState] = {}
     outputs: dict[str, dict[str, str]] = {}  # fresh step -> its outputs' sha256
     for step in pipeline.steps:
-        stale_upstream = [name for name in step.depends_on if not states[name].fresh]
+        upstream = [*dict.fromkeys(s for _, s in step.inputs if s), *only_after(step)]
+        stale_upstream = [name for name in upstream if not states[name].fresh]
         read = parameters_read(step, values)
         inputs = input_hashes(step, outputs, {n: s.key or "" for n, s in states.items()})
         why = why_parts(pipeline, step.name, values, inputs)
@@ -375,10 +375,18 @@ def input_hashes(
     for name, source in step.inputs:
         if source is not None and name in outputs.get(source, {}):
             hashes[name] = outputs[source][name]
-    for name in step.depends_on:
-        if name not in {source for _, source in step.inputs} and keys.get(name):
+    for name in only_after(step):
+        if keys.get(name):
             hashes[f"{AFTER_PREFIX}{name}"] = keys[name]
     return hashes
+
+
+def only_after(step: Step) -> list[str]:
+    """The steps an ``after:`` marker puts before this one that it reads nothing from: what
+    they did (a file written, say) is invisible to the key but for their own keys. (A step
+    whose definition this one runs again needs no such link: that code is in its code key.)"""
+    sources = {source for _, source in step.inputs}
+    return [name for name in step.after if name not in sources]
 
 
 def workdir_key(

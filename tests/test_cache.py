@@ -437,3 +437,22 @@ def test_comments_and_blank_lines_keep_the_keys_of_corpus_notebooks(tmp_path: Pa
             )
         checked += 1
     assert checked >= 40
+
+
+def test_a_step_run_after_another_goes_stale_when_that_one_changes(tmp_path: Path) -> None:
+    """`after:` without data: what the earlier step did (a file) reaches the later one only
+    through that step's key."""
+    data = tmp_path / "data.txt"
+    path = notebook(
+        tmp_path,
+        [
+            (f"open({str(data)!r}, 'w').write('one')", ["step:write"]),
+            (f"text = open({str(data)!r}).read()", ["step:read", "after:write"]),
+        ],
+    )
+    assert cached_run(path) == ["write", "read"]
+    edit_cell(path, 0, f"open({str(data)!r}, 'w').write('two')")
+    assert marks(path) == {"write": ["code changed"], "read": ["upstream write stale"]}
+    assert cached_run(path, only={"write"}) == ["write"]
+    assert marks(path) == {"write": "fresh", "read": ["upstream write changed"]}
+    assert cached_run(path) == ["read"]
