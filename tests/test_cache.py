@@ -456,3 +456,38 @@ def test_a_step_run_after_another_goes_stale_when_that_one_changes(tmp_path: Pat
     assert cached_run(path, only={"write"}) == ["write"]
     assert marks(path) == {"write": "fresh", "read": ["upstream write changed"]}
     assert cached_run(path) == ["read"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "kale/Example.ipynb",
+        "kale/composition_notebook_a.ipynb",
+        "probes/mutation_append.ipynb",
+        "probes/mutation_helper.ipynb",
+        "probes/mutation_del_item.ipynb",
+        "probes/params_computed.ipynb",
+    ],
+)
+def test_script_cache_on_corpus_notebooks(tmp_path: Path, name: str) -> None:
+    """A cached run prints what a plain run prints and ends with the values it computes; the
+    next one restores every step and runs none."""
+    source = tmp_path / Path(name).name
+    source.write_bytes((CORPUS / name).read_bytes())
+    assert_ok(dsops("convert", source.name, "--out", "pkg", cwd=tmp_path))
+    (script,) = (tmp_path / "pkg").glob("*.py")
+    steps = len(read_pipeline(source).steps)
+    runs = {}
+    for run in ("plain", "first", "second"):
+        (tmp_path / run).mkdir()
+        flags = [] if run == "plain" else ["--cache", tmp_path / "store", "--workdir", "w"]
+        runs[run] = assert_ok(run_python(script, *flags, cwd=tmp_path / run))
+    assert runs["first"].stdout == runs["plain"].stdout
+    assert "restored" not in runs["first"].stderr
+    assert runs["second"].stderr.count("restored from the cache") == steps
+    assert runs["second"].stdout == ""
+    first, second = tmp_path / "first" / "w", tmp_path / "second" / "w"
+    restored = {name: e["sha256"] for name, e in artifacts.entries(second).items()}
+    assert restored == {name: e["sha256"] for name, e in artifacts.entries(first).items()}
+    for output in restored:  # and each loads (its hash checked against its bytes)
+        artifacts.load(second, output)
