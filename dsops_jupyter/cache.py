@@ -50,8 +50,7 @@ def script_table(pipeline: Pipeline) -> str:
     without reading from them, so its --cache computes the keys ``freshness`` does."""
     rows = []
     for step in pipeline.steps:
-        sources = {source for _, source in step.inputs}
-        after = [name for name in step.depends_on if name not in sources]
+        after = only_after(step)
         rows.append(f"    {step.name!r}: ({code_key(pipeline, step.name)!r}, {after!r}),")
     return (
         "\n\n# Each step's code key (its normalised code and the module-level code it uses) and\n"
@@ -349,7 +348,8 @@ def freshness(
     states: dict[str, StepState] = {}
     outputs: dict[str, dict[str, str]] = {}  # fresh step -> its outputs' sha256
     for step in pipeline.steps:
-        stale_upstream = [name for name in step.depends_on if not states[name].fresh]
+        upstream = [*dict.fromkeys(s for _, s in step.inputs if s), *only_after(step)]
+        stale_upstream = [name for name in upstream if not states[name].fresh]
         read = parameters_read(step, values)
         inputs = input_hashes(step, outputs, {n: s.key or "" for n, s in states.items()})
         why = why_parts(pipeline, step.name, values, inputs)
@@ -375,24 +375,36 @@ def input_hashes(
     for name, source in step.inputs:
         if source is not None and name in outputs.get(source, {}):
             hashes[name] = outputs[source][name]
-    for name in step.depends_on:
-        if name not in {source for _, source in step.inputs} and keys.get(name):
+    for name in only_after(step):
+        if keys.get(name):
             hashes[f"{AFTER_PREFIX}{name}"] = keys[name]
     return hashes
 
 
+def only_after(step: Step) -> list[str]:
+    """The steps an ``after:`` marker puts before this one that it reads nothing from: what
+    they did (a file written, say) is invisible to the key but for their own keys. (A step
+    whose definition this one runs again needs no such link: that code is in its code key.)"""
+    sources = {source for _, source in step.inputs}
+    return [name for name in step.after if name not in sources]
+
+
 def workdir_key(
     pipeline: Pipeline, step_name: str, values: dict[str, Any], workdir: Path, keys: dict[str, str]
-) -> tuple[str, dict[str, Any]]:
+) -> tuple[str, dict[str, Any]] | None:
     """A step's key and its parts (``why`` for ``store``) in a run going through ``workdir``:
     its inputs' sha256 from their manifests there (just written or restored), ``keys`` those of
-    the steps run before, ``values`` every parameter's value (``resolved_parameters``)."""
+    the steps run before, ``values`` every parameter's value (``resolved_parameters``). None
+    when an input is not in the workdir (its step could not store it): no key, no caching."""
     step = pipeline.step(step_name)
-    present = artifacts.entries(workdir)
+    present = artifacts.entries(workdir) if Path(workdir).is_dir() else {}
     outputs: dict[str, dict[str, str]] = {}
     for name, source in step.inputs:
-        if source is not None and name in present:
-            outputs.setdefault(source, {})[name] = present[name]["sha256"]
+        if source is None:
+            continue
+        if name not in present:
+            return None
+        outputs.setdefault(source, {})[name] = present[name]["sha256"]
     why = why_parts(pipeline, step_name, values, input_hashes(step, outputs, keys))
     return key_of(why, parameters_read(step, values)), why
 
@@ -400,9 +412,9 @@ def workdir_key(
 def _reasons(
     why: dict[str, Any], last: dict[str, Any] | None, stale_upstream: list[str], key: str | None
 ) -> list[str]:
-    reasons = [f"upstream {name} stale" for name in stale_upstream]
     if last is None:
-        return [*reasons, "never run"]
+        return ["never run"]
+    reasons = [f"upstream {name} stale" for name in stale_upstream]
     if last.get("code") != why["code"]:
         reasons.append("code changed")
     if last.get("lock") != why["lock"]:

@@ -36,7 +36,7 @@ class Cleanup:
         lines = [f"removed {_entry_line(entry)}" for entry in self.entries]
         if self.files:
             lines.append(f"removed {len(self.files)} build cache files")
-        return [*lines, f"freed {_mb(self.freed)}"]
+        return [*lines, f"freed {_human(self.freed)}"]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -85,22 +85,26 @@ def report(path: Path) -> dict[str, Any]:
 
 def describe(data: dict[str, Any]) -> list[str]:
     """The report as lines for people, most recently used entries first."""
-    count, size, limit = len(data["entries"]), _mb(data["size"]), _mb(data["limit"])
+    count, size, limit = len(data["entries"]), _human(data["size"]), _human(data["limit"])
     lines = [f"step cache {data['step_cache']}: {count} entries, {size} (limit {limit})"]
     lines += [f"  {_entry_line(entry)}" for entry in reversed(data["entries"])]
-    build = f"{data['build_files']} files, {_mb(data['build_size'])}"
+    build = f"{data['build_files']} files, {_human(data['build_size'])}"
     return [*lines, f"build cache {data['build_cache']}: {build}"]
 
 
 def _entry_line(entry: dict[str, Any]) -> str:
     used = time.strftime("%Y-%m-%d %H:%M", time.gmtime(float(entry.get("used") or 0)))
-    size = _mb(int(entry.get("size") or 0))
+    size = _human(int(entry.get("size") or 0))
     where = f"{entry.get('notebook')} {entry.get('step')}"
     return f"{str(entry['key'])[:12]}  {where}  {size}  used {used}"
 
 
-def _mb(size: int) -> str:
-    return f"{size / 1e6:.1f} MB"
+def _human(size: int) -> str:
+    """A size for people: "4.2 MB", "150.0 KB", "12 B"."""
+    for unit, factor in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if size >= factor:
+            return f"{size / factor:.1f} {unit}"
+    return f"{size} B"
 
 
 def prune(path: Path) -> Cleanup:

@@ -12,8 +12,7 @@ import hashlib
 import re
 from pathlib import Path
 
-from dsops_jupyter import escape, flow
-from dsops_jupyter.cache import script_table
+from dsops_jupyter import cache, escape, flow
 from dsops_jupyter.config import Config, project_path
 from dsops_jupyter.errors import ConversionError
 from dsops_jupyter.ipysyntax import TIME_HELPER, TIMEIT_HELPER, WRITEFILE_HELPER, indent_code
@@ -363,7 +362,7 @@ def render_script(pipeline: Pipeline, notebook: str, keep_magics: bool = False) 
     raising = {c.index for c in pipeline.cells if RAISES_EXCEPTION in c.tags}
     parts += [_step_function(step, keep_magics, raising) for step in pipeline.steps]
     parts.append(_run_function(pipeline))
-    parts += [_steps_table(pipeline), script_table(pipeline)]
+    parts += [_steps_table(pipeline), cache.script_table(pipeline)]
     parts.append(_RUNTIME.read_text(encoding="utf-8"))
     return _tidy("\n".join(parts))
 

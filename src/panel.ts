@@ -266,6 +266,7 @@ export class PipelinePanel extends Widget {
       }
       const job = await startJob('run', path, { steps: [step] });
       await watchJob(job, current => this._setStatus(path, step, statusOf(current, step)));
+      void this.refresh(); // the run may have filled the step cache: new fresh/stale marks
     } catch (error) {
       this._setStatus(path, step, { state: 'failed', text: `failed: ${errorMessage(error)}` });
     }

@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from .artifacts import copy
+from .artifacts import ArtifactError, copy
 
 
 # --- step cache keys ---------------------------------------------------------------------------
@@ -75,12 +75,13 @@ def store_entry(
 
 
 def restore_entry(cache: Path, key: str, workdir: Path, outputs: list[str]) -> bool:
-    """Copy a cached step's outputs into ``workdir`` and mark the entry used; False on a miss."""
+    """Copy a cached step's outputs into ``workdir`` and mark the entry used; False on a miss,
+    or on an entry that fails its hash check (the step then runs)."""
     entry_dir = cache / CACHE_ENTRIES / key
     try:
         os.utime(entry_dir / ENTRY_FILE)
-    except OSError:
+        for name in outputs:
+            copy(entry_dir, workdir, name)
+    except (OSError, ArtifactError):
         return False
-    for name in outputs:
-        copy(entry_dir, workdir, name)
     return True

@@ -168,6 +168,25 @@ async def test_pipeline_returns_the_steps(jp_fetch, repo):
     assert isinstance(data["content_hash"], str) and data["content_hash"]
 
 
+async def test_pipeline_marks_steps_fresh_or_stale(jp_fetch, repo, write_notebook):
+    from dsops_jupyter import cache
+    from dsops_jupyter.notebook import read_pipeline
+    from dsops_jupyter.runtime import artifacts
+
+    path = write_notebook("two.ipynb", ("a = 41 + 1", ["step:load"]), ("b = a", ["step:use"]))
+    pipeline, store = read_pipeline(path), cache.open_cache(path)
+    workdir = repo / "work"
+    found = cache.workdir_key(pipeline, "load", {}, workdir, {})
+    assert found is not None
+    artifacts.save(workdir, "a", 42, "load")  # what step load computes
+    store.store(found[0], "load", workdir, ["a"], found[1])
+    status, data = await fetch_json(jp_fetch, "dsops", "pipeline", params={"path": "two.ipynb"})
+    assert status == 200, data
+    states = {s["name"]: s["state"] for s in data["steps"]}
+    assert states["load"]["fresh"] and states["load"]["reasons"] == []
+    assert not states["use"]["fresh"] and states["use"]["reasons"] == ["never run"]
+
+
 async def test_pipeline_marker_error_is_400(jp_fetch, repo, write_notebook):
     write_notebook("bad.ipynb", ("a = 1", ["step:load"]), ("b = 2", ["step:fit", "prev:loda"]))
     status, reply = await fetch_json(jp_fetch, "dsops", "pipeline", params={"path": "bad.ipynb"})
