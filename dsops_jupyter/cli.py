@@ -85,6 +85,25 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="fail when a step changes a value the analysis says it only reads",
     )
+    sub.add_argument(
+        "--cache",
+        action="store_true",
+        help="restore steps whose code, parameters and inputs are unchanged from .dsops/cache",
+    )
+    sub.add_argument(
+        "--force",
+        action="append",
+        default=[],
+        metavar="STEP",
+        help="with --cache: re-run this step and everything downstream of it (repeatable)",
+    )
+    sub.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        metavar="RUN",
+        help="continue the last (or this) failed run from its failing step",
+    )
 
     sub = command("convert", cmd_convert, "write the generated script package")
     _package_options(sub)
@@ -218,6 +237,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         out_dir=args.out,
         kernel_name=args.kernel,
         strict=args.strict,
+        cache=args.cache,
+        force=tuple(args.force),
+        resume=args.resume,
     )
     with _reporter(args) as on_event:
         record = run_notebook(args.notebook, options, on_event)
@@ -227,7 +249,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     for warning in record.details["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
     for step in record.steps:
-        print(f"  {step['name']:<20} {step['status']:<10} {step['duration']:.2f}s")
+        how = {"cache": "restored from cache", "run": "restored from the failed run"}
+        done = how.get(step["restored"], "executed" if step["executed"] else "")
+        print(f"  {step['name']:<20} {step['status']:<10} {step['duration']:>7.2f}s  {done}")
+    if record.resumed_from:
+        print(f"resumed run:       {record.resumed_from}")
     print(f"executed notebook: {record.output_notebook}\nrun record:        {record.record_path}")
     return 0
 
