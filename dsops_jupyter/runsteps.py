@@ -136,7 +136,10 @@ class StepLedger:
             else:
                 reason = str(result.get("evalue") or result.get("ename") or "not stored")
             marks["unstorable"][name] = reason
-            self.warnings.append(f"{reason}: step {step!r} is not cached nor resumable")
+            self.warnings.append(
+                f"step {step!r}: {reason}; the step is never cached and --resume restarts "
+                f"no later than it"
+            )
         key = marks["key"]
         if self.cache is not None and key is not None and not marks["unstorable"]:
             why = {"static": self.static[step], "inputs": self._input_hashes(step)}
