@@ -26,8 +26,15 @@ import pytest
 from pandas.testing import assert_frame_equal, assert_series_equal
 from sklearn.linear_model import LogisticRegression
 
-from dsops_jupyter import _artifacts
-from dsops_jupyter._artifacts import ArtifactError, UnstorableError, entries, entry, load, save
+from dsops_jupyter.runtime import artifacts as _artifacts
+from dsops_jupyter.runtime.artifacts import (
+    ArtifactError,
+    UnstorableError,
+    entries,
+    entry,
+    load,
+    save,
+)
 
 MODULE = Path(_artifacts.__file__)
 
