@@ -122,7 +122,7 @@ class DsopsClient(PapermillNotebookClient):
 
     def install_artifacts(self) -> None:
         if not self.artifacts_installed:
-            self.silent_request(_module_install("_artifacts.py", KERNEL_MODULE), {})
+            self.silent_request(_module_install("runtime/artifacts.py", KERNEL_MODULE), {})
             self.artifacts_installed = True
 
     def fingerprints(self, names: list[str]) -> dict[str, str]:
@@ -193,9 +193,10 @@ class DsopsEngine(NBClientEngine):
 
 
 def _module_install(filename: str, module: str) -> str:
-    """Code that makes the package's stand-alone file ``filename`` (_probe.py, _artifacts.py)
-    the kernel's module ``module``, binding no user name: the kernel needs no dsops install."""
-    source = Path(__file__).with_name(filename).read_text(encoding="utf-8")
+    """Code that makes the package's stand-alone file ``filename`` (_probe.py,
+    runtime/artifacts.py) the kernel's module ``module``, binding no user name: the kernel needs
+    no dsops install."""
+    source = (Path(__file__).parent / filename).read_text(encoding="utf-8")
     return (
         f"__import__('sys').modules.setdefault({module!r}, __import__('types')"
         f".ModuleType({module!r})); exec({source!r}, "

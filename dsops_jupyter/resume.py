@@ -3,7 +3,8 @@
 A failed run keeps the outputs of the steps that finished in its run folder. Resuming runs the
 same steps with the same parameters in a fresh kernel, restoring those outputs (as a cache hit
 does) up to the first step that failed or could not store an output, and executing the rest.
-It refuses when a step it would restore has changed since (its static key, see cache.py).
+It refuses when a step it would restore has changed since (its code key, see cache.py: the
+step's normalised code and the hoisted code it uses).
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dsops_jupyter import _artifacts
+from dsops_jupyter.cache import code_key
 from dsops_jupyter.errors import ResumeError
 from dsops_jupyter.pipeline import Pipeline
-from dsops_jupyter.runsteps import ARTIFACTS, Resumed, static_keys
+from dsops_jupyter.runsteps import ARTIFACTS, Resumed
+from dsops_jupyter.runtime import artifacts
 
 RESUMABLE = ("failed", "interrupted")
 RECORD = "run.json"
@@ -35,13 +37,12 @@ def plan_resume(pipeline: Pipeline, runs: Path, run: str) -> Resumed:
     if missing:
         raise ResumeError(f"step {missing[0]!r} of run {run_dir.name} is no longer in the notebook")
     restored = _finished_steps(pipeline, record, run_dir / ARTIFACTS)
-    now = static_keys(pipeline, restored)
-    recorded = {step["name"]: step.get("static_key") for step in record["steps"]}
+    recorded = {step["name"]: step.get("code_key") for step in record["steps"]}
     for name in restored:
-        if recorded[name] != now[name]:
+        if recorded[name] != code_key(pipeline, name):
             raise ResumeError(
-                f"step {name!r} changed since run {run_dir.name} (its code, the code it uses or "
-                f"the lock): its kept outputs may be stale; run without --resume"
+                f"step {name!r} changed since run {run_dir.name} (its code or the code it "
+                f"uses): its kept outputs may be stale; run without --resume"
             )
     return Resumed(run_dir, dict(record.get("parameters", {})), steps, frozenset(restored))
 
@@ -50,7 +51,7 @@ def _finished_steps(pipeline: Pipeline, record: dict[str, Any], workdir: Path) -
     """Steps of the run that finished and stored every output, in notebook order, up to the
     first that did not: the failing step and everything after it run again."""
     by_name = {step["name"]: step for step in record["steps"]}
-    kept = _artifacts.entries(workdir) if workdir.is_dir() else {}
+    kept = artifacts.entries(workdir) if workdir.is_dir() else {}
     ordered = sorted(
         (s for s in pipeline.steps if s.name in by_name), key=lambda s: min(s.cells, default=0)
     )

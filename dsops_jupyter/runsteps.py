@@ -2,7 +2,7 @@
 
 The papermill engine asks a StepLedger, at each step's first cell, whether the step runs or is
 restored, and after its last cell which names to save. The kernel does the saving and loading
-with the one artifact implementation (``_artifacts.py``, installed there as the module
+with the one artifact implementation (``runtime/artifacts.py``, installed there as the module
 ``_dsops_artifacts``); this side decides, copies artifacts between folders, keeps the cache, and
 says per step what happened, for the run record.
 """
@@ -14,8 +14,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from dsops_jupyter import _artifacts, cache
+from dsops_jupyter import cache
 from dsops_jupyter.pipeline import Pipeline, Step
+from dsops_jupyter.runtime import artifacts
 
 ARTIFACTS = "artifacts"  # the run folder's workdir of step outputs
 KERNEL_MODULE = "_dsops_artifacts"  # what _artifacts.py is called inside the kernel
@@ -47,7 +48,7 @@ class Resumed:
 
 class StepLedger:
     """Per run: which steps are restored rather than executed, what each one saved, and the
-    keys that let a later run restore it (the cache) or trust it (--resume, static keys)."""
+    keys that let a later run restore it (the cache) or trust it (--resume, code keys)."""
 
     def __init__(
         self,
@@ -67,10 +68,10 @@ class StepLedger:
         self.cache = step_cache
         self.forced = downstream(pipeline, list(forced)) & set(chosen)
         self.resumed = resumed
-        self.static = static_keys(pipeline, chosen)
+        self.keys: dict[str, str] = {}  # step -> its cache key, once known
         self.marks: dict[str, dict[str, Any]] = {
             name: {
-                "static_key": self.static[name],
+                "code_key": cache.code_key(pipeline, name),
                 "key": None,
                 "restored": None,
                 "cached": False,
@@ -80,6 +81,7 @@ class StepLedger:
             }
             for name in chosen
         }
+        self.why: dict[str, dict[str, Any]] = {}  # step -> its key's parts, kept with an entry
         self.warnings: list[str] = []
 
     def begin(self, step: str) -> Restore | None:
@@ -91,13 +93,16 @@ class StepLedger:
             return self._restore(step, Restore(self.resumed.workdir, "run", note))
         if self.cache is None:
             return None
-        key = self.marks[step]["key"] = self._key(step)
-        if key is None or step in self.forced:
+        keyed = self._key(step)
+        if keyed is None:
             return None
-        found = self.cache.lookup(key)
+        key, self.why[step] = keyed
+        self.keys[step] = self.marks[step]["key"] = key
+        found = None if step in self.forced else self.cache.lookup(key)
         if found is None:
             return None
-        stored = _mtime(found)
+        record = self.cache.entry(key) or {}
+        stored = _when(record.get("created"))
         note = f"[dsops] step {step!r} restored from cache (key {key[:12]}, stored {stored})"
         return self._restore(step, Restore(found, "cache", note, key))
 
@@ -105,19 +110,13 @@ class StepLedger:
         """Kernel code for a restored step: the imports and definitions later steps need from
         it (what the script hoists or runs again), then its outputs loaded into the namespace."""
         definitions = step_definitions(self.pipeline, step)
-        module, folder = (
-            f"__import__({KERNEL_MODULE!r})",
-            f"__import__('pathlib').Path({str(self.workdir)!r})",
-        )
+        module, folder = _kernel_names(self.workdir)
         loads = [f"{name} = {module}.load({folder}, {name!r})" for name in self.steps[step].outputs]
         return "\n\n".join([*definitions, "\n".join(loads)])
 
     def save_expressions(self, step: str) -> dict[str, str]:
         """Kernel expressions saving each output of an executed step (name -> expression)."""
-        module, folder = (
-            f"__import__({KERNEL_MODULE!r})",
-            f"__import__('pathlib').Path({str(self.workdir)!r})",
-        )
+        module, folder = _kernel_names(self.workdir)
         return {
             name: f"{module}.save({folder}, {name!r}, globals()[{name!r}], {step!r})"
             for name in self.steps[step].outputs
@@ -142,16 +141,15 @@ class StepLedger:
             )
         key = marks["key"]
         if self.cache is not None and key is not None and not marks["unstorable"]:
-            why = {"static": self.static[step], "inputs": self._input_hashes(step)}
-            self.cache.store(key, step, self.workdir, marks["artifacts"], why)
+            self.cache.store(key, step, self.workdir, marks["artifacts"], self.why[step])
 
     def _restore(self, step: str, restore: Restore) -> Restore | None:
         """Copy the step's outputs into this run's workdir; a cache entry that fails its hash
         check is a warning and the step runs (a failed run's artifacts were checked before)."""
         try:
             for name in self.steps[step].outputs:
-                _artifacts.copy(restore.source, self.workdir, name)
-        except _artifacts.ArtifactError as err:
+                artifacts.copy(restore.source, self.workdir, name)
+        except artifacts.ArtifactError as err:
             if restore.origin == "run":
                 raise
             self.warnings.append(f"cache entry of step {step!r} not used: {err}")
@@ -161,24 +159,17 @@ class StepLedger:
         marks["artifacts"] = list(self.steps[step].outputs)
         return restore
 
-    def _key(self, step: str) -> str | None:
-        """The step's cache key, or None when an input has no artifact (it was unstorable)."""
-        hashes = self._input_hashes(step)
-        if hashes is None:
+    def _key(self, step: str) -> tuple[str, dict[str, Any]] | None:
+        """The step's cache key and its parts; None when an input has no artifact (it could
+        not be stored) or a step it runs after without reading from it has no key."""
+        entries = artifacts.entries(self.workdir) if self.workdir.is_dir() else {}
+        this = self.steps[step]
+        sources = {source for _, source in this.inputs}
+        if any(name not in entries for name, source in this.inputs if source is not None):
             return None
-        read = {n: self.parameters[n] for n in self.steps[step].parameters if n in self.parameters}
-        return cache.step_key(self.static[step], read, hashes)
-
-    def _input_hashes(self, step: str) -> dict[str, str] | None:
-        entries = _artifacts.entries(self.workdir) if self.workdir.is_dir() else {}
-        names = [name for name, source in self.steps[step].inputs if source is not None]
-        if any(name not in entries for name in names):
+        if any(name not in self.keys for name in this.depends_on if name not in sources):
             return None
-        return {name: entries[name]["sha256"] for name in names}
-
-
-def static_keys(pipeline: Pipeline, chosen: list[str]) -> dict[str, str]:
-    return {name: cache.static_key(pipeline, name) for name in chosen}
+        return cache.workdir_key(self.pipeline, step, self.parameters, self.workdir, self.keys)
 
 
 def downstream(pipeline: Pipeline, names: list[str]) -> set[str]:
@@ -209,6 +200,12 @@ def _kernel_names(workdir: Path) -> tuple[str, str]:
     return f"__import__({KERNEL_MODULE!r})", f"__import__('pathlib').Path({str(workdir)!r})"
 
 
-def _mtime(folder: Path) -> str:
-    stamp = datetime.fromtimestamp(folder.stat().st_mtime, tz=timezone.utc)
-    return stamp.strftime("%Y-%m-%d %H:%M UTC")
+def _kernel_names(workdir: Path) -> tuple[str, str]:
+    """How kernel code names the artifact module and the workdir, binding no user name."""
+    return f"__import__({KERNEL_MODULE!r})", f"__import__('pathlib').Path({str(workdir)!r})"
+
+
+def _when(created: object) -> str:
+    if not isinstance(created, int | float):
+        return "at an unknown time"
+    return datetime.fromtimestamp(created, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

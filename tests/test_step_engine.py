@@ -120,7 +120,7 @@ def test_a_run_keeps_every_step_output_in_its_run_folder(wine: dict[str, Any]) -
     full = wine["full"]
     kept = artifact_hashes(full)
     for step in full.steps:
-        assert step["executed"] and not step["restored"] and step["static_key"], step
+        assert step["executed"] and not step["restored"] and step["code_key"] and step["key"], step
         assert set(step["artifacts"]) <= set(kept), step
     outputs = {name for step in full.steps for name in step["artifacts"]}
     assert {"df", "class_names", "X_train", "X_test", "y_train", "y_test", "model"} <= outputs
