@@ -200,11 +200,6 @@ def _kernel_names(workdir: Path) -> tuple[str, str]:
     return f"__import__({KERNEL_MODULE!r})", f"__import__('pathlib').Path({str(workdir)!r})"
 
 
-def _kernel_names(workdir: Path) -> tuple[str, str]:
-    """How kernel code names the artifact module and the workdir, binding no user name."""
-    return f"__import__({KERNEL_MODULE!r})", f"__import__('pathlib').Path({str(workdir)!r})"
-
-
 def _when(created: object) -> str:
     if not isinstance(created, int | float):
         return "at an unknown time"
