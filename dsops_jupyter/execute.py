@@ -82,6 +82,7 @@ def run_notebook(
             """Started with the first cell: the kernel is up and this process idles on it, so
             the capture costs no wall time (before, it fought papermill's import for the GIL)."""
             if not environment:
+                ledger.prepare(pool)
                 environment.append(pool.submit(_environment, pipeline, path, kernel_name))
 
         watched = _watched_names(pipeline, chosen)

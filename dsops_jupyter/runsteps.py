@@ -9,6 +9,7 @@ says per step what happened, for the run record.
 
 from __future__ import annotations
 
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -83,6 +84,13 @@ class StepLedger:
         }
         self.why: dict[str, dict[str, Any]] = {}  # step -> its key's parts, kept with an entry
         self.warnings: list[str] = []
+        self.lock: Future[str] | None = None
+
+    def prepare(self, pool: Executor) -> None:
+        """Resolve the lock (the slow part of every key, ~1 s) in ``pool`` while the kernel
+        runs the set-up cells, so the first step's key does not wait for it."""
+        if self.cache is not None and self.lock is None:
+            self.lock = pool.submit(cache.lock_sha256, self.pipeline)
 
     def begin(self, step: str) -> Restore | None:
         """Called at the step's first cell: a Restore when its outputs need not be computed
@@ -162,6 +170,8 @@ class StepLedger:
     def _key(self, step: str) -> tuple[str, dict[str, Any]] | None:
         """The step's cache key and its parts; None when an input has no artifact (it could
         not be stored) or a step it runs after without reading from it has no key."""
+        if self.lock is not None:
+            self.lock.result()  # cache.lock_sha256 then answers from its memo
         entries = artifacts.entries(self.workdir) if self.workdir.is_dir() else {}
         this = self.steps[step]
         sources = {source for _, source in this.inputs}

@@ -379,7 +379,7 @@ from sklearn.svm import SVC
 TUNING_PARAMETERS = """
 test_size: float = 0.25
 seed: int = 42
-n_c: int = 8
+n_c: int = 10
 n_gamma: int = 8
 folds: int = 5
 output_dir: str = "outputs"
@@ -427,8 +427,8 @@ metrics["accuracy"]
 def tuning_notebook() -> nbformat.NotebookNode:
     """An SVC grid search on the digits data: slow upstream steps, a quick last step."""
     intro = (
-        "An SVC grid search on scikit-learn's digits data (64 candidates x 5 folds by default, "
-        "some 20-30 s): the upstream steps are slow, the last one is quick. Edit the report and "
+        "An SVC grid search on scikit-learn's digits data (80 candidates x 5 folds by default, "
+        "some 30 s): the upstream steps are slow, the last one is quick. Edit the report and "
         "re-run with the step cache, `dsops run tuning.ipynb --cache`: only the report runs."
     )
     cells = [
