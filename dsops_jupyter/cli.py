@@ -23,6 +23,8 @@ if TYPE_CHECKING:  # events imports dataclasses (and inspect): not needed to sta
     from dsops_jupyter.events import Event, OnEvent
     from dsops_jupyter.model import GeneratedPackage
 
+FORCE_HELP = "with --cache: re-run STEP and every step after it (repeatable)"
+RESUME_HELP = "continue the last (or the named) failed run from its failing step"
 EPILOG = """exit codes: 0 success, 1 the run/build/check failed, 2 bad input, 130 interrupted.
 docs: `dsops COMMAND --help`; settings live in [tool.dsops] of your pyproject.toml."""
 
@@ -86,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="fail when a step changes a value the analysis says it only reads",
     )
+    sub.add_argument("--cache", action="store_true", help="restore unchanged steps (.dsops/cache)")
+    sub.add_argument("--force", action="append", default=[], metavar="STEP", help=FORCE_HELP)
+    sub.add_argument("--resume", nargs="?", const="", metavar="RUN", help=RESUME_HELP)
 
     sub = command("convert", cmd_convert, "write the generated script package")
     _package_options(sub)
@@ -250,6 +255,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         out_dir=args.out,
         kernel_name=args.kernel,
         strict=args.strict,
+        cache=args.cache,
+        force=tuple(args.force),
+        resume=args.resume,
     )
     with _reporter(args) as on_event:
         record = run_notebook(args.notebook, options, on_event)
@@ -258,8 +266,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     for warning in record.details["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
+    how = {"cache": "restored from cache", "run": f"restored from {record.resumed_from}"}
     for step in record.steps:
-        print(f"  {step['name']:<20} {step['status']:<10} {step['duration']:.2f}s")
+        done = how.get(step["restored"], "executed" if step["executed"] else "")
+        print(f"  {step['name']:<20} {step['status']:<10} {step['duration']:>7.2f}s  {done}")
     print(f"executed notebook: {record.output_notebook}\nrun record:        {record.record_path}")
     return 0
 

@@ -71,6 +71,11 @@ class RunInterruptedError(ExecutionError):
     exit_code = 130
 
 
+class ResumeError(DsopsError):
+    """``--resume`` cannot continue that run: none failed, it is unknown, or a step it would
+    restore changed since."""
+
+
 # --- versions ----------------------------------------------------------------------------------
 class VcsError(DsopsError):
     """Git refused or the repository is not in a state where a version can be made."""

@@ -2,7 +2,9 @@
 
 papermill does the executing; dsops chooses the cells, coerces parameters before any kernel
 starts, reports progress per cell through its papermill engine (papermill_engine.py, found by
-name), and writes a JSON run record (model.RunRecord) beside the executed notebook.
+name), and writes a JSON run record (model.RunRecord) beside the executed notebook. Each
+step's outputs are kept in the run folder's ``artifacts/``; with the step cache or --resume
+some steps are restored instead of executed (runsteps.py, resume.py).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 from dsops_jupyter import events, ipysyntax
 from dsops_jupyter._version import __version__
+from dsops_jupyter.cache import open_cache
 from dsops_jupyter.cells import load_notebook
 from dsops_jupyter.config import load_config
 from dsops_jupyter.errors import ExecutionError, RunInterruptedError
@@ -28,6 +31,8 @@ from dsops_jupyter.monitor import CellError, Monitor
 from dsops_jupyter.notebook import read_pipeline
 from dsops_jupyter.params import coerce_parameters
 from dsops_jupyter.pipeline import Pipeline
+from dsops_jupyter.resume import plan_resume
+from dsops_jupyter.runsteps import ARTIFACTS, StepLedger
 from dsops_jupyter.spec import source_of
 
 ENGINE_NAME = "dsops"  # the papermill.engine entry point's name in pyproject.toml
@@ -47,13 +52,27 @@ def run_notebook(
     path = Path(path).resolve()
     kernel_name, cwd, strict = options.kernel_name, options.cwd, options.strict
     pipeline = read_pipeline(path)
-    values = coerce_parameters(pipeline, options.parameters)
-    steps = list(options.steps)
+    resumed = None
+    if options.resume is not None:
+        resumed = plan_resume(pipeline, _runs_folder(pipeline), options.resume)
+    raw = resumed.parameters if resumed else options.parameters
+    values = coerce_parameters(pipeline, raw)
+    steps = resumed.steps if resumed else list(options.steps)
     chosen = pipeline.upstream(steps) if steps else [s.name for s in pipeline.steps]
+    parameters = {**{p.name: p.default for p in pipeline.parameters}, **values}
     nb = runnable_notebook(pipeline, load_notebook(path), chosen)
     out_dir = (options.out_dir or _default_out_dir(pipeline)).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir / path.name
+    ledger = StepLedger(
+        pipeline,
+        chosen,
+        parameters,
+        out_dir / ARTIFACTS,
+        step_cache=open_cache(path) if options.cache else None,
+        forced=options.force,
+        resumed=resumed,
+    )
     events.stage(on_event, f"Running {len(chosen)} step(s) of {path.name}: {', '.join(chosen)}")
     started, clock = datetime.now(timezone.utc), time.perf_counter()
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -63,11 +82,11 @@ def run_notebook(
             """Started with the first cell: the kernel is up and this process idles on it, so
             the capture costs no wall time (before, it fought papermill's import for the GIL)."""
             if not environment:
+                ledger.prepare(pool)
                 environment.append(pool.submit(_environment, pipeline, path, kernel_name))
 
-        monitor = Monitor(
-            on_event, str(path), _watched_names(pipeline, chosen), capture_environment
-        )
+        watched = _watched_names(pipeline, chosen)
+        monitor = Monitor(on_event, str(path), watched, capture_environment, ledger=ledger)
         failure: BaseException | None = None
         try:
             executed = _papermill(nb, output, values, kernel_name, cwd or path.parent, monitor)
@@ -83,11 +102,16 @@ def run_notebook(
         output_notebook=output,
         record_path=out_dir / "run.json",
         status=status,
-        parameters={**{p.name: p.default for p in pipeline.parameters}, **values},
-        steps=_step_results(executed, chosen, monitor.interrupted.get("step")),
+        parameters=parameters,
+        steps=_step_results(executed, chosen, monitor.interrupted.get("step"), ledger.marks),
         started=started.isoformat(timespec="seconds"),
         duration=time.perf_counter() - clock,
-        details={**details, "verification": monitor.verification(), "warnings": monitor.warnings()},
+        details={
+            **details,
+            "verification": monitor.verification(),
+            "warnings": monitor.warnings() + ledger.warnings,
+        },
+        resumed_from=str(resumed.run_dir) if resumed else None,
     )
     atomic_write(record.record_path, _json_bytes(record.to_json()))
     if interrupted:
@@ -213,9 +237,14 @@ def _read_output(output: Path, fallback: dict[str, Any]) -> dict[str, Any]:
 
 
 def _step_results(
-    executed: dict[str, Any], chosen: list[str], interrupted: str | None = None
+    executed: dict[str, Any],
+    chosen: list[str],
+    interrupted: str | None,
+    marks: dict[str, dict[str, Any]],
 ) -> list[dict[str, Any]]:
-    """Per step: status (succeeded/failed/interrupted/not run) and its cells' summed durations."""
+    """Per step: status (succeeded/failed/interrupted/not run), its cells' summed durations,
+    whether it was executed or restored (from the cache or the resumed run), its keys and the
+    artifacts it left in the run folder."""
     statuses = dict.fromkeys(chosen, "succeeded")
     durations = dict.fromkeys(chosen, 0.0)
     for cell in executed.get("cells", []):
@@ -231,7 +260,13 @@ def _step_results(
         elif status != "completed" and statuses[name] == "succeeded":
             statuses[name] = "not run"
     return [
-        {"name": name, "status": statuses[name], "duration": round(durations[name], 3)}
+        {
+            "name": name,
+            "status": statuses[name],
+            "executed": statuses[name] != "not run" and not marks[name]["restored"],
+            "duration": round(durations[name], 3),
+            **marks[name],
+        }
         for name in chosen
     ]
 
@@ -347,7 +382,11 @@ def _error_text(failure: CellError, cell: dict[str, Any]) -> str:
 
 def _default_out_dir(pipeline: Pipeline) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
-    return load_config(pipeline.notebook_path).root / "runs" / pipeline.name / stamp
+    return _runs_folder(pipeline) / stamp
+
+
+def _runs_folder(pipeline: Pipeline) -> Path:
+    return load_config(pipeline.notebook_path).root / "runs" / pipeline.name
 
 
 def _environment(pipeline: Pipeline, path: Path, kernel_name: str | None) -> dict[str, Any]:

@@ -52,6 +52,9 @@ def _run_parser() -> _Parser:
     parser = _parser("run")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[])
     parser.add_argument("--step", action="append", default=[])
+    parser.add_argument("--cache", action="store_true")
+    parser.add_argument("--force", action="append", default=[])
+    parser.add_argument("--resume", nargs="?", const="")
     return parser
 
 
@@ -85,7 +88,7 @@ class DsopsMagics(Magics):
         %%dsops parameters                this cell holds the parameters (literals only)
         %%dsops skip                      exploration: never run by pipelines
         %dsops steps                      the steps of this notebook, as saved
-        %dsops run [-p NAME VALUE]... [--step NAME]...
+        %dsops run [-p NAME VALUE]... [--step NAME]... [--cache [--force STEP]...] [--resume [RUN]]
         %dsops package [--name N] [--no-commit] [--no-build] [--smoke] [--force] [-p NAME VALUE]...
         %dsops panel                      a form to run or package this notebook
 
@@ -131,7 +134,13 @@ class DsopsMagics(Magics):
 
     def _run(self, args: list[str]) -> None:
         parsed = _run_parser().parse_args(args)
-        options = RunOptions(parameters=dict(parsed.parameter), steps=tuple(parsed.step))
+        options = RunOptions(
+            parameters=dict(parsed.parameter),
+            steps=tuple(parsed.step),
+            cache=parsed.cache,
+            force=tuple(parsed.force),
+            resume=parsed.resume,
+        )
         notebook = current_notebook(self._ipython)
         view = ProgressView(options.expected_stages())
         view.show()
@@ -251,7 +260,9 @@ def format_run(record: dict[str, Any]) -> str:
     for step in record.get("steps") or []:
         duration = step.get("duration")
         took = f" ({duration:.1f}s)" if isinstance(duration, int | float) else ""
-        lines.append(f"  {step.get('name')}: {step.get('status')}{took}")
+        origin = {"cache": ", restored from cache", "run": ", restored from the failed run"}
+        how = origin.get(str(step.get("restored")), "")
+        lines.append(f"  {step.get('name')}: {step.get('status')}{took}{how}")
     return "\n".join(lines)
 
 

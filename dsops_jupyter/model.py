@@ -235,7 +235,9 @@ class PackageOptions:
 @dataclass(frozen=True)
 class RunOptions:
     """How to run a notebook: parameter values, chosen steps (their upstream runs too), where
-    the executed notebook and run record go, the kernel, and --strict input checks."""
+    the executed notebook and run record go, the kernel, --strict input checks, the step cache
+    (``force``: steps re-run with everything downstream) and ``resume`` (a failed run's folder
+    or name, "" for the latest failed run)."""
 
     parameters: dict[str, Any] = field(default_factory=dict)
     steps: tuple[str, ...] = ()
@@ -243,6 +245,9 @@ class RunOptions:
     kernel_name: str | None = None
     cwd: Path | None = None
     strict: bool = False
+    cache: bool = False
+    force: tuple[str, ...] = ()
+    resume: str | None = None
 
     JSON_TYPES: ClassVar[dict[str, tuple[type, ...]]] = {
         "parameters": (dict,),
@@ -251,22 +256,39 @@ class RunOptions:
         "kernel_name": (str, type(None)),
         "cwd": (str, type(None)),
         "strict": (bool,),
+        "cache": (bool,),
+        "force": (list,),
+        "resume": (str, type(None)),
     }
+
+    def __post_init__(self) -> None:
+        if self.force and not self.cache:
+            raise OptionsError("--force re-runs steps the cache would restore: add --cache")
+        if self.resume is None:
+            return
+        if self.parameters:
+            raise OptionsError("--resume runs with the failed run's parameters: drop -p")
+        if self.steps:
+            raise OptionsError("--resume runs the failed run's steps: drop --step")
+        if self.force:
+            raise OptionsError("--resume restarts at the failing step: drop --force")
 
     def expected_stages(self) -> int:
         return 1
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data.update(steps=list(self.steps), out_dir=_text(self.out_dir), cwd=_text(self.cwd))
+        data.update(steps=list(self.steps), force=list(self.force))
+        data.update(out_dir=_text(self.out_dir), cwd=_text(self.cwd))
         return data
 
     @classmethod
     def check_json(cls, data: object) -> dict[str, Any]:
         """``data``'s fields, type-checked: an unknown name or a wrong type is an OptionsError."""
         values = _from_json("run", data, cls.JSON_TYPES)
-        if not all(isinstance(step, str) for step in values.get("steps", [])):
-            raise OptionsError("option 'steps' must be a list of step names")
+        for key in ("steps", "force"):
+            if not all(isinstance(step, str) for step in values.get(key, [])):
+                raise OptionsError(f"option {key!r} must be a list of step names")
         return values
 
     @classmethod
@@ -274,6 +296,7 @@ class RunOptions:
         """Options a user gave as JSON (a server request, the worker's job line)."""
         values = cls.check_json(data)
         values["steps"] = tuple(values.get("steps", ()))
+        values["force"] = tuple(values.get("force", ()))
         for key in ("out_dir", "cwd"):
             if key in values:
                 values[key] = _path(values[key])
@@ -316,7 +339,8 @@ class PackageResult:
 class RunRecord:
     """One run of a notebook; ``to_json`` is run.json and the one run result shape (CLI --json,
     magics, the server's run jobs, the frontend's IRunRecord). ``details``: environment,
-    verification and warnings, spread into the top level of the JSON."""
+    verification and warnings, spread into the top level of the JSON. Each step says whether
+    it was executed or ``restored`` ("cache", or "run" for --resume) and its keys."""
 
     notebook: str
     output_notebook: Path
@@ -327,9 +351,11 @@ class RunRecord:
     started: str
     duration: float
     details: dict[str, Any] = field(default_factory=dict)
+    resumed_from: str | None = None  # the failed run's folder, for --resume
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "resumed_from": self.resumed_from,
             "notebook": self.notebook,
             "output_notebook": str(self.output_notebook),
             "record": str(self.record_path),

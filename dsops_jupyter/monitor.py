@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from dsops_jupyter import events
 from dsops_jupyter._probe import UNFINGERPRINTABLE
 from dsops_jupyter.events import OnEvent
+
+if TYPE_CHECKING:
+    from dsops_jupyter.runsteps import StepLedger
 
 
 @runtime_checkable
@@ -33,7 +36,8 @@ class CellError(Protocol):
 @dataclass
 class Monitor:
     """What the engine reports while cells run: progress, live output lines, the failing cell,
-    and the runtime check of each step's inputs (fingerprints taken in the kernel)."""
+    and the runtime check of each step's inputs (fingerprints taken in the kernel); what it
+    asks: the ledger, which steps to restore and which outputs to save."""
 
     on_event: OnEvent
     input_path: str
@@ -47,6 +51,7 @@ class Monitor:
     checked: list[str] = field(default_factory=list)
     probe_seconds: float = 0.0  # time spent fingerprinting, the cost of the runtime check
     partial: dict[str, str] = field(default_factory=dict)  # stream name -> unfinished line
+    ledger: StepLedger | None = None  # saves step outputs; restores cached or resumed steps
 
     def stream(self, name: str, text: str) -> None:
         """Kernel output as it arrives, one log event per complete line (the kernel's breaks)."""

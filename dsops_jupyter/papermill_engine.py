@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import nbformat
 from nbclient.exceptions import CellExecutionError
 from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import NBClientEngine
@@ -24,6 +25,7 @@ from papermill.utils import merge_kwargs, remove_args
 
 from dsops_jupyter import events
 from dsops_jupyter.monitor import Monitor
+from dsops_jupyter.runsteps import KERNEL_MODULE, Restore
 
 
 class DsopsClient(PapermillNotebookClient):
@@ -34,6 +36,7 @@ class DsopsClient(PapermillNotebookClient):
         super().__init__(nb_man, **kwargs)
         self.monitor = monitor
         self.probe_installed = False
+        self.artifacts_installed = False
 
     def papermill_execute_cells(self) -> None:
         """papermill's loop, plus events and checks; an interrupted cell is marked failed
@@ -51,17 +54,26 @@ class DsopsClient(PapermillNotebookClient):
     def execute_code_cells(self) -> None:
         code = [i for i, c in enumerate(self.nb.cells) if c.get("cell_type") == "code"]
         starts, ends = _step_runs(self.nb.cells, code, self.monitor.watched)
+        firsts, lasts = _step_bounds(self.nb.cells, code)
+        ledger = self.monitor.ledger
+        restored: dict[str, Restore] = {}
         before: dict[str, str] = {}
         for done, index in enumerate(code):
             cell = self.nb.cells[index]
             step = _label(cell)
-            if index in starts:
-                before = self.fingerprints(self.monitor.watched[step])
+            tracked = ledger is not None and step in ledger.steps
             self.monitor.on_first_cell()
             events.progress(self.monitor.on_event, done / len(code), f"step {step}")
             self.nb_man.cell_start(cell, index)
             try:
-                self.execute_cell(cell, index)
+                if tracked and index == firsts[step]:
+                    self.begin_step(step, cell, restored)
+                if step in restored:
+                    _show_restored(cell, restored[step])
+                else:
+                    if index in starts:
+                        before = self.fingerprints(self.monitor.watched[step])
+                    self.execute_cell(cell, index)
             except CellExecutionError as err:
                 self.nb_man.cell_exception(cell, cell_index=index, exception=err)
                 self.monitor.failure, self.monitor.failed_cell = err, cell
@@ -75,16 +87,50 @@ class DsopsClient(PapermillNotebookClient):
                 self.monitor.flush()
                 self.nb_man.cell_complete(cell, cell_index=index)
             events.progress(self.monitor.on_event, (done + 1) / len(code))
+            if step in restored:
+                continue
             if index in ends:
                 after = self.fingerprints(list(before))
                 self.monitor.compare(step, before, after)
+            if tracked and index == lasts[step]:
+                self.save_outputs(step)
+
+    def begin_step(self, step: str, cell: Any, restored: dict[str, Restore]) -> None:
+        """At a step's first cell: when the ledger restores it, run its definitions and load
+        its outputs in the kernel; a failure there fails this cell as its code would."""
+        assert self.monitor.ledger is not None
+        restore = self.monitor.ledger.begin(step)
+        if restore is None:
+            return
+        self.install_artifacts()
+        reply = self.silent_request(self.monitor.ledger.restore_code(step), {})
+        if reply.get("status") != "ok":
+            error = {k: reply.get(k, "") for k in ("ename", "evalue", "traceback")}
+            cell.outputs = [nbformat.v4.new_output("error", **error)]
+            raise CellExecutionError.from_cell_and_msg(cell, error)
+        restored[step] = restore
+
+    def save_outputs(self, step: str) -> None:
+        """After an executed step's last cell: its outputs saved as artifacts, in the kernel."""
+        assert self.monitor.ledger is not None
+        expressions = self.monitor.ledger.save_expressions(step)
+        results: dict[str, Any] = {}
+        if expressions:
+            self.install_artifacts()
+            results = self.silent_request("", expressions).get("user_expressions", {})
+        self.monitor.ledger.saved(step, results)
+
+    def install_artifacts(self) -> None:
+        if not self.artifacts_installed:
+            self.silent_request(_module_install("runtime/artifacts.py", KERNEL_MODULE), {})
+            self.artifacts_installed = True
 
     def fingerprints(self, names: list[str]) -> dict[str, str]:
         """Digests of ``names`` in the user's namespace, through silent requests: no cell,
         no execution count, no history, no hooks (IPython skips them when silent)."""
         clock = time.perf_counter()
         if not self.probe_installed:
-            self.silent_request(_probe_install(), {})
+            self.silent_request(_module_install("_probe.py", "_dsops_probe"), {})
             self.probe_installed = True
         expression = f"__import__('_dsops_probe').fingerprints({names!r}, globals())"
         reply = self.silent_request("", {"fp": expression})
@@ -146,14 +192,26 @@ class DsopsEngine(NBClientEngine):
         return DsopsClient(nb_man, dsops_monitor, **final_kwargs).execute()
 
 
-def _probe_install() -> str:
-    """Code that makes _probe.py the kernel's module ``_dsops_probe``, binding no user name."""
-    source = Path(__file__).with_name("_probe.py").read_text(encoding="utf-8")
+def _module_install(filename: str, module: str) -> str:
+    """Code that makes the package's stand-alone file ``filename`` (_probe.py,
+    runtime/artifacts.py) the kernel's module ``module``, binding no user name: the kernel needs
+    no dsops install."""
+    source = (Path(__file__).parent / filename).read_text(encoding="utf-8")
     return (
-        "__import__('sys').modules.setdefault('_dsops_probe', __import__('types')"
-        f".ModuleType('_dsops_probe')); exec({source!r}, "
-        "__import__('sys').modules['_dsops_probe'].__dict__)"
+        f"__import__('sys').modules.setdefault({module!r}, __import__('types')"
+        f".ModuleType({module!r})); exec({source!r}, "
+        f"__import__('sys').modules[{module!r}].__dict__)"
     )
+
+
+def _show_restored(cell: Any, restore: Restore) -> None:
+    """A restored cell says so: its one output is the note, it has no execution count."""
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"{restore.note}\n")]
+    cell.execution_count = None
+    cell.metadata.setdefault("dsops", {})["restored"] = {
+        "origin": restore.origin,
+        "key": restore.key,
+    }
 
 
 def _throttled(save: Callable[[], None]) -> Callable[[], None]:
@@ -188,6 +246,16 @@ def _cancel_pending_tasks() -> None:
 
 def _label(cell: Any) -> str:
     return cell.get("metadata", {}).get("dsops", {}).get("step", "parameters")
+
+
+def _step_bounds(cells: list[Any], code: list[int]) -> tuple[dict[str, int], dict[str, int]]:
+    """Each label's first and last code cell index."""
+    firsts: dict[str, int] = {}
+    lasts: dict[str, int] = {}
+    for index in code:
+        firsts.setdefault(_label(cells[index]), index)
+        lasts[_label(cells[index])] = index
+    return firsts, lasts
 
 
 def _step_runs(

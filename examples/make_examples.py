@@ -363,10 +363,94 @@ def iris_kale_notebook() -> nbformat.NotebookNode:
     return build(cells, metadata=KUBEFLOW_METADATA)
 
 
+# --- tuning: a grid search whose upstream steps take tens of seconds (the step cache's case) --
+
+TUNING_IMPORTS = """
+import json
+from pathlib import Path
+
+import numpy as np
+from sklearn.datasets import load_digits
+from sklearn.metrics import accuracy_score
+from sklearn.model_selection import GridSearchCV, train_test_split
+from sklearn.svm import SVC
+"""
+
+TUNING_PARAMETERS = """
+test_size: float = 0.25
+seed: int = 42
+n_c: int = 10
+n_gamma: int = 8
+folds: int = 5
+output_dir: str = "outputs"
+"""
+
+TUNING_LOAD = """
+digits = load_digits()
+X, y = digits.data, digits.target
+X.shape
+"""
+
+TUNING_SPLIT = """
+X_train, X_test, y_train, y_test = train_test_split(
+    X, y, test_size=test_size, random_state=seed, stratify=y
+)
+"""
+
+TUNING_SEARCH = """
+grid = {
+    "C": np.logspace(-1, 2, n_c).round(6).tolist(),
+    "gamma": np.logspace(-4, -2, n_gamma).round(8).tolist(),
+}
+search = GridSearchCV(SVC(), grid, cv=folds, n_jobs=1)
+search.fit(X_train, y_train)
+print(f"{len(search.cv_results_['params'])} candidates x {folds} folds")
+print("best:", search.best_params_, round(float(search.best_score_), 6))
+"""
+
+TUNING_REPORT = """
+y_pred = search.predict(X_test)
+metrics = {
+    "accuracy": round(float(accuracy_score(y_test, y_pred)), 6),
+    "best_params": search.best_params_,
+    "cv_score": round(float(search.best_score_), 6),
+    "candidates": len(search.cv_results_["params"]),
+}
+Path(output_dir).mkdir(parents=True, exist_ok=True)
+with open(Path(output_dir) / "metrics.json", "w", encoding="utf-8") as f:
+    json.dump(metrics, f, sort_keys=True, indent=2)
+    f.write("\\n")
+metrics["accuracy"]
+"""
+
+
+def tuning_notebook() -> nbformat.NotebookNode:
+    """An SVC grid search on the digits data: slow upstream steps, a quick last step."""
+    intro = (
+        "An SVC grid search on scikit-learn's digits data (80 candidates x 5 folds by default, "
+        "some 30 s): the upstream steps are slow, the last one is quick. Edit the report and "
+        "re-run with the step cache, `dsops run tuning.ipynb --cache`: only the report runs."
+    )
+    cells = [
+        md("title", f"# Hyperparameter search (step cache)\n\n{intro}"),
+        code("imports-1", TUNING_IMPORTS),
+        code("parameters-1", TUNING_PARAMETERS, tags=["parameters"]),
+        md("load-md", "## Load\nThe handwritten digits data set ships with scikit-learn."),
+        code("load-1", TUNING_LOAD, tags=["step:load"]),
+        code("split-1", TUNING_SPLIT, tags=["step:split"]),
+        md("search-md", "## Search\nEvery (C, gamma) pair, cross-validated."),
+        code("search-1", TUNING_SEARCH, tags=["step:search"]),
+        md("report-md", "## Report\nTest accuracy of the best model, `metrics.json`."),
+        code("report-1", TUNING_REPORT, tags=["step:report"]),
+    ]
+    return build(cells)
+
+
 NOTEBOOKS = {
     "wine.ipynb": wine_notebook,
     "wine_magics.ipynb": wine_magics_notebook,
     "iris_kale.ipynb": iris_kale_notebook,
+    "tuning.ipynb": tuning_notebook,
 }
 
 
