@@ -27,8 +27,16 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from dsops_jupyter import events
-from dsops_jupyter.errors import DsopsError, ParameterError
+from dsops_jupyter.errors import ParameterError
 from dsops_jupyter.events import OnEvent
+from dsops_jupyter.export.source import (
+    ExportError,
+    ExtraMissingError,
+    ImageRef,
+    latest_version,
+    resolve_image,
+    version_spec,
+)
 from dsops_jupyter.fsutil import write_files
 from dsops_jupyter.model import Version, quoted
 
@@ -41,30 +49,7 @@ CONTAINER_WORKDIR = "/tmp/dsops/work"
 EXTRA_KINDS = ("image", "limit", "label", "annotation", "secret", "volume", "cache")
 
 
-class ExportError(DsopsError):
-    """The pipeline cannot be exported as asked (no version yet, a bad grid, a bad extra)."""
-
-
-class ExtraMissingError(ExportError):
-    """The engine's Python package is not installed: name the extra that installs it."""
-
-
 # --- what an engine receives --------------------------------------------------------------------
-@dataclass(frozen=True)
-class ImageRef:
-    """The image every step runs in: ``reference`` is what the engine pulls (a digest-pinned
-    ``repo@sha256:...`` when a registry knows it, else the version's tag); ``image_id`` the
-    engine's config digest, recorded so a tag that moved can be told apart."""
-
-    reference: str
-    image_id: str = ""
-    digest: str = ""
-
-    @property
-    def pinned(self) -> bool:
-        return "@sha256:" in self.reference
-
-
 @dataclass(frozen=True)
 class ExportParameter:
     """A notebook parameter: a typed pipeline parameter with its default."""
@@ -391,8 +376,6 @@ def export(
     on_event: OnEvent = events.ignore,
 ) -> ExportResult:
     """Write the engine's pipeline definition of the notebook's latest version."""
-    from dsops_jupyter.export.source import latest_version, resolve_image, version_spec
-
     path = Path(notebook)
     engine = load_engine(to)
     events.stage(on_event, f"exporting {path.name} to {to}")
@@ -425,3 +408,6 @@ def names_file(ctx: ExportContext) -> bytes:
     """``names.json``: the engine's task name of each step, and the version and image used."""
     data = {"names": ctx.names, "image": ctx.image.reference, **ctx.metadata()}
     return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+
+
+__all__ = ["ExportError", "ExtraMissingError", "ImageRef", "export"]

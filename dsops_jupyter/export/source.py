@@ -8,12 +8,12 @@ labels, or the reference ``--image`` gives, which must exist (locally or in its 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dsops_jupyter.config import load_config, project_path
-from dsops_jupyter.errors import ImageError
-from dsops_jupyter.export import ExportError, ImageRef
+from dsops_jupyter.errors import DsopsError, ImageError
 from dsops_jupyter.image import connect, engine_address, image_tags
 from dsops_jupyter.markers import pipeline_name
 from dsops_jupyter.model import Version
@@ -23,6 +23,29 @@ from dsops_jupyter.vcs import list_versions, open_repo
 if TYPE_CHECKING:
     from docker import DockerClient
     from docker.models.images import Image
+
+
+class ExportError(DsopsError):
+    """The pipeline cannot be exported as asked (no version yet, a bad grid, a bad extra)."""
+
+
+class ExtraMissingError(ExportError):
+    """The engine's Python package is not installed: name the extra that installs it."""
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """The image every step runs in: ``reference`` is what the engine pulls (a digest-pinned
+    ``repo@sha256:...`` when a registry knows it, else the version's tag); ``image_id`` the
+    engine's config digest, recorded so a tag that moved can be told apart."""
+
+    reference: str
+    image_id: str = ""
+    digest: str = ""
+
+    @property
+    def pinned(self) -> bool:
+        return "@sha256:" in self.reference
 
 
 def latest_version(notebook: Path, name: str | None = None) -> tuple[Version, Path]:
