@@ -125,6 +125,18 @@ class ExportContext:
     def parameter(self, name: str) -> ExportParameter:
         return next(p for p in self.parameters if p.name == name)
 
+    @property
+    def swept(self) -> list[str]:
+        """The parameters the grid sweeps."""
+        return list(self.grid[0]) if self.grid else []
+
+    def grid_items(self) -> list[dict[str, str]]:
+        """The grid's parameter sets as the script's options read them: engines pass text."""
+        return [
+            {name: parameter_text(self.parameter(name).type, value) for name, value in s.items()}
+            for s in self.grid
+        ]
+
     def step_command(
         self,
         step: ExportStep,
@@ -204,8 +216,23 @@ class NameRule:
 
 
 def runner_source() -> str:
-    """The step runner's source, passed to ``python -c`` (the image has no dsops installed)."""
-    return (resources.files("dsops_jupyter.export") / "_runner.py").read_text("utf-8")
+    """The step runner's code, passed to ``python -c`` (the image has no dsops installed);
+    without its docstrings, as it appears once per step in every pipeline definition."""
+    text = (resources.files("dsops_jupyter.export") / "_runner.py").read_text("utf-8")
+    tree = ast.parse(text)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and _is_docstring(body[0]):
+            body.pop(0)
+    return ast.unparse(tree) + "\n"
+
+
+def _is_docstring(node: ast.stmt) -> bool:
+    return (
+        isinstance(node, ast.Expr)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+    )
 
 
 # --- the common steps ---------------------------------------------------------------------------
@@ -265,6 +292,15 @@ def parse_extras(step: str, extras: Mapping[str, list[str]]) -> StepExtras:
                     f"(e.g. limit:memory:1Gi)"
                 )
     return StepExtras(limits, labels, annotations, secrets, image)
+
+
+def parameter_text(kind: str, value: Any) -> str:
+    """A parameter value as the script's option reads it (engines that pass text)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if kind in ("list", "dict", "any"):
+        return repr(value)
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def parse_grid(items: list[str], parameters: list[ExportParameter]) -> list[dict[str, Any]]:

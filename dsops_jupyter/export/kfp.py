@@ -20,7 +20,13 @@ from typing import Any, NamedTuple
 
 from kfp import compiler, dsl, kubernetes
 
-from dsops_jupyter.export import ExportContext, ExportStep, NameRule, names_file, sanitise
+from dsops_jupyter.export import (
+    ExportContext,
+    ExportStep,
+    NameRule,
+    names_file,
+    sanitise,
+)
 
 MAIN_FILE = "pipeline.yaml"
 # KFP makes task names of component names: lower-case, digits and dashes.
@@ -59,8 +65,10 @@ def _pipeline(ctx: ExportContext) -> Callable[..., Any]:
         if not ctx.grid:
             last = _tasks(ctx, components, parameters)
             return outputs(**{name: last.outputs[name] for name in outputs._fields})
-        with dsl.ParallelFor(items=ctx.grid) as item:
-            swept = {name: getattr(item, name) for name in ctx.grid[0]}
+        # the swept values travel as text (KFP types a loop item's fields by guess), and the
+        # components take them as text: the script parses them as it parses its options
+        with dsl.ParallelFor(items=ctx.grid_items()) as item:
+            swept = {name: getattr(item, name) for name in ctx.swept}
             _tasks(ctx, components, {**parameters, **swept})
         return None
 
@@ -144,7 +152,8 @@ def _component(ctx: ExportContext, step: ExportStep) -> Callable[..., Any]:
     params: list[inspect.Parameter] = []
     keyword = inspect.Parameter.POSITIONAL_OR_KEYWORD
     for name in step.parameters:
-        params.append(inspect.Parameter(name, keyword, annotation=_TYPES[ctx.parameter(name).type]))
+        kind = str if name in ctx.swept else _TYPES[ctx.parameter(name).type]
+        params.append(inspect.Parameter(name, keyword, annotation=kind))
     for name, _ in step.inputs:
         params.append(inspect.Parameter(name, keyword, annotation=dsl.Input[dsl.Artifact]))
     for name in step.outputs:
