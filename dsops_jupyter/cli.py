@@ -129,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TAR",
         help="write a loadable image archive here (no engine needed)",
     )
+    sub.add_argument(
+        "--export",
+        choices=("kfp", "airflow", "argo"),
+        help="also write the version's pipeline for this engine (see `dsops export`)",
+    )
 
     text = "write the latest version as a Kubeflow, Airflow or Argo pipeline"
     sub = command("export", cmd_export, text)
@@ -341,6 +346,7 @@ def cmd_package(args: argparse.Namespace) -> int:
         force=args.force,
         reproducible=args.reproducible,
         output=args.output,
+        export=args.export,
     )
     with _reporter(args) as on_event:
         result = package_notebook(args.notebook, options, on_event)
@@ -365,6 +371,8 @@ def _print_package_result(data: dict[str, Any]) -> None:
         print(f"size:    {image.get('size', 0) / 1e6:.1f} MB")
     if data.get("output"):
         print(f"archive: {data['output']}")
+    if data.get("exported"):
+        print(f"export:  {data['exported']['path']}")
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -254,27 +253,25 @@ def test_an_image_that_does_not_exist_is_one_line(docker_engine: object, tmp_pat
 
 
 # --- KFP: a real local run -----------------------------------------------------------------------
-def run_kfp_locally(pipeline_yaml: Path, **arguments: Any) -> tuple[Any, float]:
-    """The compiled pipeline under kfp.local's DockerRunner (DOCKER_HOST: the test dockerd)."""
+def run_kfp_locally(pipeline_yaml: Path, root: Path, **arguments: Any) -> tuple[Any, float]:
+    """The compiled pipeline under kfp.local's DockerRunner (DOCKER_HOST: the test dockerd),
+    its artifacts under ``root``."""
     from kfp import components, local
 
-    root = Path(tempfile.mkdtemp(prefix="dsops-kfp-root-", dir="/tmp"))
-    root.chmod(0o777)  # the image's user (uid 10001) writes the artifacts
-    umask = os.umask(0)
-    try:
-        local.init(
-            # kfp.local hands a component's command to docker as CMD, after the image's ENTRYPOINT
-            # (the script); a KFP backend runs the command as given. Clear the entrypoint here.
-            runner=local.DockerRunner(network_mode="none", entrypoint=[""]),
-            pipeline_root=str(root),
-            raise_on_error=True,
-        )
-        pipeline = components.load_component_from_file(str(pipeline_yaml))
-        start = time.perf_counter()
-        task = pipeline(**arguments)
-        return task, time.perf_counter() - start
-    finally:
-        os.umask(umask)
+    local.init(
+        # kfp.local hands a component's command to docker as CMD, after the image's ENTRYPOINT
+        # (the script); a KFP backend runs the command as given. Clear the entrypoint here, and
+        # run as this user so the steps can write into the pipeline root.
+        runner=local.DockerRunner(
+            network_mode="none", entrypoint=[""], user=f"{os.getuid()}:{os.getgid()}"
+        ),
+        pipeline_root=str(root),
+        raise_on_error=True,
+    )
+    pipeline = components.load_component_from_file(str(pipeline_yaml))
+    start = time.perf_counter()
+    task = pipeline(**arguments)
+    return task, time.perf_counter() - start
 
 
 @SLOW
@@ -299,7 +296,7 @@ def test_kfp_local_run_gives_papermills_metrics(
     start = time.perf_counter()
     expected = papermill_results(notebook, tmp_path / "papermill")
     papermill_seconds = time.perf_counter() - start
-    task, kfp_seconds = run_kfp_locally(pipeline_yaml)
+    task, kfp_seconds = run_kfp_locally(pipeline_yaml, tmp_path / "kfp")
     print(
         f"\n{example}: kfp.local DockerRunner {kfp_seconds:.1f}s, "
         f"dsops run (papermill) {papermill_seconds:.1f}s, "

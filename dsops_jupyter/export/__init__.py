@@ -38,9 +38,9 @@ from dsops_jupyter.export.source import (
     version_spec,
 )
 from dsops_jupyter.fsutil import write_files
-from dsops_jupyter.model import Version, quoted
+from dsops_jupyter.model import EXPORT_ENGINES, Version, quoted
 
-ENGINES = ("kfp", "airflow", "argo")
+ENGINES = EXPORT_ENGINES
 #: The folder of the script package inside the version's image (see templates/Dockerfile.tmpl).
 IMAGE_PACKAGE_DIR = PurePosixPath("/opt/dsops")
 #: Where a step's workdir (its artifacts) lives inside the container.
@@ -409,13 +409,16 @@ def export(
     out_dir: str | Path | None = None,
     grid: list[str] | None = None,
     name: str | None = None,
+    package_dir: Path | None = None,
     on_event: OnEvent = events.ignore,
 ) -> ExportResult:
-    """Write the engine's pipeline definition of the notebook's latest version."""
+    """Write the engine's pipeline definition of the notebook's latest version (its package
+    folder: ``package_dir``, by default where the settings put it)."""
     path = Path(notebook)
     engine = load_engine(to)
     events.stage(on_event, f"exporting {path.name} to {to}")
-    version, package_dir = latest_version(path, name)
+    version, default_dir = latest_version(path, name)
+    package_dir = package_dir or default_dir
     spec = version_spec(path, version, package_dir)
     ref = resolve_image(version, image)
     rule = engine.NAME_RULE

@@ -94,7 +94,7 @@ def _pipeline_outputs(ctx: ExportContext) -> Any:
     fields: list[tuple[str, Any]] = [(FILES_OUTPUT, dsl.Artifact)]
     if ctx.metrics:
         fields.append((METRICS_OUTPUT, dsl.Metrics))
-    return NamedTuple("Outputs", fields)  # type: ignore[misc]
+    return NamedTuple("Outputs", fields)
 
 
 def _default(kind: str, value: Any) -> Any:
