@@ -264,7 +264,7 @@ def test_an_image_that_does_not_exist_is_one_line(docker_engine: object, tmp_pat
     given = dsops(
         "export", notebook, "--to", "kfp", "--image", "nosuch/wine:v9", cwd=notebook.parent, env=env
     )
-    assert error_line(given, 1).startswith("image nosuch/wine:v9 does not exist")
+    assert error_line(given, 1).startswith("error: image nosuch/wine:v9 does not exist")
     assert not (notebook.parent / "pipelines" / "wine" / "kfp").exists()
 
 

@@ -416,11 +416,12 @@ def export(
     folder: ``package_dir``, by default where the settings put it)."""
     path = Path(notebook)
     engine = load_engine(to)
-    events.stage(on_event, f"exporting {path.name} to {to}")
     version, default_dir = latest_version(path, name)
     package_dir = package_dir or default_dir
     spec = version_spec(path, version, package_dir)
     ref = resolve_image(version, image)
+    # after the checks: a refused export prints its one line and no progress
+    events.stage(on_event, f"Exporting {version.tag} to {to}")
     rule = engine.NAME_RULE
     ctx = build_context(
         spec, image=ref, version=version, rule=rule, metrics=metric_names(path), grid=grid
