@@ -177,7 +177,7 @@ class ExportResult:
     engine: str
     path: Path
     files: list[Path]
-    version: Version | None
+    version: Version
     image: ImageRef
     names: dict[str, str]
     notes: list[str] = field(default_factory=list)
@@ -187,7 +187,7 @@ class ExportResult:
             "engine": self.engine,
             "path": str(self.path),
             "files": [str(path) for path in self.files],
-            "version": self.version.to_json() if self.version is not None else None,
+            "version": self.version.to_json(),
             "image": self.image.reference,
             "image_id": self.image.image_id,
             "names": self.names,
