@@ -485,3 +485,15 @@ def test_argo_grid_is_with_items_and_limits_are_resources(tmp_path: Path) -> Non
     last = templates[ctx.names[spec["steps"][-1]["name"]]]
     command = last["container"]["command"]
     assert command[command.index("--metric-names") + 1] == ",".join(metric_names(notebook))
+
+
+def test_a_bad_grid_is_one_line_before_anything_is_written(tmp_path: Path) -> None:
+    notebook, _, _ = committed(tmp_path / "p", "wine.ipynb")
+    for grid, message in [
+        ("alpha", "expected NAME=V1,V2,..."),
+        ("beta=1,2", "no parameter 'beta' (parameters: test_size, alpha, seed, output_dir)"),
+        ("seed=1,two", "seed"),
+    ]:
+        done = dsops("export", notebook, "--to", "argo", "--grid", grid, cwd=notebook.parent)
+        assert message in error_line(done)
+    assert not (notebook.parent / "pipelines" / "wine" / "argo").exists()
