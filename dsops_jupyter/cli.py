@@ -135,6 +135,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TAR",
         help="write a loadable image archive here (no engine needed)",
     )
+    sub.add_argument(
+        "--export",
+        choices=("kfp", "airflow", "argo"),
+        help="also write the version's pipeline for this engine (see `dsops export`)",
+    )
+
+    text = "write the latest version as a Kubeflow, Airflow or Argo pipeline"
+    sub = command("export", cmd_export, text)
+    sub.add_argument("notebook", type=Path)
+    sub.add_argument("--to", required=True, choices=("kfp", "airflow", "argo"), help="engine")
+    sub.add_argument("--image", metavar="REF", help="run the steps in this image instead")
+    sub.add_argument("--out", type=Path, help="folder to write (default: pipelines/NAME/ENGINE)")
+    grid = "sweep a parameter over these values (repeatable: every combination)"
+    sub.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2", help=grid)
+    sub.add_argument("--name", help="pipeline name (default: from the notebook file name)")
 
     sub = command("cache", cmd_cache, "show, prune or clear the step and build caches")
     sub.add_argument("action", nargs="?", choices=("show", "prune", "clear"), default="show")
@@ -368,6 +383,7 @@ def cmd_package(args: argparse.Namespace) -> int:
         force=args.force,
         reproducible=args.reproducible,
         output=args.output,
+        export=args.export,
     )
     with _reporter(args) as on_event:
         result = package_notebook(args.notebook, options, on_event)
@@ -392,6 +408,21 @@ def _print_package_result(data: dict[str, Any]) -> None:
         print(f"size:    {image.get('size', 0) / 1e6:.1f} MB")
     if data.get("output"):
         print(f"archive: {data['output']}")
+    if data.get("exported"):
+        print(f"export:  {data['exported']['path']}")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from dsops_jupyter.export import export
+
+    options = {"image": args.image, "out_dir": args.out, "grid": args.grid, "name": args.name}
+    with _reporter(args) as on_event:
+        result = export(args.notebook, args.to, on_event=on_event, **options)
+    if args.json:
+        _print_json(result.to_json())
+    else:
+        print(f"wrote {result.path} ({result.version.tag}, image {result.image.reference})")
+    return 0
 
 
 def cmd_images(args: argparse.Namespace) -> int:
@@ -446,41 +477,14 @@ def _warn_lock(pkg: GeneratedPackage) -> None:
 
 @contextmanager
 def _reporter(args: argparse.Namespace) -> Iterator[OnEvent]:
-    """Rich progress on stderr for people, started on the first event; silence for --json."""
+    """Rich progress on stderr for people (see console.py); silence for --json."""
     if args.json:
         yield lambda event: None
         return
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+    from dsops_jupyter.console import progress_bars
 
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-    )
-    tasks: list[TaskID] = []
-
-    def on_event(event: Event) -> None:
-        if not progress.live.is_started:  # errors before any work print no empty bar line
-            progress.start()
-        if event.kind == "stage":
-            if tasks:
-                progress.update(tasks[-1], completed=1.0)
-            tasks.append(progress.add_task(event.message, total=1.0))
-        elif event.kind == "progress" and tasks and event.fraction is not None:
-            progress.update(tasks[-1], completed=event.fraction)
-        elif event.kind == "log":
-            progress.console.print(event.message, markup=False, highlight=False, style="dim")
-
-    try:
+    with progress_bars() as on_event:
         yield on_event
-        if tasks:
-            progress.update(tasks[-1], completed=1.0)
-    finally:
-        if progress.live.is_started:
-            progress.stop()
 
 
 def _print_notes(event: Event) -> None:
