@@ -85,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="fail when a step changes a value the analysis says it only reads",
     )
+    sub.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2",
+        help="sweep: run every combination of these values (repeatable), each its own run",
+    )
+    sub.add_argument("--jobs", type=int, help="sweep: runs at once (default: the CPU count)")
 
     sub = command("convert", cmd_convert, "write the generated script package")
     _package_options(sub)
@@ -219,6 +227,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         kernel_name=args.kernel,
         strict=args.strict,
     )
+    if args.grid:
+        from dsops_jupyter.cli_sweep import run_grid
+
+        return run_grid(args, options)
     with _reporter(args) as on_event:
         record = run_notebook(args.notebook, options, on_event)
     if args.json:
