@@ -85,6 +85,8 @@ def write_files(directory: Path, files: Mapping[str, bytes]) -> list[Path]:
 # --- what dsops wrote in a folder --------------------------------------------------------------
 # Python and Jupyter droppings that appear next to generated files without anyone editing them.
 JUNK_DIRS = frozenset({"__pycache__", ".ipynb_checkpoints"})
+# Folders of a package that `dsops export` writes (one per engine): not the converter's files.
+EXPORT_DIRS = frozenset({"kfp", "airflow", "argo"})
 # ``Written`` maps a file name dsops generated in a folder to the Git blob ids of bytes dsops is
 # known to have written there; ``None`` when dsops wrote the file but kept no record of its bytes.
 Written = Mapping[str, "frozenset[str] | None"]
@@ -96,10 +98,12 @@ def blob_sha(data: bytes) -> str:
 
 
 def disk_files(directory: Path) -> list[str]:
-    """Files under ``directory`` (posix names relative to it), minus bytecode and temp files."""
+    """Files under ``directory`` (posix names relative to it), minus bytecode and temp files,
+    and minus the engine folders `dsops export` writes next to a package (``kfp/`` ...)."""
     found = []
     for dirpath, dirnames, filenames in os.walk(directory):
-        dirnames[:] = [d for d in dirnames if d not in JUNK_DIRS and d != ".git"]
+        skipped = JUNK_DIRS | ({".git"} | EXPORT_DIRS if dirpath == str(directory) else {".git"})
+        dirnames[:] = [d for d in dirnames if d not in skipped]
         rel = Path(dirpath).relative_to(directory)
         for name in filenames:
             if name.endswith(".pyc") or (name.startswith(".") and name.endswith(".tmp")):
