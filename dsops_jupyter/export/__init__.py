@@ -101,6 +101,7 @@ class ExportContext:
     grid: list[dict[str, Any]] = field(default_factory=list)  # parameter sets of a sweep
     names: dict[str, str] = field(default_factory=dict)  # step name -> engine task name
     notes: list[str] = field(default_factory=list)
+    options: dict[str, str] = field(default_factory=dict)  # engine-specific, e.g. airflow_operator
 
     @property
     def description(self) -> str:
@@ -216,7 +217,7 @@ def load_engine(to: str) -> Engine:
     try:
         module: Any = importlib.import_module(f"dsops_jupyter.export.{to}")
     except ImportError as err:
-        missing = err.name or to
+        missing = (err.name or to).split(".")[0]  # the distribution, not `airflow.sdk`
         raise ExtraMissingError(
             f"exporting to {to} needs the {missing} package, which is not installed: "
             f"pip install dsops-jupyter[{to}]"
@@ -373,6 +374,7 @@ def export(
     out_dir: str | Path | None = None,
     grid: list[str] | None = None,
     name: str | None = None,
+    options: Mapping[str, str] | None = None,
     on_event: OnEvent = events.ignore,
 ) -> ExportResult:
     """Write the engine's pipeline definition of the notebook's latest version."""
@@ -386,6 +388,7 @@ def export(
     ctx = build_context(
         spec, image=ref, version=version, rule=rule, metrics=metric_names(path), grid=grid
     )
+    ctx.options = dict(options or {})
     files = engine.render(ctx)
     target = Path(out_dir) if out_dir is not None else package_dir / to
     write_files(target, files)
