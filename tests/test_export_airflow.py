@@ -14,6 +14,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -224,53 +225,117 @@ def test_without_airflow_the_export_is_one_line_naming_the_extra(tmp_path: Path)
     ], done.stderr
 
 
-@pytest.mark.docker
-@pytest.mark.timeout(2400)
-def test_dag_test_runs_each_step_in_a_container_with_papermills_metrics(
-    docker_base_image: str, tmp_path: Path
-) -> None:
-    from dsops_jupyter.execute import run_notebook
+@dataclass
+class Packaged:
+    """An example packaged into an image on the private dockerd, and how long that took."""
+
+    notebook: Path
+    build_seconds: float
+
+
+def package_example(folder: Path, example: str, base_image: str) -> Packaged:
     from dsops_jupyter.model import PackageOptions
     from dsops_jupyter.package import package_notebook
 
-    repo = init_repo(tmp_path / "project", commit=False)
-    notebook = copy_example("wine.ipynb", repo)
+    repo = init_repo(folder, commit=False)
+    notebook = copy_example(example, repo)
     (repo / ".gitignore").write_text("outputs/\n")
     git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "wine")
+    git(repo, "commit", "-q", "-m", example)
     started = time.perf_counter()
-    package_notebook(notebook, PackageOptions(base_image=docker_base_image))
-    build_seconds = time.perf_counter() - started
-    result = export(notebook, "airflow", out_dir=tmp_path / "dags")
-    assert result.path == tmp_path / "dags" / "dag.py"
-    ruff_clean(result.path)
+    package_notebook(notebook, PackageOptions(base_image=base_image))
+    return Packaged(notebook, time.perf_counter() - started)
 
-    conf = {"alpha": 1000.0, "seed": 7}
+
+@pytest.fixture(scope="module")
+def wine_image(docker_base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Packaged:
+    return package_example(tmp_path_factory.mktemp("wine"), "wine.ipynb", docker_base_image)
+
+
+def papermill_metrics(notebook: Path, folder: Path, conf: dict) -> tuple[dict, float]:
+    """``outputs/metrics.json`` of a `dsops run` (papermill) with ``conf``, and its seconds."""
+    from dsops_jupyter.execute import run_notebook
+
     started = time.perf_counter()
-    (tmp_path / "pm").mkdir()
-    run_notebook(notebook, RunOptions(parameters=conf, cwd=tmp_path / "pm", out_dir=tmp_path / "r"))
-    papermill_seconds = time.perf_counter() - started
-    expected = json.loads((tmp_path / "pm" / "outputs" / "metrics.json").read_text())
-    assert expected["alpha"] == 1000.0
+    (folder / "cwd").mkdir(parents=True)
+    options = RunOptions(parameters=conf, cwd=folder / "cwd", out_dir=folder / "run")
+    run_notebook(notebook, options)
+    seconds = time.perf_counter() - started
+    return json.loads((folder / "cwd" / "outputs" / "metrics.json").read_text()), seconds
 
-    shared = tmp_path / "shared"
-    env = airflow_env(tmp_path / "home", tmp_path / "dags", DSOPS_SHARED_DIR=str(shared))
+
+def dag_test(dags: Path, dag_id: str, conf: dict, home: Path, **env: str) -> float:
+    """``airflow db migrate``, then ``dag.test()`` in a subprocess; the run's seconds."""
+    environment = airflow_env(home, dags, **env)
     migrate = subprocess.run(
-        ["airflow", "db", "migrate"], capture_output=True, text=True, env=env, timeout=600
+        ["airflow", "db", "migrate"], capture_output=True, text=True, env=environment, timeout=600
     )
     assert migrate.returncode == 0, migrate.stderr[-3000:]
     started = time.perf_counter()
-    run = python(DAG_TEST, str(tmp_path / "dags"), "dsops_wine", json.dumps(conf), env=env)
-    airflow_seconds = time.perf_counter() - started
+    run = python(DAG_TEST, str(dags), dag_id, json.dumps(conf), env=environment)
     assert run["state"] == "success", run
-    folders = list((shared / "dsops_wine").iterdir())
-    assert len(folders) == 1 and ":" not in folders[0].name
-    produced = json.loads((folders[0] / "outputs" / "metrics.json").read_text())
-    assert produced == expected
-    artifacts = sorted(p.name for p in (folders[0] / "artifacts").iterdir())
-    assert "model" in artifacts or any("model" in name for name in artifacts), artifacts
-    print(
-        f"\n  wine build {build_seconds:.1f} s; dsops run {papermill_seconds:.1f} s; "
-        f"airflow dag.test (4 containers) {airflow_seconds:.1f} s "
-        f"({airflow_seconds / papermill_seconds:.1f}x)"
+    return time.perf_counter() - started
+
+
+def only_child(folder: Path) -> Path:
+    children = list(folder.iterdir())
+    assert len(children) == 1, children
+    return children[0]
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(2400)
+def test_dag_test_runs_each_step_in_a_container_with_papermills_metrics(
+    wine_image: Packaged, tmp_path: Path
+) -> None:
+    notebook = wine_image.notebook
+    result = export(notebook, "airflow", out_dir=tmp_path / "dags")
+    assert result.path == tmp_path / "dags" / "dag.py"
+    ruff_clean(result.path)
+    conf = {"alpha": 1000.0, "seed": 7}
+    expected, papermill_seconds = papermill_metrics(notebook, tmp_path / "pm", conf)
+    assert expected["alpha"] == 1000.0
+
+    shared = tmp_path / "shared"
+    seconds = dag_test(
+        tmp_path / "dags", "dsops_wine", conf, tmp_path / "home", DSOPS_SHARED_DIR=str(shared)
     )
+    run_dir = only_child(shared / "dsops_wine")
+    assert ":" not in run_dir.name and "+" not in run_dir.name
+    assert json.loads((run_dir / "outputs" / "metrics.json").read_text()) == expected
+    assert {"model", "X_test", "y_test"} <= {p.name for p in (run_dir / "artifacts").iterdir()}
+    print(
+        f"\n  wine build {wine_image.build_seconds:.1f} s; dsops run {papermill_seconds:.1f} s; "
+        f"airflow dag.test, 4 containers: {seconds:.1f} s ({seconds / papermill_seconds:.1f}x)"
+    )
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(2400)
+def test_a_grid_through_an_object_store_gives_papermills_metrics_per_set(
+    wine_image: Packaged, tmp_path: Path
+) -> None:
+    """Dynamic task mapping over two alphas; the run's folders go through a file:// store."""
+    notebook = wine_image.notebook
+    store = tmp_path / "store"
+    export(
+        notebook,
+        "airflow",
+        out_dir=tmp_path / "dags",
+        grid=["alpha=0.1,1000"],
+        options={"artifacts": f"file://{store}"},
+    )
+    conf = {"seed": 7}
+    seconds = dag_test(
+        tmp_path / "dags",
+        "dsops_wine",
+        conf,
+        tmp_path / "home",
+        DSOPS_SHARED_DIR=str(tmp_path / "shared"),
+    )
+    run_dir = only_child(store / "dsops_wine")
+    for index, alpha in enumerate((0.1, 1000.0), 1):
+        expected, _ = papermill_metrics(notebook, tmp_path / f"pm{index}", {**conf, "alpha": alpha})
+        stored = run_dir / f"grid-00{index}" / "outputs" / "metrics.json"
+        assert json.loads(stored.read_text()) == expected
+    print(f"\n  airflow dag.test, grid of 2 (8 containers): {seconds:.1f} s")

@@ -393,7 +393,7 @@ def pull(context: dict) -> None:
     if remote.exists():
         for item in remote.rglob("*"):
             if item.is_file():
-                target = local / item.relative_to(remote)
+                target = local / item.path[len(remote.path) :].lstrip("/")
                 target.parent.mkdir(parents=True, exist_ok=True)
                 item.copy(ObjectStoragePath(f"file://{target}"))
 
@@ -403,7 +403,9 @@ def push(context: dict, result: object = None) -> None:
     remote, local = task_folder(context)
     for item in local.rglob("*"):
         if item.is_file():
-            ObjectStoragePath(f"file://{item}").copy(remote / str(item.relative_to(local)))
+            target = remote / str(item.relative_to(local))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            ObjectStoragePath(f"file://{item}").copy(target)
 
 
 DOCKER.update(pre_execute=pull, post_execute=push)
