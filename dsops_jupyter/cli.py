@@ -137,6 +137,26 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TAR",
         help="write a loadable image archive here (no engine needed)",
     )
+    sub.add_argument(
+        "--export",
+        choices=("kfp", "airflow", "argo"),
+        help="also write the version's pipeline for this engine (see `dsops export`)",
+    )
+
+    text = "write the latest version as a Kubeflow, Airflow or Argo pipeline"
+    sub = command("export", cmd_export, text)
+    sub.add_argument("notebook", type=Path)
+    sub.add_argument("--to", required=True, choices=("kfp", "airflow", "argo"), help="engine")
+    sub.add_argument("--image", metavar="REF", help="run the steps in this image instead")
+    sub.add_argument("--out", type=Path, help="folder to write (default: pipelines/NAME/ENGINE)")
+    sub.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2",
+        help="sweep a parameter over these values (repeatable: every combination)",
+    )
+    sub.add_argument("--name", help="pipeline name (default: from the notebook file name)")
 
     sub = command("images", cmd_images, "list the images built for a notebook")
     sub.add_argument("notebook", type=Path)
@@ -338,6 +358,7 @@ def cmd_package(args: argparse.Namespace) -> int:
         force=args.force,
         reproducible=args.reproducible,
         output=args.output,
+        export=args.export,
     )
     with _reporter(args) as on_event:
         result = package_notebook(args.notebook, options, on_event)
@@ -362,6 +383,29 @@ def _print_package_result(data: dict[str, Any]) -> None:
         print(f"size:    {image.get('size', 0) / 1e6:.1f} MB")
     if data.get("output"):
         print(f"archive: {data['output']}")
+    if data.get("exported"):
+        print(f"export:  {data['exported']['path']}")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from dsops_jupyter.export import export
+
+    with _reporter(args) as on_event:
+        result = export(
+            args.notebook,
+            args.to,
+            image=args.image,
+            out_dir=args.out,
+            grid=args.grid,
+            name=args.name,
+            on_event=on_event,
+        )
+    if args.json:
+        _print_json(result.to_json())
+        return 0
+    tag = result.version.tag if result.version else "no version"
+    print(f"wrote {result.path} ({tag}, image {result.image.reference})")
+    return 0
 
 
 def cmd_images(args: argparse.Namespace) -> int:

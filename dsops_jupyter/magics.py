@@ -63,6 +63,7 @@ def _package_parser() -> _Parser:
     parser.add_argument("--no-build", dest="build", action="store_false")
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--force", action="store_true")
+    parser.add_argument("--export", choices=("kfp", "airflow", "argo"))
     return parser
 
 
@@ -86,7 +87,8 @@ class DsopsMagics(Magics):
         %%dsops skip                      exploration: never run by pipelines
         %dsops steps                      the steps of this notebook, as saved
         %dsops run [-p NAME VALUE]... [--step NAME]...
-        %dsops package [--name N] [--no-commit] [--no-build] [--smoke] [--force] [-p NAME VALUE]...
+        %dsops package [--name N] [--no-commit] [--no-build] [--smoke] [--force]
+                       [--export kfp|airflow|argo] [-p NAME VALUE]...
         %dsops panel                      a form to run or package this notebook
 
         run/package/steps/panel read the SAVED notebook and execute it in another kernel.
@@ -267,6 +269,9 @@ def format_package(result: dict[str, Any]) -> str:
     image = result.get("image")
     if image:
         lines.append(f"image: {', '.join(image.get('tags') or [])} {image.get('id', '')}".rstrip())
+    exported = result.get("exported")
+    if exported:
+        lines.append(f"{exported.get('engine')} pipeline: {exported.get('path')}")
     return "\n".join(lines)
 
 

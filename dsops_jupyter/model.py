@@ -152,6 +152,10 @@ def _from_json(kind: str, data: object, types: Mapping[str, tuple[type, ...]]) -
     return dict(data)
 
 
+#: The engines `dsops export` and `package --export` write pipelines for.
+EXPORT_ENGINES = ("kfp", "airflow", "argo")
+
+
 def _path(value: str | Path | None) -> Path | None:
     return Path(value) if value is not None else None
 
@@ -181,6 +185,7 @@ class PackageOptions:
     reproducible: bool = False
     output: Path | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
+    export: str | None = None  # also write the version's pipeline for this engine
 
     JSON_TYPES: ClassVar[dict[str, tuple[type, ...]]] = {
         "name": (str, type(None)),
@@ -194,6 +199,7 @@ class PackageOptions:
         "reproducible": (bool,),
         "output": (str, type(None)),
         "parameters": (dict,),
+        "export": (str, type(None)),
     }
 
     def __post_init__(self) -> None:
@@ -202,6 +208,15 @@ class PackageOptions:
                 "an image is built from a committed version; "
                 "drop --no-commit, or add --no-build to only write the recipe"
             )
+        if self.export is not None and self.export not in EXPORT_ENGINES:
+            raise OptionsError(
+                f"cannot export to {quoted(self.export)}; choose one of {', '.join(EXPORT_ENGINES)}"
+            )
+        if self.export is not None and not (self.images and self.output is None):
+            raise OptionsError(
+                "--export runs the version's image on an engine: build it into the Docker "
+                "engine (drop --no-build and --output)"
+            )
 
     @property
     def images(self) -> bool:
@@ -209,8 +224,8 @@ class PackageOptions:
         return self.build or self.smoke or bool(self.push) or self.reproducible or bool(self.output)
 
     def expected_stages(self) -> int:
-        """The stages package_notebook reports: convert, commit, build, smoke, push."""
-        return 1 + sum((self.commit, self.images, self.smoke, bool(self.push)))
+        """The stages package_notebook reports: convert, commit, build, smoke, push, export."""
+        return 1 + sum((self.commit, self.images, self.smoke, bool(self.push), bool(self.export)))
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -297,6 +312,7 @@ class PackageResult:
     pushed: list[str] = field(default_factory=list)
     output: Path | None = None
     unresolved_imports: list[str] = field(default_factory=list)
+    exported: dict[str, Any] | None = None  # ExportResult.to_json() of --export
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -309,6 +325,7 @@ class PackageResult:
             "pushed": list(self.pushed),
             "output": _text(self.output),
             "unresolved_imports": list(self.unresolved_imports),
+            "exported": self.exported,
         }
 
 

@@ -97,7 +97,26 @@ def package_notebook(
         result.smoke = _smoke(result.image, client, on_event)
     if options.push:
         result.pushed = _push(result.image, options.push, result.version, client, on_event)
+    if options.export:
+        result.exported = _export(path, options.export, result, on_event)
     return result
+
+
+def _export(path: str | Path, engine: str, result: PackageResult, on_event: OnEvent) -> dict:
+    """The version's pipeline for ``engine``, in the image just built (or pushed)."""
+    from dsops_jupyter.export import export
+
+    assert result.version is not None, "an export follows a committed version's build"
+    pushed = result.pushed[0] if result.pushed else None
+    done = export(
+        path,
+        engine,
+        image=pushed,
+        name=result.version.name,
+        package_dir=result.package_dir,
+        on_event=on_event,
+    )
+    return done.to_json()
 
 
 def _engine(

@@ -10,7 +10,22 @@ import { Widget } from '@lumino/widgets';
 import { getPipeline, startJob, watchJob } from './api';
 import { element } from './dom';
 import { errorMessage } from './format';
-import { IJob, IJobOptions, IPackageResult, IParameter, IPipeline } from './tokens';
+import {
+  EXPORT_ENGINES,
+  ExportEngine,
+  IJob,
+  IJobOptions,
+  IPackageResult,
+  IParameter,
+  IPipeline
+} from './tokens';
+
+/** The names the Package dialog shows for each export engine. */
+const ENGINE_LABELS: Record<ExportEngine, string> = {
+  kfp: 'Kubeflow Pipelines (KFP v2)',
+  airflow: 'Apache Airflow',
+  argo: 'Argo Workflows'
+};
 
 /** Show a one-line error in a dialog. */
 export async function showDsopsError(title: string, error: unknown): Promise<void> {
@@ -83,6 +98,7 @@ export class PackageForm extends Widget implements Dialog.IBodyWidget<IJobOption
   private readonly _commit: HTMLInputElement;
   private readonly _build: HTMLInputElement;
   private readonly _smoke: HTMLInputElement;
+  private readonly _export: HTMLSelectElement;
   private readonly _readers = new Map<string, ParameterReader>();
 
   constructor(readonly pipeline: IPipeline) {
@@ -108,10 +124,13 @@ export class PackageForm extends Widget implements Dialog.IBodyWidget<IJobOption
     this._build = this._checkbox('Build the Docker image', 'dsops-build', false);
     this._smoke = this._checkbox('Smoke-run the built image once', 'dsops-smoke', false);
     this._smoke.disabled = true;
+    this._export = this._exportChoice();
     this._build.addEventListener('change', () => {
       this._smoke.disabled = !this._build.checked;
+      this._export.disabled = !this._build.checked;
       if (!this._build.checked) {
         this._smoke.checked = false;
+        this._export.value = '';
       }
     });
     this._addParameters(pipeline.parameters);
@@ -130,8 +149,22 @@ export class PackageForm extends Widget implements Dialog.IBodyWidget<IJobOption
       commit: this._commit.checked,
       build: this._build.checked,
       smoke: this._build.checked && this._smoke.checked,
+      export:
+        this._build.checked && this._export.value ? (this._export.value as ExportEngine) : null,
       parameters
     };
+  }
+
+  /** "Export": the engine to write the version's pipeline for; it runs the built image. */
+  private _exportChoice(): HTMLSelectElement {
+    const select = element('select', { class: 'jp-mod-styled', 'data-testid': 'dsops-export' });
+    select.appendChild(element('option', { value: '' }, 'No export'));
+    for (const engine of EXPORT_ENGINES) {
+      select.appendChild(element('option', { value: engine }, ENGINE_LABELS[engine]));
+    }
+    select.disabled = true;
+    this.node.appendChild(this._row('Export', select, 'needs the image'));
+    return select;
   }
 
   private _row(label: string, input: HTMLElement, hint?: string): HTMLElement {
@@ -257,6 +290,9 @@ export class JobView extends Widget {
         code === 0 ? 'succeeded (exit 0)' : `failed (exit ${code})`,
         'dsops-result-smoke'
       );
+    }
+    if (result.exported) {
+      fact(`${ENGINE_LABELS[result.exported.engine]}`, result.exported.path, 'dsops-result-export');
     }
     if (result.unresolved_imports.length) {
       fact('Unresolved imports', result.unresolved_imports.join(', '), 'dsops-result-unresolved');

@@ -55,6 +55,23 @@ export interface IJobOptions {
   force?: boolean;
   parameters?: Record<string, unknown>;
   steps?: string[];
+  /** Also write the version's pipeline for this engine (`dsops package --export`). */
+  export?: ExportEngine | null;
+}
+
+/** The engines `dsops export` writes pipelines for (model.EXPORT_ENGINES). */
+export const EXPORT_ENGINES = ['kfp', 'airflow', 'argo'] as const;
+export type ExportEngine = (typeof EXPORT_ENGINES)[number];
+
+/** What an export wrote: export.ExportResult.to_json(). */
+export interface IExportResult {
+  engine: ExportEngine;
+  path: string;
+  files: string[];
+  image: string;
+  image_id: string;
+  names: Record<string, string>;
+  notes: string[];
 }
 
 export interface IStepRun {
@@ -93,6 +110,7 @@ export interface IPackageResult {
   pushed: string[];
   output: string | null;
   unresolved_imports: string[];
+  exported: IExportResult | null;
 }
 
 /** The one result of a run job: model.RunRecord.to_json() (run.json), paths relative to the server root. */

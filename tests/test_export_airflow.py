@@ -303,7 +303,8 @@ def test_dag_test_runs_each_step_in_a_container_with_papermills_metrics(
     run_dir = only_child(shared / "dsops_wine")
     assert ":" not in run_dir.name and "+" not in run_dir.name
     assert json.loads((run_dir / "outputs" / "metrics.json").read_text()) == expected
-    assert {"model", "X_test", "y_test"} <= {p.name for p in (run_dir / "artifacts").iterdir()}
+    stored = {p.name.split(".")[0] for p in (run_dir / "artifacts").iterdir()}
+    assert {"model", "X_test", "y_test"} <= stored
     print(
         f"\n  wine build {wine_image.build_seconds:.1f} s; dsops run {papermill_seconds:.1f} s; "
         f"airflow dag.test, 4 containers: {seconds:.1f} s ({seconds / papermill_seconds:.1f}x)"

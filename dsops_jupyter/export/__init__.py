@@ -38,9 +38,9 @@ from dsops_jupyter.export.source import (
     version_spec,
 )
 from dsops_jupyter.fsutil import write_files
-from dsops_jupyter.model import Version, quoted
+from dsops_jupyter.model import EXPORT_ENGINES, Version, quoted
 
-ENGINES = ("kfp", "airflow", "argo")
+ENGINES = EXPORT_ENGINES
 #: The folder of the script package inside the version's image (see templates/Dockerfile.tmpl).
 IMAGE_PACKAGE_DIR = PurePosixPath("/opt/dsops")
 #: Where a step's workdir (its artifacts) lives inside the container.
@@ -126,6 +126,18 @@ class ExportContext:
     def parameter(self, name: str) -> ExportParameter:
         return next(p for p in self.parameters if p.name == name)
 
+    @property
+    def swept(self) -> list[str]:
+        """The parameters the grid sweeps."""
+        return list(self.grid[0]) if self.grid else []
+
+    def grid_items(self) -> list[dict[str, str]]:
+        """The grid's parameter sets as the script's options read them: engines pass text."""
+        return [
+            {name: parameter_text(self.parameter(name).type, value) for name, value in s.items()}
+            for s in self.grid
+        ]
+
     def step_command(
         self,
         step: ExportStep,
@@ -205,8 +217,23 @@ class NameRule:
 
 
 def runner_source() -> str:
-    """The step runner's source, passed to ``python -c`` (the image has no dsops installed)."""
-    return (resources.files("dsops_jupyter.export") / "_runner.py").read_text("utf-8")
+    """The step runner's code, passed to ``python -c`` (the image has no dsops installed);
+    without its docstrings, as it appears once per step in every pipeline definition."""
+    text = (resources.files("dsops_jupyter.export") / "_runner.py").read_text("utf-8")
+    tree = ast.parse(text)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and _is_docstring(body[0]):
+            body.pop(0)
+    return ast.unparse(tree) + "\n"
+
+
+def _is_docstring(node: ast.stmt) -> bool:
+    return (
+        isinstance(node, ast.Expr)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+    )
 
 
 # --- the common steps ---------------------------------------------------------------------------
@@ -266,6 +293,15 @@ def parse_extras(step: str, extras: Mapping[str, list[str]]) -> StepExtras:
                     f"(e.g. limit:memory:1Gi)"
                 )
     return StepExtras(limits, labels, annotations, secrets, image)
+
+
+def parameter_text(kind: str, value: Any) -> str:
+    """A parameter value as the script's option reads it (engines that pass text)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if kind in ("list", "dict", "any"):
+        return repr(value)
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def parse_grid(items: list[str], parameters: list[ExportParameter]) -> list[dict[str, Any]]:
@@ -374,14 +410,17 @@ def export(
     out_dir: str | Path | None = None,
     grid: list[str] | None = None,
     name: str | None = None,
+    package_dir: Path | None = None,
     options: Mapping[str, str] | None = None,
     on_event: OnEvent = events.ignore,
 ) -> ExportResult:
-    """Write the engine's pipeline definition of the notebook's latest version."""
+    """Write the engine's pipeline definition of the notebook's latest version (its package
+    folder: ``package_dir``, by default where the settings put it)."""
     path = Path(notebook)
     engine = load_engine(to)
     events.stage(on_event, f"exporting {path.name} to {to}")
-    version, package_dir = latest_version(path, name)
+    version, default_dir = latest_version(path, name)
+    package_dir = package_dir or default_dir
     spec = version_spec(path, version, package_dir)
     ref = resolve_image(version, image)
     rule = engine.NAME_RULE

@@ -12,9 +12,11 @@ An artifact NAME is the folder ``WORKDIR/NAME`` (manifest + data, see ``_artifac
 ``--in`` folder is copied there before the step, each ``--out`` copied from there after it.
 The step runs in a fresh current folder; ``--files`` receives what it wrote there (a
 ``metrics.json``, plots). ``--metrics`` receives the numbers the notebook's ``pipeline-metrics``
-cell names, read from the step function's locals as it returns. ``--executor-input`` is KFP's
-``{{$}}``: the runner writes the ExecutorOutput file it names (artifact URIs, metrics metadata),
-which is how kfp.local learns a container's outputs; a KFP backend reads it too.
+cell names, read from the step function's locals as it returns. ``--executor-input`` is the
+executor input KFP substitutes for its placeholder: the runner writes the ExecutorOutput file
+that input names (artifact URIs, metrics metadata), which is how kfp.local learns a container's
+outputs; a KFP backend reads it too. (This source must not contain KFP's placeholder syntax:
+KFP substitutes it anywhere in a command, this text included.)
 """
 
 import argparse
@@ -122,12 +124,13 @@ def main(argv):
         shutil.rmtree(args.workdir)
     args.workdir.mkdir(parents=True)
     for name, path in args.inputs:
-        copy_tree(path, args.workdir / name)
+        copy_tree(path, args.workdir / (name if path.is_dir() else f"{name}.pkl"))
     here = Path(tempfile.mkdtemp(prefix="dsops-step-"))
     os.chdir(here)
     metrics = run_step(args.script, args.step, args.workdir, args.script_args, args.metric_names)
     for name, path in args.outputs:
-        copy_tree(args.workdir / name, path)
+        folder = args.workdir / name
+        copy_tree(folder if folder.exists() else args.workdir / f"{name}.pkl", path)
     if args.files is not None:
         copy_tree(here, args.files)
     metrics_name = None

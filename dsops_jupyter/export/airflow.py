@@ -20,7 +20,7 @@ from typing import Any
 
 from airflow.sdk import Param  # a missing Airflow fails here: load_engine names the extra
 
-from dsops_jupyter.export import ExportContext, ExportStep, NameRule
+from dsops_jupyter.export import ExportContext, ExportStep, NameRule, parameter_text
 from dsops_jupyter.export.source import ExportError, ExtraMissingError
 
 MAIN_FILE = "dag.py"
@@ -96,11 +96,6 @@ def _literal(value: Any) -> str:
     if isinstance(value, dict):
         return "{" + ", ".join(f"{_literal(k)}: {_literal(v)}" for k, v in value.items()) + "}"
     return repr(value)
-
-
-def _cli_value(value: Any) -> str:
-    """A grid value as the script's option parses it (``-p`` coercion reads Python literals)."""
-    return value if isinstance(value, str) else repr(value)
 
 
 class DagWriter:
@@ -243,7 +238,7 @@ class DagWriter:
         args = ["--step", step.name, "--workdir", workdir]
         for param in self.ctx.parameters:
             if param.name in combo:
-                value = _cli_value(combo[param.name])
+                value = parameter_text(param.type, combo[param.name])
             else:
                 value = f"{{{{ params.{param.name} }}}}"
             args.append(f"{param.option}={value}")

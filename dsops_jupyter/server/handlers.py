@@ -38,7 +38,7 @@ AUTH_RESOURCE = "dsops"
 #: server's choice (its writes are confined to the root). Unknown names are refused; names of
 #: the other kind are type-checked, then dropped.
 CLIENT_OPTIONS: dict[str, tuple[str, ...]] = {
-    "package": ("name", "commit", "build", "smoke", "force", "parameters"),
+    "package": ("name", "commit", "build", "smoke", "force", "parameters", "export"),
     "run": ("parameters", "steps"),
 }
 OPTIONS_OF: dict[str, type[PackageOptions] | type[RunOptions]] = {
