@@ -340,3 +340,22 @@ def test_a_grid_through_an_object_store_gives_papermills_metrics_per_set(
         stored = run_dir / f"grid-00{index}" / "outputs" / "metrics.json"
         assert json.loads(stored.read_text()) == expected
     print(f"\n  airflow dag.test, grid of 2 (8 containers): {seconds:.1f} s")
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(2400)
+def test_a_kale_tagged_notebook_runs_with_papermills_metrics(
+    docker_base_image: str, tmp_path: Path
+) -> None:
+    """iris_kale: Kale's block:/prev: tags and pipeline-parameters, read unchanged."""
+    packaged = package_example(tmp_path / "iris", "iris_kale.ipynb", docker_base_image)
+    export(packaged.notebook, "airflow", out_dir=tmp_path / "dags")
+    conf = {"max_depth": 1}
+    expected, _ = papermill_metrics(packaged.notebook, tmp_path / "pm", conf)
+    assert expected["accuracy"] == 0.666667  # examples/README.md
+    shared = tmp_path / "shared"
+    dag_test(
+        tmp_path / "dags", "dsops_iris_kale", conf, tmp_path / "home", DSOPS_SHARED_DIR=str(shared)
+    )
+    run_dir = only_child(shared / "dsops_iris_kale")
+    assert json.loads((run_dir / "outputs" / "metrics.json").read_text()) == expected
