@@ -251,6 +251,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         from dsops_jupyter.cli_sweep import run_grid
 
         return run_grid(args, options)
+    if args.jobs is not None:
+        raise ParameterError("--jobs is for sweeps: add --grid NAME=V1,V2,...")
     with _reporter(args) as on_event:
         record = run_notebook(args.notebook, options, on_event)
     if args.json:

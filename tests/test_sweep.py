@@ -100,6 +100,7 @@ def test_a_failing_combination_leaves_the_others_running_and_exits_1(tmp_path: P
         (["--grid", "alpha"], "--grid 'alpha': expected NAME=VALUE,VALUE,..."),
         (["--grid", "alpha=1,2", "-p", "alpha", "3"], "set with -p and swept with --grid"),
         (["--grid", "alpha=1,2", "--jobs", "0"], "--jobs must be at least 1, got 0"),
+        (["--jobs", "2"], "--jobs is for sweeps: add --grid NAME=V1,V2,..."),
     ],
 )
 def test_bad_grids_fail_in_one_line_with_exit_2_writing_nothing(
