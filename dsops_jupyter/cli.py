@@ -65,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         return sub
 
-    sub = command("steps", cmd_steps, "show the pipeline a notebook describes")
+    sub = command("steps", cmd_steps, "show a notebook's steps, fresh or stale against the cache")
     sub.add_argument("notebook", type=Path)
+    _parameter_options(sub)
 
     sub = command("run", cmd_run, "execute the notebook (or chosen steps) with papermill")
     sub.add_argument("notebook", type=Path)
@@ -158,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--name", help="pipeline name (default: from the notebook file name)")
 
+    sub = command("cache", cmd_cache, "show, prune or clear the step and build caches")
+    sub.add_argument("action", nargs="?", choices=("show", "prune", "clear"), default="show")
+    sub.add_argument("--project", type=Path, default=Path(), help="a folder or notebook in it")
+
     sub = command("images", cmd_images, "list the images built for a notebook")
     sub.add_argument("notebook", type=Path)
     sub.add_argument("--name", help="pipeline name (default: from the notebook file name)")
@@ -202,11 +207,16 @@ def _package_options(sub: argparse.ArgumentParser) -> None:
 
 # --- commands ---------------------------------------------------------------------------------
 def cmd_steps(args: argparse.Namespace) -> int:
+    from dsops_jupyter.cache import freshness, open_cache
     from dsops_jupyter.notebook import read_pipeline
 
     pipeline = read_pipeline(args.notebook)
+    states = {s.name: s for s in freshness(pipeline, _parameters(args), open_cache(args.notebook))}
     if args.json:
-        _print_json(pipeline.to_json())
+        data = pipeline.to_json()
+        for step in data["steps"]:
+            step["state"] = states[step["name"]].to_json()
+        _print_json(data)
         return 0
     print(f"{pipeline.name}: {len(pipeline.steps)} step(s) from {args.notebook}")
     if pipeline.parameters:
@@ -219,7 +229,9 @@ def cmd_steps(args: argparse.Namespace) -> int:
     print("steps, in run order:")
     for number, step in enumerate(pipeline.steps, 1):
         cells = ", ".join(str(i + 1) for i in step.cells)
-        print(f"  {number}. {step.name}  (cell{'s' if len(step.cells) > 1 else ''} {cells})")
+        state = states[step.name]
+        mark = "fresh" if state.fresh else f"stale: {', '.join(state.reasons)}"
+        print(f"  {number}. {step.name}  (cell{'s' * (len(step.cells) > 1)} {cells})  [{mark}]")
         needs = [f"{d} (after)" if d in step.after else d for d in step.depends_on]
         for label, names in (
             ("needs", needs),
@@ -233,6 +245,26 @@ def cmd_steps(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     for warning in pipeline.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from dsops_jupyter import cacheadmin
+
+    if args.action == "show":
+        data = cacheadmin.report(args.project)
+        lines = cacheadmin.describe(data)
+    else:
+        done = (
+            cacheadmin.prune(args.project)
+            if args.action == "prune"
+            else cacheadmin.clear(args.project)
+        )
+        data, lines = done.to_json(), done.describe()
+    if args.json:
+        _print_json(data)
+    else:
+        print("\n".join(lines))
     return 0
 
 

@@ -19,6 +19,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
+DEFAULT_CACHE_SIZE = 5 * 1000**3
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4}
+_SIZE_UNITS |= {"KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4}
 T = TypeVar("T")
 D = TypeVar("D")
 
@@ -34,6 +37,7 @@ class Config:
     notebooks: list[str] = field(default_factory=list)
     base_image: str | None = None
     keep_magics: bool = False
+    cache_size: int = DEFAULT_CACHE_SIZE  # bytes the step cache may hold (`cache-size`)
 
     def package_dir(self, name: str) -> Path:
         return self.root / self.output / name
@@ -90,12 +94,14 @@ def load_config(
     notebooks = _typed(table, "notebooks", list, [])
     own_base_image = _typed(table, "base-image", str, None)
     own_keep_magics = _typed(table, "keep-magics", bool, False)
+    cache_size = _size(table.get("cache-size", DEFAULT_CACHE_SIZE))
     return Config(
         root=root,
         output=output,
         notebooks=notebooks,
         base_image=own_base_image if base_image is None else base_image,
         keep_magics=own_keep_magics if keep_magics is None else keep_magics,
+        cache_size=cache_size,
     )
 
 
@@ -104,3 +110,20 @@ def _typed(table: dict, key: str, kind: type[T], default: D) -> T | D:
     if value is not default and not isinstance(value, kind):
         raise ConfigError(f"[tool.dsops] {key} must be a {kind.__name__}, not {value!r}")
     return value
+
+
+def _size(value: object) -> int:
+    """A size in bytes from ``cache-size``: a number of bytes or text such as "5GB", "500 MiB"."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str):
+        text = value.strip().upper().replace(" ", "")
+        number = text.rstrip("KMGTIB")
+        unit = text[len(number) :]
+        try:
+            amount = float(number)
+        except ValueError:
+            amount = -1.0
+        if unit in _SIZE_UNITS and amount >= 0:
+            return int(amount * _SIZE_UNITS[unit])
+    raise ConfigError(f'[tool.dsops] cache-size must be a size such as "5GB", not {value!r}')

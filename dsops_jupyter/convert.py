@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from dsops_jupyter import escape, flow
+from dsops_jupyter.cache import script_table
 from dsops_jupyter.config import Config, project_path
 from dsops_jupyter.errors import ConversionError
 from dsops_jupyter.ipysyntax import TIME_HELPER, TIMEIT_HELPER, WRITEFILE_HELPER, indent_code
@@ -20,7 +21,7 @@ from dsops_jupyter.params import Parameter, parameter_options
 from dsops_jupyter.pipeline import Cell, Pipeline, Step
 from dsops_jupyter.spec import SCRIPT_FORMAT, spec_bytes, spec_digest
 
-RESERVED = frozenset({"run", "run_step", "main", "STEPS", "PARAMETERS"})
+RESERVED = frozenset({"run", "run_step", "run_cached", "main", "STEPS", "STEP_CACHE", "PARAMETERS"})
 RAISES_EXCEPTION = "raises-exception"  # nbclient's tag: the cell's error does not stop the run
 _RUNTIME = Path(__file__).parent / "templates" / "script_runtime.py.txt"
 _RUNTIME_START = "\n# --- command line (generated; the same in every dsops script)"
@@ -363,7 +364,7 @@ def render_script(pipeline: Pipeline, notebook: str, keep_magics: bool = False) 
     raising = {c.index for c in pipeline.cells if RAISES_EXCEPTION in c.tags}
     parts += [_step_function(step, keep_magics, raising) for step in pipeline.steps]
     parts.append(_run_function(pipeline))
-    parts.append(_steps_table(pipeline))
+    parts += [_steps_table(pipeline), script_table(pipeline)]
     parts.append(_RUNTIME.read_text(encoding="utf-8"))
     return _tidy("\n".join(parts))
 

@@ -31,7 +31,7 @@ _PY_TYPES: dict[type, str] = {
 }
 # The generated script's own options (see templates/script_runtime.py.txt, which mirrors
 # parameter_options): a parameter spelled like one is set as ``--param-NAME`` instead.
-SCRIPT_OPTIONS = ("help", "step", "workdir")
+SCRIPT_OPTIONS = ("help", "step", "workdir", "cache", "force")
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 

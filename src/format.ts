@@ -1,7 +1,7 @@
 /**
  * Text of what the extension shows: error lines, durations. Pure: no DOM, no JupyterLab.
  */
-import { IJob } from './tokens';
+import { IJob, IStepState } from './tokens';
 
 /** The one-line message of anything thrown. */
 export function errorMessage(error: unknown): string {
@@ -24,4 +24,15 @@ export function formatSeconds(seconds: number): string {
   }
   const minutes = Math.floor(seconds / 60);
   return `${minutes} min ${Math.round(seconds - minutes * 60)} s`;
+}
+
+/** A step's cache mark: "fresh", or "stale" with why as its tooltip. */
+export function cacheMark(state: IStepState): { text: string; title: string } {
+  if (state.fresh) {
+    return {
+      text: 'fresh',
+      title: 'Its outputs are in the step cache: a cached run restores them'
+    };
+  }
+  return { text: 'stale', title: `Stale: ${state.reasons.join('; ')}` };
 }

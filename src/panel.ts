@@ -10,7 +10,7 @@ import { Widget } from '@lumino/widgets';
 
 import { getPipeline, startJob, watchJob } from './api';
 import { element } from './dom';
-import { errorMessage, formatSeconds, jobDuration } from './format';
+import { cacheMark, errorMessage, formatSeconds, jobDuration } from './format';
 import { dsopsIcon } from './icons';
 import { CommandIDs, IJob, IPipeline, IStep } from './tokens';
 
@@ -170,7 +170,16 @@ export class PipelinePanel extends Widget {
     run.dataset.testid = `dsops-run-${step.name}`;
     run.title = `Run step ${step.name} (and the steps it needs) with papermill`;
     run.addEventListener('click', () => void this._run(path, step.name));
-    head.append(name, run);
+    head.append(name);
+    if (step.state) {
+      const mark = cacheMark(step.state);
+      const badge = element('span', { class: 'dsops-Step-cache' }, mark.text);
+      badge.title = mark.title;
+      badge.dataset.testid = 'dsops-step-cache';
+      badge.dataset.fresh = String(step.state.fresh);
+      head.append(badge);
+    }
+    head.append(run);
     item.appendChild(head);
     const deps = step.depends_on.length ? step.depends_on : step.after;
     if (deps.length) {

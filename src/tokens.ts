@@ -22,6 +22,13 @@ export interface IStep {
   depends_on: string[];
   reads: string[];
   writes: string[];
+  /** Against the step cache, with the notebook's default parameters. */
+  state?: IStepState;
+}
+
+export interface IStepState {
+  fresh: boolean;
+  reasons: string[];
 }
 
 export interface IParameter {

@@ -125,7 +125,8 @@ class DsopsHandler(APIHandler):
 
 
 class PipelineHandler(DsopsHandler):
-    """GET /dsops/pipeline?path=...: the notebook's steps and parameters."""
+    """GET /dsops/pipeline?path=...: the notebook's steps (fresh or stale against the step
+    cache, with the notebook's default parameters) and parameters."""
 
     @tornado.web.authenticated
     @authorized
@@ -138,10 +139,14 @@ class PipelineHandler(DsopsHandler):
         self.write_json(data)
 
     def describe(self, notebook: Path, name: str | None) -> dict[str, Any]:
+        from dsops_jupyter.cache import freshness, open_cache
         from dsops_jupyter.notebook import read_pipeline
 
         pipeline = read_pipeline(notebook, name=name)
         data = pipeline.to_json()
+        states = freshness(pipeline, None, open_cache(notebook))
+        for step, state in zip(data["steps"], states, strict=True):
+            step["state"] = state.to_json()
         data["notebook"] = self.relative(notebook)
         data["output_dir"] = self.relative(output_dir(notebook, pipeline.name))
         return data

@@ -1,5 +1,5 @@
 /** Texts the extension shows: error lines and durations. */
-import { errorMessage, formatSeconds, jobDuration } from '../format';
+import { cacheMark, errorMessage, formatSeconds, jobDuration } from '../format';
 import { IJob } from '../tokens';
 
 function job(created: number, finished: number | null): IJob {
@@ -43,5 +43,14 @@ describe('jobDuration', () => {
     expect(jobDuration(job(10, null))).toBeNull();
     expect(jobDuration(job(10, 12.5))).toBe(2.5);
     expect(jobDuration(job(10, 9))).toBe(0);
+  });
+});
+
+describe('cacheMark', () => {
+  it('marks a fresh step and says why a stale one is stale', () => {
+    expect(cacheMark({ fresh: true, reasons: [] }).text).toBe('fresh');
+    const stale = cacheMark({ fresh: false, reasons: ['code changed', 'parameter n changed'] });
+    expect(stale.text).toBe('stale');
+    expect(stale.title).toBe('Stale: code changed; parameter n changed');
   });
 });
