@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dsops_jupyter._version import __version__
+from dsops_jupyter.cli_sweep import add_sweep_options
 from dsops_jupyter.errors import DsopsError, NotARepositoryError, ParameterError
 
 if TYPE_CHECKING:  # events imports dataclasses (and inspect): not needed to start
@@ -86,14 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="fail when a step changes a value the analysis says it only reads",
     )
-    sub.add_argument(
-        "--grid",
-        action="append",
-        default=[],
-        metavar="NAME=V1,V2",
-        help="sweep: run every combination of these values (repeatable), each its own run",
-    )
-    sub.add_argument("--jobs", type=int, help="sweep: runs at once (default: the CPU count)")
+    add_sweep_options(sub)
 
     sub = command("convert", cmd_convert, "write the generated script package")
     _package_options(sub)
@@ -158,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="sweep a parameter over these values (repeatable: every combination)",
     )
     sub.add_argument("--name", help="pipeline name (default: from the notebook file name)")
+    sub.add_argument("--airflow-operator", choices=("docker", "k8s"), help="airflow: task type")
+    sub.add_argument("--artifacts", metavar="URI", help="airflow: an object store, not a folder")
 
     sub = command("cache", cmd_cache, "show, prune or clear the step and build caches")
     sub.add_argument("action", nargs="?", choices=("show", "prune", "clear"), default="show")
@@ -432,6 +428,10 @@ def cmd_export(args: argparse.Namespace) -> int:
             out_dir=args.out,
             grid=args.grid,
             name=args.name,
+            options={
+                "airflow_operator": args.airflow_operator or "docker",
+                "artifacts": args.artifacts or "",
+            },
             on_event=on_event,
         )
     if args.json:

@@ -18,6 +18,18 @@ if TYPE_CHECKING:
 MAX_METRIC_COLUMNS = 6
 
 
+def add_sweep_options(run: argparse.ArgumentParser) -> None:
+    """`dsops run`'s sweep options."""
+    run.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2",
+        help="sweep: run every combination of these values (repeatable), each its own run",
+    )
+    run.add_argument("--jobs", type=int, help="sweep: runs at once (default: the CPU count)")
+
+
 def run_grid(args: argparse.Namespace, options: RunOptions) -> int:
     """Run the sweep; 0 when every combination succeeded, 1 when any failed."""
     from dsops_jupyter.sweep import run_sweep
