@@ -24,7 +24,7 @@ from dsops_jupyter.export import build_context, export, metric_names
 from dsops_jupyter.export.source import ImageRef, latest_version, version_spec
 from dsops_jupyter.model import RunOptions
 from dsops_jupyter.vcs import commit_package
-from tests.helpers import assert_ok, clean_env, copy_example, dsops, error_line, git, init_repo
+from tests.helpers import assert_ok, clean_env, copy_example, dsops, git, init_repo, json_error
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Loads the DAG folder with Airflow's DagBag and prints what a test compares, as JSON.
@@ -352,9 +352,8 @@ def test_cli_export_chooses_the_operator_and_refuses_k8s_with_a_store(
     assert_ok(dsops(*args, "--out", tmp_path / "k8s", cwd=tmp_path))
     text = (tmp_path / "k8s" / "dag.py").read_text()
     assert "KubernetesPodOperator(" in text and "DockerOperator" not in text
-    line = error_line(
-        dsops(*args, "--artifacts", "s3://b/p", "--out", tmp_path / "x", cwd=tmp_path)
-    )
+    store = ("--artifacts", "s3://b/p", "--out", tmp_path / "x", "--json")
+    line = json_error(dsops(*args, *store, cwd=tmp_path))
     assert "an object-store URI needs --airflow-operator docker" in line
     assert not (tmp_path / "x").exists()
 
