@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dsops_jupyter._version import __version__
-from dsops_jupyter.cli_sweep import add_sweep_options
+from dsops_jupyter.cli_sweep import add_sweep_options, run_grid
 from dsops_jupyter.errors import DsopsError, NotARepositoryError, ParameterError
 
 if TYPE_CHECKING:  # events imports dataclasses (and inspect): not needed to start
@@ -144,16 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--to", required=True, choices=("kfp", "airflow", "argo"), help="engine")
     sub.add_argument("--image", metavar="REF", help="run the steps in this image instead")
     sub.add_argument("--out", type=Path, help="folder to write (default: pipelines/NAME/ENGINE)")
-    sub.add_argument(
-        "--grid",
-        action="append",
-        default=[],
-        metavar="NAME=V1,V2",
-        help="sweep a parameter over these values (repeatable: every combination)",
-    )
+    grid = "sweep a parameter over these values (repeatable: every combination)"
+    sub.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2", help=grid)
     sub.add_argument("--name", help="pipeline name (default: from the notebook file name)")
-    sub.add_argument("--airflow-operator", choices=("docker", "k8s"), help="airflow: task type")
-    sub.add_argument("--artifacts", metavar="URI", help="airflow: an object store, not a folder")
+    sub.add_argument("--airflow-operator", choices=("docker", "k8s"), default="docker")
+    sub.add_argument("--artifacts", metavar="URI", default="", help="airflow: an object store")
 
     sub = command("cache", cmd_cache, "show, prune or clear the step and build caches")
     sub.add_argument("action", nargs="?", choices=("show", "prune", "clear"), default="show")
@@ -275,12 +270,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         kernel_name=args.kernel,
         strict=args.strict,
     )
-    if args.grid:
-        from dsops_jupyter.cli_sweep import run_grid
-
+    if args.grid or args.jobs is not None:
         return run_grid(args, options)
-    if args.jobs is not None:
-        raise ParameterError("--jobs is for sweeps: add --grid NAME=V1,V2,...")
     with _reporter(args) as on_event:
         record = run_notebook(args.notebook, options, on_event)
     if args.json:
@@ -420,25 +411,14 @@ def _print_package_result(data: dict[str, Any]) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from dsops_jupyter.export import export
 
+    options = {"image": args.image, "out_dir": args.out, "grid": args.grid, "name": args.name}
+    options["options"] = {"airflow_operator": args.airflow_operator, "artifacts": args.artifacts}
     with _reporter(args) as on_event:
-        result = export(
-            args.notebook,
-            args.to,
-            image=args.image,
-            out_dir=args.out,
-            grid=args.grid,
-            name=args.name,
-            options={
-                "airflow_operator": args.airflow_operator or "docker",
-                "artifacts": args.artifacts or "",
-            },
-            on_event=on_event,
-        )
+        result = export(args.notebook, args.to, on_event=on_event, **options)
     if args.json:
         _print_json(result.to_json())
-        return 0
-    tag = result.version.tag if result.version else "no version"
-    print(f"wrote {result.path} ({tag}, image {result.image.reference})")
+    else:
+        print(f"wrote {result.path} ({result.version.tag}, image {result.image.reference})")
     return 0
 
 
@@ -494,41 +474,14 @@ def _warn_lock(pkg: GeneratedPackage) -> None:
 
 @contextmanager
 def _reporter(args: argparse.Namespace) -> Iterator[OnEvent]:
-    """Rich progress on stderr for people, started on the first event; silence for --json."""
+    """Rich progress on stderr for people (see console.py); silence for --json."""
     if args.json:
         yield lambda event: None
         return
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+    from dsops_jupyter.console import progress_bars
 
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-    )
-    tasks: list[TaskID] = []
-
-    def on_event(event: Event) -> None:
-        if not progress.live.is_started:  # errors before any work print no empty bar line
-            progress.start()
-        if event.kind == "stage":
-            if tasks:
-                progress.update(tasks[-1], completed=1.0)
-            tasks.append(progress.add_task(event.message, total=1.0))
-        elif event.kind == "progress" and tasks and event.fraction is not None:
-            progress.update(tasks[-1], completed=event.fraction)
-        elif event.kind == "log":
-            progress.console.print(event.message, markup=False, highlight=False, style="dim")
-
-    try:
+    with progress_bars() as on_event:
         yield on_event
-        if tasks:
-            progress.update(tasks[-1], completed=1.0)
-    finally:
-        if progress.live.is_started:
-            progress.stop()
 
 
 def _print_notes(event: Event) -> None:

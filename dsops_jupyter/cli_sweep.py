@@ -32,7 +32,11 @@ def add_sweep_options(run: argparse.ArgumentParser) -> None:
 
 def run_grid(args: argparse.Namespace, options: RunOptions) -> int:
     """Run the sweep; 0 when every combination succeeded, 1 when any failed."""
+    from dsops_jupyter.errors import ParameterError
     from dsops_jupyter.sweep import run_sweep
+
+    if not args.grid:
+        raise ParameterError("--jobs is for sweeps: add --grid NAME=V1,V2,...")
 
     if args.json:
         result = run_sweep(args.notebook, args.grid, options, args.jobs)

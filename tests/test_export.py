@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -21,7 +22,6 @@ from typing import Any
 import pytest
 import yaml
 
-from dsops_jupyter import vcs
 from dsops_jupyter.export import ImageRef, build_context, metric_names
 from dsops_jupyter.export import kfp as kfp_engine
 from dsops_jupyter.export.source import latest_version, version_spec
@@ -185,6 +185,22 @@ def test_kfp_grid_is_a_parallel_for_over_every_combination(tmp_path: Path) -> No
     }
 
 
+def test_package_export_option_on_every_surface() -> None:
+    from dsops_jupyter.errors import OptionsError
+    from dsops_jupyter.magics import _package_parser
+    from dsops_jupyter.server.handlers import job_options
+
+    options = PackageOptions(export="argo")
+    assert options.expected_stages() == PackageOptions().expected_stages() + 1
+    assert PackageOptions.from_json(json.loads(json.dumps(options.to_json()))) == options
+    with pytest.raises(OptionsError, match="choose one of kfp, airflow, argo"):
+        PackageOptions(export="spark")
+    with pytest.raises(OptionsError, match="drop --no-build and --output"):
+        PackageOptions(build=False, export="kfp")
+    assert job_options("package", {"export": "kfp", "build": True}) == PackageOptions(export="kfp")
+    assert vars(_package_parser().parse_args(["--export", "airflow"]))["export"] == "airflow"
+
+
 # --- bad input -----------------------------------------------------------------------------------
 @pytest.mark.parametrize(("engine", "module"), [("kfp", "kfp"), ("argo", "hera")])
 def test_a_missing_engine_package_is_one_line_naming_the_extra(
@@ -248,7 +264,7 @@ def test_an_image_that_does_not_exist_is_one_line(docker_engine: object, tmp_pat
     given = dsops(
         "export", notebook, "--to", "kfp", "--image", "nosuch/wine:v9", cwd=notebook.parent, env=env
     )
-    assert error_line(given, 1).startswith("image nosuch/wine:v9 does not exist")
+    assert error_line(given, 1).startswith("error: image nosuch/wine:v9 does not exist")
     assert not (notebook.parent / "pipelines" / "wine" / "kfp").exists()
 
 
@@ -274,42 +290,111 @@ def run_kfp_locally(pipeline_yaml: Path, root: Path, **arguments: Any) -> tuple[
     return task, time.perf_counter() - start
 
 
+ARTIFACT_FROM = r"\{\{tasks\.([\w-]+)\.outputs\.artifacts\.\w+\}\}"
+
+
+def _substitute(text: str, params: dict[str, str]) -> str:
+    """Argo's ``{{inputs.parameters.NAME}}`` replaced by the task's values."""
+    return re.sub(r"\{\{inputs\.parameters\.(\w+)\}\}", lambda m: params[m[1]], text)
+
+
+def run_argo_dag(workflow: dict[str, Any], root: Path, **arguments: str) -> Path:
+    """What Argo does with the workflow's ``pipeline`` DAG, minus Kubernetes: each task's
+    template runs as a container on the test dockerd (its command replacing the entrypoint, as in
+    a pod), its input artifacts mounted at their paths from the producers' outputs, its outputs
+    collected from ``/tmp/dsops/out``. Returns the folder holding every task's outputs."""
+    import docker
+
+    client = docker.from_env()
+    templates = {t["name"]: t for t in workflow["spec"]["templates"]}
+    values = {p["name"]: p["value"] for p in workflow["spec"]["arguments"]["parameters"]}
+    values.update(arguments)
+    for task in templates["pipeline"]["dag"]["tasks"]:  # written in run order
+        template = templates[task["template"]]
+        given = task.get("arguments", {})
+        params = {p["name"]: values[p["name"]] for p in given.get("parameters", [])}
+        command = [_substitute(part, params) for part in template["container"]["command"]]
+        out = root / task["name"]
+        out.mkdir(parents=True)
+        volumes = {str(out): {"bind": "/tmp/dsops/out", "mode": "rw"}}
+        paths = {a["name"]: a["path"] for a in template.get("inputs", {}).get("artifacts", [])}
+        for artifact in given.get("artifacts", []):
+            producer = re.fullmatch(
+                r"\{\{tasks\.([\w-]+)\.outputs\.artifacts\.\w+\}\}", artifact["from"]
+            )
+            assert producer is not None, artifact
+            source = root / producer[1] / artifact["name"]
+            volumes[str(source)] = {"bind": paths[artifact["name"]], "mode": "ro"}
+        client.containers.run(
+            template["container"]["image"],
+            entrypoint=command,
+            user="0",
+            network_mode="none",
+            volumes=volumes,
+            remove=True,
+        )
+    return root
+
+
 @SLOW
 @pytest.mark.docker
-@pytest.mark.parametrize("example", ["wine.ipynb", "iris_kale.ipynb"])
-def test_kfp_local_run_gives_papermills_metrics(
-    docker_base_image: str, tmp_path: Path, example: str
+@pytest.mark.parametrize(
+    ("example", "parameter", "value"),
+    [("wine.ipynb", "alpha", 0.5), ("iris_kale.ipynb", "max_depth", 2)],
+)
+def test_exported_pipelines_run_in_containers_with_papermills_metrics(
+    docker_base_image: str, tmp_path: Path, example: str, parameter: str, value: float
 ) -> None:
+    """The version's image built, exported to KFP (wine: by `package --export`; iris_kale: by
+    `dsops export`) and run by kfp.local, and exported to Argo and its DAG run container by
+    container: the metrics the last step writes equal papermill's with the same parameter."""
     notebook = example_repo(tmp_path / "p", example)
     if example == "iris_kale.ipynb":
         with_pandas_import(notebook)
-    result = package_notebook(notebook, PackageOptions(base_image=docker_base_image))
+    export = "kfp" if example == "wine.ipynb" else None
+    result = package_notebook(notebook, PackageOptions(base_image=docker_base_image, export=export))
     assert result.image is not None and result.version is not None
     env = clean_env(DOCKER_HOST=os.environ["DOCKER_HOST"])
-    exported = assert_ok(
-        dsops("export", notebook, "--to", "kfp", "--json", cwd=notebook.parent, env=env)
-    )
-    data = json.loads(exported.stdout)
+    if result.exported is None:
+        exported = dsops("export", notebook, "--to", "kfp", "--json", cwd=notebook.parent, env=env)
+        data = json.loads(assert_ok(exported).stdout)
+    else:
+        data = result.exported
     assert data["image_id"] == result.image.id
+    assert data["version"]["commit"] == result.version.commit
     pipeline_yaml = Path(data["path"])
     assert pipeline_yaml == result.package_dir / "kfp" / "pipeline.yaml"
+
     start = time.perf_counter()
-    expected = papermill_results(notebook, tmp_path / "papermill")
+    expected = papermill_results(notebook, tmp_path / "papermill", {parameter: value})
     papermill_seconds = time.perf_counter() - start
-    task, kfp_seconds = run_kfp_locally(pipeline_yaml, tmp_path / "kfp")
+    expected_metrics = json.loads(expected["outputs/metrics.json"])
+    task, kfp_seconds = run_kfp_locally(pipeline_yaml, tmp_path / "kfp", **{parameter: value})
     print(
         f"\n{example}: kfp.local DockerRunner {kfp_seconds:.1f}s, "
         f"dsops run (papermill) {papermill_seconds:.1f}s, "
         f"ratio {kfp_seconds / papermill_seconds:.2f}"
     )
     written = Path(task.outputs[kfp_engine.FILES_OUTPUT].path)
-    metrics = json.loads((written / "outputs" / "metrics.json").read_text())
-    assert metrics == json.loads(expected["outputs/metrics.json"])
+    assert json.loads((written / "outputs" / "metrics.json").read_text()) == expected_metrics
     names = metric_names(notebook)
     if names:
         logged = task.outputs[kfp_engine.METRICS_OUTPUT].metadata
-        assert logged == {name: pytest.approx(float(metrics[name])) for name in names}
-    assert vcs.list_versions(notebook)[-1].commit == data["version"]["commit"]
+        assert logged == {name: pytest.approx(float(expected_metrics[name])) for name in names}
+
+    argo = assert_ok(
+        dsops("export", notebook, "--to", "argo", "--json", cwd=notebook.parent, env=env)
+    )
+    workflow = yaml.safe_load(Path(json.loads(argo.stdout)["path"]).read_text())
+    outputs = run_argo_dag(workflow, tmp_path / "argo", **{parameter: str(value)})
+    pipeline = next(t for t in workflow["spec"]["templates"] if t["name"] == "pipeline")
+    last = outputs / pipeline["dag"]["tasks"][-1]["name"]
+    assert json.loads((last / "dsops-files" / "outputs" / "metrics.json").read_text()) == (
+        expected_metrics
+    )
+    if names:
+        argo_metrics = json.loads((last / "dsops-metrics.json").read_text())
+        assert argo_metrics == {n: pytest.approx(float(expected_metrics[n])) for n in names}
 
 
 # --- Argo: structure and schema ------------------------------------------------------------------
@@ -400,3 +485,15 @@ def test_argo_grid_is_with_items_and_limits_are_resources(tmp_path: Path) -> Non
     last = templates[ctx.names[spec["steps"][-1]["name"]]]
     command = last["container"]["command"]
     assert command[command.index("--metric-names") + 1] == ",".join(metric_names(notebook))
+
+
+def test_a_bad_grid_is_one_line_before_anything_is_written(tmp_path: Path) -> None:
+    notebook, _, _ = committed(tmp_path / "p", "wine.ipynb")
+    for grid, message in [
+        ("alpha", "expected NAME=V1,V2,..."),
+        ("beta=1,2", "no parameter 'beta' (parameters: test_size, alpha, seed, output_dir)"),
+        ("seed=1,two", "seed"),
+    ]:
+        done = dsops("export", notebook, "--to", "argo", "--grid", grid, cwd=notebook.parent)
+        assert message in error_line(done)
+    assert not (notebook.parent / "pipelines" / "wine" / "argo").exists()

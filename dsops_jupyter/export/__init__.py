@@ -40,13 +40,10 @@ from dsops_jupyter.export.source import (
 from dsops_jupyter.fsutil import write_files
 from dsops_jupyter.model import EXPORT_ENGINES, Version, quoted
 
-ENGINES = EXPORT_ENGINES
 #: The folder of the script package inside the version's image (see templates/Dockerfile.tmpl).
 IMAGE_PACKAGE_DIR = PurePosixPath("/opt/dsops")
 #: Where a step's workdir (its artifacts) lives inside the container.
 CONTAINER_WORKDIR = "/tmp/dsops/work"
-#: The extras a Kale step tag can carry, as ``KIND:VALUE``; see `StepExtras`.
-EXTRA_KINDS = ("image", "limit", "label", "annotation", "secret", "volume", "cache")
 
 
 # --- what an engine receives --------------------------------------------------------------------
@@ -178,7 +175,7 @@ class ExportResult:
     engine: str
     path: Path
     files: list[Path]
-    version: Version | None
+    version: Version
     image: ImageRef
     names: dict[str, str]
     notes: list[str] = field(default_factory=list)
@@ -188,7 +185,7 @@ class ExportResult:
             "engine": self.engine,
             "path": str(self.path),
             "files": [str(path) for path in self.files],
-            "version": self.version.to_json() if self.version is not None else None,
+            "version": self.version.to_json(),
             "image": self.image.reference,
             "image_id": self.image.image_id,
             "names": self.names,
@@ -223,7 +220,7 @@ def runner_source() -> str:
     tree = ast.parse(text)
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
-        if isinstance(body, list) and body and _is_docstring(body[0]):
+        if isinstance(body, list) and len(body) > 1 and _is_docstring(body[0]):
             body.pop(0)
     return ast.unparse(tree) + "\n"
 
@@ -239,8 +236,9 @@ def _is_docstring(node: ast.stmt) -> bool:
 # --- the common steps ---------------------------------------------------------------------------
 def load_engine(to: str) -> Engine:
     """The engine module; a missing engine package is one line naming the extra to install."""
-    if to not in ENGINES:
-        raise ExportError(f"unknown engine {quoted(to)}; choose one of {', '.join(ENGINES)}")
+    if to not in EXPORT_ENGINES:
+        choices = ", ".join(EXPORT_ENGINES)
+        raise ExportError(f"unknown engine {quoted(to)}; choose one of {choices}")
     try:
         module: Any = importlib.import_module(f"dsops_jupyter.export.{to}")
     except ImportError as err:
@@ -343,6 +341,16 @@ def metric_names(notebook: Path) -> list[str]:
     return names
 
 
+def spec_parameters(spec: Mapping[str, Any]) -> list[ExportParameter]:
+    """The parameters a pipeline spec declares, with the script option of each."""
+    from dsops_jupyter.params import parameter_options
+
+    return [
+        ExportParameter(p["name"], p["type"], p["default"], parameter_options(p["name"])[0])
+        for p in spec.get("parameters", [])
+    ]
+
+
 def build_context(
     spec: Mapping[str, Any],
     *,
@@ -353,12 +361,7 @@ def build_context(
     grid: list[str] | None = None,
 ) -> ExportContext:
     """An engine's view of a pipeline spec (a version's ``pipeline.json``)."""
-    from dsops_jupyter.params import parameter_options
-
-    parameters = [
-        ExportParameter(p["name"], p["type"], p["default"], parameter_options(p["name"])[0])
-        for p in spec.get("parameters", [])
-    ]
+    parameters = spec_parameters(spec)
     names = sanitise([s["name"] for s in spec["steps"]], rule)
     producers: dict[str, str] = {}
     steps = []
@@ -418,11 +421,13 @@ def export(
     folder: ``package_dir``, by default where the settings put it)."""
     path = Path(notebook)
     engine = load_engine(to)
-    events.stage(on_event, f"exporting {path.name} to {to}")
     version, default_dir = latest_version(path, name)
     package_dir = package_dir or default_dir
     spec = version_spec(path, version, package_dir)
+    parse_grid(list(grid or []), spec_parameters(spec))  # bad input is said before the engine
     ref = resolve_image(version, image)
+    # after the checks: a refused export prints its one line and no progress
+    events.stage(on_event, f"Exporting {version.tag} to {to}")
     rule = engine.NAME_RULE
     ctx = build_context(
         spec, image=ref, version=version, rule=rule, metrics=metric_names(path), grid=grid

@@ -8,8 +8,9 @@ it the same way (see ``ExportContext.step_command``):
         [--in NAME=PATH]... [--out NAME=PATH]... [--files PATH] [--metrics NAME=PATH
         --metric-names a,b] [--executor-input JSON] -- [--alpha=0.5 ...]
 
-An artifact NAME is the folder ``WORKDIR/NAME`` (manifest + data, see ``_artifacts.py``): each
-``--in`` folder is copied there before the step, each ``--out`` copied from there after it.
+An artifact NAME is the folder ``WORKDIR/NAME`` (manifest + data, see runtime/artifacts.py), or
+the file ``WORKDIR/NAME.pkl`` of scripts that still pickle: each ``--in`` is copied there before
+the step, each ``--out`` copied from there after it (a folder stays a folder, a file a file).
 The step runs in a fresh current folder; ``--files`` receives what it wrote there (a
 ``metrics.json``, plots). ``--metrics`` receives the numbers the notebook's ``pipeline-metrics``
 cell names, read from the step function's locals as it returns. ``--executor-input`` is the
@@ -83,6 +84,7 @@ def run_step(script, step, workdir, script_args, metric_names):
             captured.update({n: frame.f_locals[n] for n in wanted if n in frame.f_locals})
 
     sys.argv = [script, "--step", step, "--workdir", str(workdir), *script_args]
+    sys.path.insert(0, os.path.dirname(os.path.abspath(script)))  # as `python SCRIPT` does
     if wanted:
         sys.setprofile(watch)
     try:

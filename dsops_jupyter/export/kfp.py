@@ -57,7 +57,6 @@ def render(ctx: ExportContext) -> dict[str, bytes]:
 
 def _pipeline(ctx: ExportContext) -> Callable[..., Any]:
     components = {step.name: _component(ctx, step) for step in ctx.steps}
-
     outputs = _pipeline_outputs(ctx)
 
     def body(*values: Any) -> Any:  # called with a placeholder per pipeline parameter
