@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dsops_jupyter._version import __version__
+from dsops_jupyter.cli_sweep import add_sweep_options, run_grid
+from dsops_jupyter.console import print_package_result
 from dsops_jupyter.errors import DsopsError, NotARepositoryError, ParameterError
 
 if TYPE_CHECKING:  # events imports dataclasses (and inspect): not needed to start
@@ -91,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--cache", action="store_true", help="restore unchanged steps (.dsops/cache)")
     sub.add_argument("--force", action="append", default=[], metavar="STEP", help=FORCE_HELP)
     sub.add_argument("--resume", nargs="?", const="", metavar="RUN", help=RESUME_HELP)
+    add_sweep_options(sub)
 
     sub = command("convert", cmd_convert, "write the generated script package")
     _package_options(sub)
@@ -150,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     grid = "sweep a parameter over these values (repeatable: every combination)"
     sub.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2", help=grid)
     sub.add_argument("--name", help="pipeline name (default: from the notebook file name)")
+    sub.add_argument("--airflow-operator", choices=("docker", "k8s"), default="docker")
+    sub.add_argument("--artifacts", metavar="URI", default="", help="airflow: an object store")
 
     sub = command("cache", cmd_cache, "show, prune or clear the step and build caches")
     sub.add_argument("action", nargs="?", choices=("show", "prune", "clear"), default="show")
@@ -274,6 +279,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         force=tuple(args.force),
         resume=args.resume,
     )
+    if args.grid or args.jobs is not None:
+        return run_grid(args, options)
     with _reporter(args) as on_event:
         record = run_notebook(args.notebook, options, on_event)
     if args.json:
@@ -391,31 +398,15 @@ def cmd_package(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(data)
         return 0
-    _print_package_result(data)
+    print_package_result(data)
     return 0
-
-
-def _print_package_result(data: dict[str, Any]) -> None:
-    version = data.get("version") or {}
-    if version:
-        state = "new version" if data.get("created") else "unchanged, still"
-        print(f"{state} {version.get('tag')} ({version.get('short')})")
-    print(f"package: {data.get('package_dir')}")
-    image = data.get("image")
-    if image:
-        print(f"image:   {image.get('id')}")
-        print(f"tags:    {', '.join(image.get('tags', []))}")
-        print(f"size:    {image.get('size', 0) / 1e6:.1f} MB")
-    if data.get("output"):
-        print(f"archive: {data['output']}")
-    if data.get("exported"):
-        print(f"export:  {data['exported']['path']}")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from dsops_jupyter.export import export
 
     options = {"image": args.image, "out_dir": args.out, "grid": args.grid, "name": args.name}
+    options["options"] = {"airflow_operator": args.airflow_operator, "artifacts": args.artifacts}
     with _reporter(args) as on_event:
         result = export(args.notebook, args.to, on_event=on_event, **options)
     if args.json:

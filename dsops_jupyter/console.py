@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from dsops_jupyter.events import Event, OnEvent
 
@@ -46,3 +47,21 @@ def progress_bars() -> Iterator[OnEvent]:
     finally:
         if progress.live.is_started:
             progress.stop()
+
+
+def print_package_result(data: dict[str, Any]) -> None:
+    """What `dsops package` made, one field a line, from its JSON form."""
+    version = data.get("version") or {}
+    if version:
+        state = "new version" if data.get("created") else "unchanged, still"
+        print(f"{state} {version.get('tag')} ({version.get('short')})")
+    print(f"package: {data.get('package_dir')}")
+    image = data.get("image")
+    if image:
+        print(f"image:   {image.get('id')}")
+        print(f"tags:    {', '.join(image.get('tags', []))}")
+        print(f"size:    {image.get('size', 0) / 1e6:.1f} MB")
+    if data.get("output"):
+        print(f"archive: {data['output']}")
+    if data.get("exported"):
+        print(f"export:  {data['exported']['path']}")

@@ -98,6 +98,7 @@ class ExportContext:
     grid: list[dict[str, Any]] = field(default_factory=list)  # parameter sets of a sweep
     names: dict[str, str] = field(default_factory=dict)  # step name -> engine task name
     notes: list[str] = field(default_factory=list)
+    options: dict[str, str] = field(default_factory=dict)  # engine-specific, e.g. airflow_operator
 
     @property
     def description(self) -> str:
@@ -241,7 +242,7 @@ def load_engine(to: str) -> Engine:
     try:
         module: Any = importlib.import_module(f"dsops_jupyter.export.{to}")
     except ImportError as err:
-        missing = err.name or to
+        missing = (err.name or to).split(".")[0]  # the distribution, not `airflow.sdk`
         raise ExtraMissingError(
             f"exporting to {to} needs the {missing} package, which is not installed: "
             f"pip install dsops-jupyter[{to}]"
@@ -301,29 +302,14 @@ def parameter_text(kind: str, value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def parse_grid(items: list[str], parameters: list[ExportParameter]) -> list[dict[str, Any]]:
-    """``--grid alpha=0.1,0.5 --grid seed=1,2``: every combination, values typed like the
-    parameter's default (the same coercion as ``-p``)."""
-    if not items:
-        return []
-    from dsops_jupyter.params import Parameter, coerce_value
+def grid_runs(items: list[str], parameters: list[ExportParameter]) -> list[dict[str, Any]]:
+    """``--grid alpha=0.1,0.5 --grid seed=1,2``: every combination, read by the one grid parser
+    ``dsops run --grid`` uses, for the version's parameters."""
+    from dsops_jupyter.grid import parse_grid
+    from dsops_jupyter.params import Parameter
 
-    known = {p.name: p for p in parameters}
-    axes: dict[str, list[Any]] = {}
-    for item in items:
-        name, sep, values = item.partition("=")
-        name = name.strip()
-        if not sep or not values.strip():
-            raise ParameterError(f"--grid {quoted(item)}: expected NAME=V1,V2,...")
-        if name not in known:
-            raise ParameterError(
-                f"--grid {quoted(item)}: no parameter {name!r} "
-                f"(parameters: {', '.join(known) or 'none'})"
-            )
-        param = known[name]
-        typed = Parameter(name=name, type=param.type, default=param.default, cell=0)
-        axes[name] = [coerce_value(typed, value.strip()) for value in values.split(",")]
-    return [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
+    declared = [Parameter(name=p.name, type=p.type, default=p.default, cell=0) for p in parameters]
+    return parse_grid(declared, items, where="the version").combinations()
 
 
 def metric_names(notebook: Path) -> list[str]:
@@ -390,7 +376,7 @@ def build_context(
         metrics=list(metrics or []),
         names=names,
     )
-    ctx.grid = parse_grid(list(grid or []), parameters)
+    ctx.grid = grid_runs(list(grid or []), parameters)
     renamed = {k: v for k, v in names.items() if k != v}
     if renamed:
         shown = ", ".join(f"{k} -> {v}" for k, v in renamed.items())
@@ -413,6 +399,7 @@ def export(
     grid: list[str] | None = None,
     name: str | None = None,
     package_dir: Path | None = None,
+    options: Mapping[str, str] | None = None,
     on_event: OnEvent = events.ignore,
 ) -> ExportResult:
     """Write the engine's pipeline definition of the notebook's latest version (its package
@@ -422,7 +409,7 @@ def export(
     version, default_dir = latest_version(path, name)
     package_dir = package_dir or default_dir
     spec = version_spec(path, version, package_dir)
-    parse_grid(list(grid or []), spec_parameters(spec))  # bad input is said before the engine
+    grid_runs(list(grid or []), spec_parameters(spec))  # bad input is said before the engine
     ref = resolve_image(version, image)
     # after the checks: a refused export prints its one line and no progress
     events.stage(on_event, f"Exporting {version.tag} to {to}")
@@ -430,6 +417,7 @@ def export(
     ctx = build_context(
         spec, image=ref, version=version, rule=rule, metrics=metric_names(path), grid=grid
     )
+    ctx.options = dict(options or {})
     files = engine.render(ctx)
     target = Path(out_dir) if out_dir is not None else package_dir / to
     write_files(target, files)
