@@ -343,7 +343,8 @@ def freshness(
     pipeline: Pipeline, parameters: dict[str, Any] | None, cache: StepCache
 ) -> list[StepState]:
     """Each step (run order) fresh iff the cache holds its key computed from its upstream
-    steps' cached outputs; otherwise stale, with what changed since its last stored entry."""
+    steps' cached outputs; otherwise stale, with what changed since its last stored entry.
+    (A fresh step that hands nothing on still runs: see ``restores``.)"""
     values = resolved_parameters(pipeline, parameters)
     states: dict[str, StepState] = {}
     outputs: dict[str, dict[str, str]] = {}  # fresh step -> its outputs' sha256
@@ -363,6 +364,13 @@ def freshness(
         reasons = _reasons(why, last, stale_upstream, key)
         states[step.name] = StepState(step.name, False, reasons, key)
     return [states[step.name] for step in pipeline.steps]
+
+
+def restores(step: Step) -> bool:
+    """Whether a cache hit may stand in for running the step: only when it hands values on.
+    A step that hands nothing on (the last one, typically) exists for what it writes or
+    shows (metrics files, plots), which only running it makes; so it always runs."""
+    return bool(step.outputs)
 
 
 def input_hashes(

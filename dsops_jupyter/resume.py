@@ -74,15 +74,19 @@ def _named_run(runs: Path, run: str) -> Path:
 
 
 def _latest_failed(runs: Path, name: str) -> Path:
-    folders = sorted(runs.glob(f"*/{RECORD}"), reverse=True) if runs.is_dir() else []
-    for path in folders:
+    """The newest failed run that no later run resumed already (a resumed run that failed
+    again is itself the newest failed one)."""
+    records = []
+    for path in sorted(runs.glob(f"*/{RECORD}"), reverse=True) if runs.is_dir() else []:
         try:
-            status = json.loads(path.read_bytes()).get("status")
+            records.append((path.parent, json.loads(path.read_bytes())))
         except (OSError, ValueError):
             continue
-        if status in RESUMABLE:
-            return path.parent
-    raise ResumeError(f"no failed run of {name} in {runs}: nothing to resume")
+    resumed = {Path(r["resumed_from"]).name for _, r in records if r.get("resumed_from")}
+    for run_dir, record in records:
+        if record.get("status") in RESUMABLE and run_dir.name not in resumed:
+            return run_dir
+    raise ResumeError(f"no failed run of {name} in {runs} left to resume")
 
 
 def _record(run_dir: Path) -> dict[str, Any]:

@@ -106,7 +106,8 @@ class StepLedger:
             return None
         key, self.why[step] = keyed
         self.keys[step] = self.marks[step]["key"] = key
-        found = None if step in self.forced else self.cache.lookup(key)
+        restorable = step not in self.forced and cache.restores(self.steps[step])
+        found = self.cache.lookup(key) if restorable else None
         if found is None:
             return None
         record = self.cache.entry(key) or {}

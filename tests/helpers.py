@@ -352,3 +352,14 @@ def file_difference(
         same = same_value(_csv_cells(left), _csv_cells(right))
         return None if same else f"{name}: different CSV data"
     return f"{name}: different bytes"
+
+
+def with_pandas_import(notebook: Path) -> None:
+    """iris_kale calls load_iris(as_frame=True), which needs pandas, but never imports it: the
+    lock (imported distributions only) leaves pandas out of the image. Import it in the
+    ``imports`` cell so the image can run the notebook (a gap of the lock, not of exports)."""
+    nb = json.loads(notebook.read_text())
+    cell = next(c for c in nb["cells"] if "imports" in c["metadata"].get("tags", []))
+    cell["source"] = "".join(cell["source"]) + "\nimport pandas  # noqa: F401"
+    notebook.write_text(json.dumps(nb, indent=1))
+    git(notebook.parent, "commit", "-q", "-am", "pandas for load_iris(as_frame=True)")

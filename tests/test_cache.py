@@ -369,7 +369,7 @@ def converted(tmp_path: Path) -> tuple[Path, Path]:
     return path, path.parent / "pipelines" / "nb" / "nb.py"
 
 
-def test_script_cache_second_run_executes_nothing_and_gives_the_same_results(
+def test_script_cache_second_run_restores_and_gives_the_same_results(
     tmp_path: Path,
 ) -> None:
     path, script = converted(tmp_path)
@@ -381,8 +381,9 @@ def test_script_cache_second_run_executes_nothing_and_gives_the_same_results(
     work.mkdir()
     for workdir in ("w1", "w2"):
         done = assert_ok(run_python(script, "--cache", store, "--workdir", workdir, cwd=work))
-    assert (work / "log.txt").read_text() == "load\n"  # the second run ran no step
-    assert done.stderr.count("restored from the cache") == 3
+    assert (work / "log.txt").read_text() == "load\n"  # the second run did not run load
+    # load and total restored; report hands nothing on, so it runs (and writes result.json)
+    assert done.stderr.count("restored from the cache") == 2
     assert (work / "result.json").read_bytes() == (plain / "result.json").read_bytes()
     for name in ("xs", "total", "squares"):
         assert artifacts.load(work / "w2", name) == artifacts.load(work / "w1", name)
@@ -471,12 +472,12 @@ def test_a_step_run_after_another_goes_stale_when_that_one_changes(tmp_path: Pat
 )
 def test_script_cache_on_corpus_notebooks(tmp_path: Path, name: str) -> None:
     """A cached run prints what a plain run prints and ends with the values it computes; the
-    next one restores every step and runs none."""
+    next one restores every step that hands values on and runs only the others."""
     source = tmp_path / Path(name).name
     source.write_bytes((CORPUS / name).read_bytes())
     assert_ok(dsops("convert", source.name, "--out", "pkg", cwd=tmp_path))
     (script,) = (tmp_path / "pkg").glob("*.py")
-    steps = len(read_pipeline(source).steps)
+    steps = [step for step in read_pipeline(source).steps if step.outputs]
     runs = {}
     for run in ("plain", "first", "second"):
         (tmp_path / run).mkdir()
@@ -484,8 +485,8 @@ def test_script_cache_on_corpus_notebooks(tmp_path: Path, name: str) -> None:
         runs[run] = assert_ok(run_python(script, *flags, cwd=tmp_path / run))
     assert runs["first"].stdout == runs["plain"].stdout
     assert "restored" not in runs["first"].stderr
-    assert runs["second"].stderr.count("restored from the cache") == steps
-    assert runs["second"].stdout == ""
+    assert runs["second"].stderr.count("restored from the cache") == len(steps)
+    assert set(runs["second"].stdout.splitlines()) <= set(runs["plain"].stdout.splitlines())
     first, second = tmp_path / "first" / "w", tmp_path / "second" / "w"
     restored = {name: e["sha256"] for name, e in artifacts.entries(second).items()}
     assert restored == {name: e["sha256"] for name, e in artifacts.entries(first).items()}

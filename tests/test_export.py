@@ -37,6 +37,7 @@ from tests.helpers import (
     init_repo,
     make_notebook,
     papermill_results,
+    with_pandas_import,
 )
 
 SLOW = pytest.mark.timeout(2400)
@@ -51,17 +52,6 @@ def example_repo(folder: Path, example: str) -> Path:
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", example)
     return notebook
-
-
-def with_pandas_import(notebook: Path) -> None:
-    """iris_kale calls load_iris(as_frame=True), which needs pandas, but never imports it: the
-    lock (imported distributions only) leaves pandas out of the image. Import it in the
-    ``imports`` cell so the image can run the notebook (a gap of the lock, not of exports)."""
-    nb = json.loads(notebook.read_text())
-    cell = next(c for c in nb["cells"] if "imports" in c["metadata"].get("tags", []))
-    cell["source"] = "".join(cell["source"]) + "\nimport pandas  # noqa: F401"
-    notebook.write_text(json.dumps(nb, indent=1))
-    git(notebook.parent, "commit", "-q", "-am", "pandas for load_iris(as_frame=True)")
 
 
 def committed(folder: Path, example: str) -> tuple[Path, dict[str, Any], Any]:

@@ -14,6 +14,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,16 @@ from dsops_jupyter.export import build_context, export, metric_names
 from dsops_jupyter.export.source import ImageRef, latest_version, version_spec
 from dsops_jupyter.model import RunOptions
 from dsops_jupyter.vcs import commit_package
-from tests.helpers import assert_ok, clean_env, copy_example, dsops, git, init_repo, json_error
+from tests.helpers import (
+    assert_ok,
+    clean_env,
+    copy_example,
+    dsops,
+    git,
+    init_repo,
+    json_error,
+    with_pandas_import,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Loads the DAG folder with Airflow's DagBag and prints what a test compares, as JSON.
@@ -234,7 +244,9 @@ class Packaged:
     build_seconds: float
 
 
-def package_example(folder: Path, example: str, base_image: str) -> Packaged:
+def package_example(
+    folder: Path, example: str, base_image: str, prepare: Callable[[Path], None] | None = None
+) -> Packaged:
     from dsops_jupyter.model import PackageOptions
     from dsops_jupyter.package import package_notebook
 
@@ -243,6 +255,8 @@ def package_example(folder: Path, example: str, base_image: str) -> Packaged:
     (repo / ".gitignore").write_text("outputs/\n")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", example)
+    if prepare is not None:
+        prepare(notebook)
     started = time.perf_counter()
     package_notebook(notebook, PackageOptions(base_image=base_image))
     return Packaged(notebook, time.perf_counter() - started)
@@ -360,17 +374,14 @@ def test_cli_export_chooses_the_operator_and_refuses_k8s_with_a_store(
 
 @pytest.mark.docker
 @pytest.mark.timeout(2400)
-@pytest.mark.xfail(
-    strict=True,
-    reason="the image lacks pandas: iris_kale imports no pandas, but sklearn's "
-    "load_iris(as_frame=True) needs it at run time, and the lock pins only what the notebook "
-    "imports, so step load_data fails in the container (ImportError)",
-)
 def test_a_kale_tagged_notebook_runs_with_papermills_metrics(
     docker_base_image: str, tmp_path: Path
 ) -> None:
-    """iris_kale: Kale's block:/prev: tags and pipeline-parameters, read unchanged."""
-    packaged = package_example(tmp_path / "iris", "iris_kale.ipynb", docker_base_image)
+    """iris_kale: Kale's block:/prev: tags and pipeline-parameters, read unchanged (plus the
+    pandas import its image needs, see with_pandas_import)."""
+    packaged = package_example(
+        tmp_path / "iris", "iris_kale.ipynb", docker_base_image, prepare=with_pandas_import
+    )
     export(packaged.notebook, "airflow", out_dir=tmp_path / "dags")
     conf = {"max_depth": 1}
     expected, _ = papermill_metrics(packaged.notebook, tmp_path / "pm", conf)

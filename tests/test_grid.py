@@ -61,6 +61,6 @@ def test_top_level_commas_split_and_quotes_belong_to_str_values(tmp_path: Path) 
 )
 def test_bad_specs_fail_in_one_line(wine, specs, fixed, message) -> None:
     with pytest.raises(ParameterError) as caught:
-        parse_grid(wine.parameters, specs, fixed)
+        parse_grid(wine.parameters, specs, fixed, wine.notebook_path.name)
     assert message in str(caught.value)
     assert "\n" not in str(caught.value)

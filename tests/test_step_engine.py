@@ -2,9 +2,10 @@
 `--resume`, on the examples and on corpus notebooks written by others.
 
 What proves a step was not executed: its cells in the executed notebook have no execution count
-and say "restored from cache", and what they would write (``outputs/metrics.json`` in a fresh
-working folder, a line appended to a file) is not written. What proves the restore is right: a
-later step that does run computes exactly what it computed in the full run.
+and say "restored from cache", and what they would write (a line appended to a file) is not
+written. A step that hands nothing on (wine's evaluate) always runs: what it writes and shows is
+its work, so a cached re-run still writes ``outputs/metrics.json``. What proves the restore is
+right: a later step that does run computes exactly what it computed in the full run.
 """
 
 from __future__ import annotations
@@ -128,12 +129,13 @@ def test_a_run_keeps_every_step_output_in_its_run_folder(wine: dict[str, Any]) -
     assert manifest["step"] == "load" and manifest["format"] == "parquet", manifest
 
 
-def test_a_cached_rerun_executes_no_cell_and_restores_the_same_artifacts(wine: dict) -> None:
+def test_a_cached_rerun_restores_every_step_that_hands_values_on(wine: dict) -> None:
     again = wine["again"]
-    assert restored(again) == {"load", "features", "train", "evaluate"}
-    assert all(step["cached"] and not step["executed"] for step in again.steps)
+    assert restored(again) == {"load", "features", "train"}
+    assert all(step["cached"] and not step["executed"] for step in again.steps[:3])
+    assert steps_of(again)["evaluate"]["executed"]  # hands nothing on: its work is its files
     assert_not_executed(again, restored(again))
-    assert not (wine["root"] / "cwd-again" / "outputs").exists()  # evaluate did not run
+    assert metrics(wine["root"] / "cwd-again") == metrics(wine["root"] / "cwd-full")
     assert artifact_hashes(again) == artifact_hashes(wine["full"])
     texts = cell_texts(again, "train")
     assert texts and all("restored from cache (key" in text for text in texts), texts
@@ -170,6 +172,8 @@ def test_resume_continues_a_failed_run_with_its_parameters(wine: dict) -> None:
     assert restored(resumed) == {"load", "features"}
     assert {s["restored"] for s in resumed.steps if s["restored"]} == {"run"}
     assert_not_executed(resumed, {"load", "features"})
+    with pytest.raises(ResumeError, match="left to resume"):  # resumed already: not again
+        run(notebook, root / "cwd-again-resumed", resume="")
     reference = run(notebook, root / "cwd-reference", parameters={"alpha": 1000.0})
     assert metrics(root / "cwd-resumed") == metrics(root / "cwd-reference")
     assert metrics(root / "cwd-resumed")["accuracy"] == 0.955556
@@ -204,7 +208,7 @@ def test_cli_flags_and_their_combination_checks(wine: dict) -> None:
     assert RunOptions.from_json({"cache": True, "force": ["train"]}).force == ("train",)
     done = dsops("run", wine["notebook"].name, "--cache", "--out", "out-cli", cwd=wine["root"])
     assert done.returncode == 0, done.stderr
-    assert done.stdout.count("restored from cache") == 4, done.stdout
+    assert done.stdout.count("restored from cache") == 3, done.stdout
 
 
 # --- Kale's iris example and two corpus notebooks written by others --------------------------
@@ -258,10 +262,10 @@ def test_an_unstorable_value_is_one_warning_and_its_step_is_never_cached(tmp_pat
     assert re.search(r"\blog\b", warnings[0]) and "step 'handle'" in warnings[0], warnings
     assert steps_of(first)["handle"]["unstorable"], first.steps
     second = run(notebook, root / "cwd", cache=True)
-    # total reads log, so it has no key either; report's input (total) was stored: cached
-    assert restored(second) == {"load", "report"}, second.steps
+    # total reads log, so it has no key either; report hands nothing on: it always runs
+    assert restored(second) == {"load"}, second.steps
     ran = (root / "cwd" / "ran.txt").read_text().splitlines()
-    assert ran == ["handle", "total", "report", "handle", "total"], ran
+    assert ran == ["handle", "total", "report", "handle", "total", "report"], ran
 
 
 def test_resume_restarts_no_later_than_a_step_with_an_unstorable_value(tmp_path: Path) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ast
 import importlib
-import itertools
 import json
 import re
 from collections.abc import Mapping
@@ -27,7 +26,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from dsops_jupyter import events
-from dsops_jupyter.errors import ParameterError
 from dsops_jupyter.events import OnEvent
 from dsops_jupyter.export.source import (
     ExportError,

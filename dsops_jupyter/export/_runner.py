@@ -8,9 +8,8 @@ it the same way (see ``ExportContext.step_command``):
         [--in NAME=PATH]... [--out NAME=PATH]... [--files PATH] [--metrics NAME=PATH
         --metric-names a,b] [--executor-input JSON] -- [--alpha=0.5 ...]
 
-An artifact NAME is the folder ``WORKDIR/NAME`` (manifest + data, see runtime/artifacts.py), or
-the file ``WORKDIR/NAME.pkl`` of scripts that still pickle: each ``--in`` is copied there before
-the step, each ``--out`` copied from there after it (a folder stays a folder, a file a file).
+An artifact NAME is the folder ``WORKDIR/NAME`` (manifest + data, see runtime/artifacts.py):
+each ``--in`` folder is copied there before the step, each ``--out`` copied from there after it.
 The step runs in a fresh current folder; ``--files`` receives what it wrote there (a
 ``metrics.json``, plots). ``--metrics`` receives the numbers the notebook's ``pipeline-metrics``
 cell names, read from the step function's locals as it returns. ``--executor-input`` is the
@@ -126,13 +125,12 @@ def main(argv):
         shutil.rmtree(args.workdir)
     args.workdir.mkdir(parents=True)
     for name, path in args.inputs:
-        copy_tree(path, args.workdir / (name if path.is_dir() else f"{name}.pkl"))
+        copy_tree(path, args.workdir / name)
     here = Path(tempfile.mkdtemp(prefix="dsops-step-"))
     os.chdir(here)
     metrics = run_step(args.script, args.step, args.workdir, args.script_args, args.metric_names)
     for name, path in args.outputs:
-        folder = args.workdir / name
-        copy_tree(folder if folder.exists() else args.workdir / f"{name}.pkl", path)
+        copy_tree(args.workdir / name, path)
     if args.files is not None:
         copy_tree(here, args.files)
     metrics_name = None
