@@ -6,6 +6,10 @@ adapter only decides how to show progress (rich bar, ipywidgets bar, JSON job st
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -78,3 +82,20 @@ class OverallProgress:
         total = max(self.expected, self.stages)
         self.value = max(self.value, min(0.99, done / total))
         return self.value
+
+
+def stdout_channel() -> Callable[[dict[str, Any]], None]:
+    """A child process's JSON-lines channel to its parent (server jobs, sweep runs), on the
+    real stdout; everything else printed goes to stderr, so stray prints cannot break it.
+    Thread-safe: events come from the core's helper threads too."""
+    channel = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    sys.stdout = sys.stderr
+    lock = threading.Lock()
+
+    def send(message: dict[str, Any]) -> None:
+        with lock:
+            channel.write(json.dumps(message, default=str) + "\n")
+            channel.flush()
+
+    return send

@@ -340,15 +340,7 @@ def child_main() -> None:
     or ``{"status": ..., "error": "one line"}``. Anything else printed goes to stderr (the
     run's log file), so stray prints cannot break the protocol.
     """
-    protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    sys.stdout = sys.stderr
-    lock = threading.Lock()
-
-    def send(message: dict[str, Any]) -> None:
-        with lock:  # events may come from the core's helper threads
-            protocol.write(json.dumps(message, default=str) + "\n")
-            protocol.flush()
+    send = events.stdout_channel()
 
     def on_event(event: Event) -> None:
         if event.kind != "result":  # the outcome carries the record

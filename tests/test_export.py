@@ -480,8 +480,8 @@ def test_argo_grid_is_with_items_and_limits_are_resources(tmp_path: Path) -> Non
 def test_a_bad_grid_is_one_line_before_anything_is_written(tmp_path: Path) -> None:
     notebook, _, _ = committed(tmp_path / "p", "wine.ipynb")
     for grid, message in [
-        ("alpha", "expected NAME=V1,V2,..."),
-        ("beta=1,2", "no parameter 'beta' (parameters: test_size, alpha, seed, output_dir)"),
+        ("alpha", "expected NAME=VALUE,VALUE,..."),
+        ("beta=1,2", "no parameter 'beta' (its parameters: test_size, alpha, seed, output_dir)"),
         ("seed=1,two", "seed"),
     ]:
         done = dsops("export", notebook, "--to", "argo", "--grid", grid, cwd=notebook.parent)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from dsops_jupyter.errors import DsopsError, RunInterruptedError
-from dsops_jupyter.events import Event, OnEvent
+from dsops_jupyter.events import Event, OnEvent, stdout_channel
 from dsops_jupyter.model import PackageOptions, RunOptions
 from dsops_jupyter.server.jobs import MAX_LINE_CHARS, bounded, bounded_json, relative_paths
 from dsops_jupyter.server.paths import check_writes
@@ -48,17 +48,9 @@ def run_job(job: dict[str, Any], on_event: OnEvent) -> dict[str, Any]:
 
 
 def main() -> int:
-    protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints must not break the protocol
-    sys.stdout = sys.stderr
+    send = stdout_channel()
     job = json.loads(sys.stdin.readline())
     threading.Thread(target=_stop_when_orphaned, daemon=True).start()
-    lock = threading.Lock()
-
-    def send(message: dict[str, Any]) -> None:
-        with lock:  # events may come from the core's helper threads
-            protocol.write(json.dumps(message, default=str) + "\n")
-            protocol.flush()
 
     def on_event(event: Event) -> None:
         data = event.to_json()
