@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The bundled example end to end, in a scratch Git repository (your clone stays untouched):
-# steps -> run -> convert -> commit -> check, then package into an image if a Docker engine answers.
+# steps -> run (twice, the second from the step cache) -> convert -> commit -> check, then package
+# into an image and export it as a Kubeflow pipeline if a Docker engine answers.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 work="${1:-$(mktemp -d -t dsops-quickstart-XXXX)}"
@@ -15,7 +16,9 @@ git add -A && git commit -qm "wine notebook" || true
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 step dsops steps wine.ipynb
-step dsops run wine.ipynb -p alpha 0.5
+step dsops run wine.ipynb -p alpha 0.5 --cache
+step dsops run wine.ipynb -p alpha 0.5 --cache   # unchanged steps restored from .dsops/cache
+step dsops steps wine.ipynb -p alpha 0.5         # now fresh
 step dsops convert wine.ipynb
 step python pipelines/wine/wine.py --alpha 0.5
 step dsops commit wine.ipynb
@@ -23,6 +26,7 @@ step dsops versions wine.ipynb
 step dsops check
 if python3 -c "import docker; docker.from_env().ping()" 2>/dev/null; then
   step dsops package wine.ipynb --smoke
+  step dsops export wine.ipynb --to kfp
 else
   printf '\n(no Docker engine reachable: skipping `dsops package`; see README "Images")\n'
 fi
