@@ -33,7 +33,7 @@ from tests.docker_engine import (
     _wait_for_ping,
     ensure_rootfs_tarball,
 )
-from tests.helpers import assert_ok, clean_env, copy_example, dsops, git, init_repo
+from tests.helpers import assert_ok, clean_env, copy_example, dsops, git, init_repo, tree_snapshot
 
 WHEELHOUSE = Path("/var/cache/dsops-tests/wheelhouse")
 BASE_TAG = "dsops-test-base:repro"
@@ -259,9 +259,7 @@ def test_cli_output_needs_no_engine_and_matches_the_api(base_tar: Path, tmp_path
     assert first_run["image"]["id"] == second_run["image"]["id"]
     assert sha256_file(one) == sha256_file(two)
     folder = Path(first_run["package_dir"])
-    pkg = GeneratedPackage(
-        "wine", folder, {p.name: p.read_bytes() for p in folder.iterdir()}, notebook, ""
-    )
+    pkg = GeneratedPackage("wine", folder, tree_snapshot(folder), notebook, "")
     (version,) = vcs.list_versions(notebook, "wine")
     direct = build(Example(repo, notebook, pkg, version), base_tar, tmp_path / "api")
     assert direct.info.id == first_run["image"]["id"]

@@ -33,6 +33,7 @@ from tests.helpers import (
     init_repo,
     isolate_git_config,
     make_notebook,
+    tree_snapshot,
 )
 
 PACKAGE = "pipelines/demo"
@@ -237,14 +238,14 @@ def test_convert_refuses_to_overwrite_the_users_dockerfile(repo: Path) -> None:
 # --- failed commits never leave the repository stuck (issue 8, "never stuck") ------------------
 def test_failed_commit_leaves_the_old_files_and_the_next_one_succeeds(repo: Path) -> None:
     assert_ok(dsops("commit", "demo.ipynb", cwd=repo))
-    before = {p.name: p.read_bytes() for p in (repo / PACKAGE).iterdir()}
+    before = tree_snapshot(repo / PACKAGE)
     lock = repo / ".git/index.lock"
     lock.write_text("")  # someone else's git is running
     set_alpha(repo, 2)
 
     line = error_line(dsops("commit", "demo.ipynb", cwd=repo))
     assert "index" in line and "nothing was committed" in line
-    assert {p.name: p.read_bytes() for p in (repo / PACKAGE).iterdir()} == before
+    assert tree_snapshot(repo / PACKAGE) == before
     assert lock.read_text() == ""  # the user's lock is not ours to remove
 
     lock.unlink()
@@ -284,7 +285,7 @@ def test_kill_9_at_each_stage_is_finished_or_undone_by_the_next_commit(
     (repo / "src/a.py").write_text("A = 2\n")
     git(repo, "add", "src/a.py")
     staged = git(repo, "diff", "--cached", "--binary", "--", "src")
-    v1_files = {p.name: p.read_bytes() for p in (repo / PACKAGE).iterdir()}
+    v1_files = tree_snapshot(repo / PACKAGE)
     set_alpha(repo, 2)
 
     killed = subprocess.run(
@@ -301,7 +302,7 @@ def test_kill_9_at_each_stage_is_finished_or_undone_by_the_next_commit(
     if committed:  # killed between moving the refs and installing the index: git add must wait
         assert (repo / ".git/index.lock").read_text().startswith("dsops ")
     else:
-        assert {p.name: p.read_bytes() for p in (repo / PACKAGE).iterdir()} == v1_files
+        assert tree_snapshot(repo / PACKAGE) == v1_files
 
     done = assert_ok(dsops("commit", "demo.ipynb", "--json", cwd=repo))
     data = json.loads(done.stdout)
