@@ -5,11 +5,27 @@
  * all pipeline logic, the frontend only renders what the server answers.
  */
 import { requestAPI } from './request';
-import { IJob, IJobOptions, IPipeline, JobKind } from './tokens';
+import {
+  IJob,
+  IJobOptions,
+  IPipeline,
+  IRunSummary,
+  IVersionEntry,
+  IVersionFile,
+  JobKind
+} from './tokens';
 
 /** The pipeline the core reads from the notebook at `path` (as saved on disk). */
 export function getPipeline(path: string): Promise<IPipeline> {
   return requestAPI<IPipeline>('pipeline', { method: 'GET' }, { path });
+}
+
+/** The pipeline of the notebook as edited (unsaved `content`, nbformat JSON). */
+export function describePipeline(path: string, content: unknown): Promise<IPipeline> {
+  return requestAPI<IPipeline>('pipeline', {
+    method: 'POST',
+    body: JSON.stringify({ path, content })
+  });
 }
 
 /** Start a background job; the server answers 202 with the queued job. */
@@ -24,8 +40,45 @@ export function getJob(id: string): Promise<IJob> {
   return requestAPI<IJob>(`jobs/${encodeURIComponent(id)}`, { method: 'GET' });
 }
 
+/** Jobs newest first; only those of notebook `path` when given. */
+export async function listJobs(path?: string): Promise<IJob[]> {
+  const query = path === undefined ? undefined : { path };
+  const answer = await requestAPI<{ jobs: IJob[] }>('jobs', { method: 'GET' }, query);
+  return answer.jobs;
+}
+
+/** Ask the server to stop a job: it ends `cancelled` (kernel shut down, build stopped). */
+export function cancelJob(id: string): Promise<IJob> {
+  return requestAPI<IJob>(`jobs/${encodeURIComponent(id)}/cancel`, { method: 'POST' });
+}
+
+/** Past runs of the notebook at `path`, newest first. */
+export async function listRuns(path: string): Promise<IRunSummary[]> {
+  const answer = await requestAPI<{ runs: IRunSummary[] }>('runs', { method: 'GET' }, { path });
+  return answer.runs;
+}
+
+/** The versions `dsops/<name>/v<N>` of the notebook at `path`, newest first. */
+export async function listVersions(path: string): Promise<IVersionEntry[]> {
+  const answer = await requestAPI<{ versions: IVersionEntry[] }>(
+    'versions',
+    { method: 'GET' },
+    { path }
+  );
+  return answer.versions;
+}
+
+/** One file of a version (default: its script), read from the tag's Git tree. */
+export function getVersionFile(path: string, tag: string, file?: string): Promise<IVersionFile> {
+  const query: Record<string, string> = { path, tag };
+  if (file !== undefined) {
+    query.file = file;
+  }
+  return requestAPI<IVersionFile>('versions/file', { method: 'GET' }, query);
+}
+
 export function isFinished(job: IJob): boolean {
-  return job.state === 'succeeded' || job.state === 'failed';
+  return job.state === 'succeeded' || job.state === 'failed' || job.state === 'cancelled';
 }
 
 function sleep(ms: number): Promise<void> {

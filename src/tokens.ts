@@ -13,6 +13,8 @@ export namespace CommandIDs {
   export const markSkip = 'dsops:mark-skip';
   export const clearMarker = 'dsops:clear-marker';
   export const showPanel = 'dsops:show-panel';
+  export const showRuns = 'dsops:show-runs';
+  export const showVersions = 'dsops:show-versions';
 }
 
 export interface IStep {
@@ -22,6 +24,9 @@ export interface IStep {
   depends_on: string[];
   reads: string[];
   writes: string[];
+  /** Names this step receives from earlier steps / passes to later ones (no throwaway names). */
+  inputs: string[];
+  outputs: string[];
   /** Against the step cache, with the notebook's default parameters. */
   state?: IStepState;
 }
@@ -37,17 +42,47 @@ export interface IParameter {
   default: unknown;
 }
 
+/** An edge of the step graph: `names` passed from `source` to `target` (data), or an `after`. */
+export interface IEdge {
+  source: string;
+  target: string;
+  kind: 'data' | 'after';
+  names: string[];
+}
+
+/** A line that drives dsops itself (`%dsops ...`, `%load_ext dsops_jupyter`): left out of runs. */
+export interface IInteractiveLine {
+  cell: number;
+  line: number;
+  text: string;
+}
+
 export interface IPipeline {
   name: string;
   notebook: string;
   content_hash: string;
   steps: IStep[];
+  edges: IEdge[];
   parameters: IParameter[];
+  interactive: IInteractiveLine[];
   output_dir?: string;
 }
 
 export type JobKind = 'package' | 'run';
-export type JobState = 'queued' | 'running' | 'succeeded' | 'failed';
+export type JobState = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
+
+/** A step's state in a job: live while it runs, final in its record. */
+export type StepState = 'queued' | 'running' | 'done' | 'failed' | 'skipped' | 'cached';
+
+export interface IStepStatus {
+  state: StepState;
+  /** Seconds the step's cells ran (null while queued/running). */
+  duration: number | null;
+  /** For a failed step: the failing cell (notebook index), its 1-based line, one-line error. */
+  cell?: number | null;
+  line?: number | null;
+  error?: string | null;
+}
 
 /**
  * The options a client may set, as the server reads them into the core's
@@ -64,7 +99,14 @@ export interface IJobOptions {
   steps?: string[];
   /** Also write the version's pipeline for this engine (`dsops package --export`). */
   export?: ExportEngine | null;
+  /** Run the notebook (papermill) first: no version unless it passes. */
+  verify?: boolean;
+  /** The image builder: 'assemble' (default, layer assembler) or 'dockerfile'. */
+  builder?: Builder;
 }
+
+export const BUILDERS = ['assemble', 'dockerfile'] as const;
+export type Builder = (typeof BUILDERS)[number];
 
 /** The engines `dsops export` writes pipelines for (model.EXPORT_ENGINES). */
 export const EXPORT_ENGINES = ['kfp', 'airflow', 'argo'] as const;
@@ -81,10 +123,11 @@ export interface IExportResult {
   notes: string[];
 }
 
-export interface IStepRun {
+/** A step in a run record (run.json): `status` is the final StepState. */
+export interface IStepRun extends IStepStatus {
   name: string;
-  status: string;
-  duration?: number | null;
+  executed?: boolean;
+  restored?: boolean;
 }
 
 /** A tagged version: model.Version.to_json(). */
@@ -96,6 +139,32 @@ export interface IVersion {
   short: string;
   epoch: number;
   message: string;
+}
+
+/** A version as the Versions view lists it: its image (if one is known) and its script. */
+export interface IVersionEntry extends IVersion {
+  image: { ref: string; id: string | null } | null;
+  /** The script's path in the version's tree (relative to the repository root). */
+  script: string;
+}
+
+/** One file of a version, read from its Git tree (for the diff and the read-only view). */
+export interface IVersionFile {
+  tag: string;
+  file: string;
+  content: string;
+}
+
+/** A past run (run.json of a run folder), newest first in the Runs view. */
+export interface IRunSummary {
+  /** The run folder, relative to the server root. */
+  dir: string;
+  status: string;
+  parameters: Record<string, unknown>;
+  started: string;
+  duration: number;
+  output_notebook: string;
+  steps: IStepRun[];
 }
 
 /** A built image: `id`, `tags`, `size`, plus the builder's own facts. */
@@ -133,6 +202,13 @@ export interface IRunRecord {
   [key: string]: unknown; // environment, verification, warnings
 }
 
+/** A stage of a job, for the weighted progress bar and the "what ran" view. */
+export interface IStage {
+  name: string;
+  started: number;
+  duration: number | null;
+}
+
 interface IJobState {
   id: string;
   path: string;
@@ -144,9 +220,14 @@ interface IJobState {
   finished: number | null;
   interrupted?: boolean;
   error: string | null;
+  /** The options the job was started with (parameters, steps, ...). */
+  options: IJobOptions;
+  /** Per step, live: filled by run jobs (and package jobs that verify). */
+  steps: Record<string, IStepStatus>;
+  stages: IStage[];
 }
 
-/** A job; its `kind` says which result it carries once succeeded. */
+/** A job; its `kind` says which result it carries (a failed run job keeps its run record). */
 export type IJob =
   | (IJobState & { kind: 'package'; result: IPackageResult | null })
   | (IJobState & { kind: 'run'; result: IRunRecord | null });
