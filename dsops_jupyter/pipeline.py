@@ -105,6 +105,8 @@ class Pipeline:
     warnings: list[str] = field(default_factory=list)
     free_reads: set[str] = field(default_factory=set)  # names any code reads before binding
     bound_names: set[str] = field(default_factory=set)  # names any code binds
+    # lines that drive dsops itself, left out: {cell (0-based), line (1-based), text}
+    interactive: list[dict[str, Any]] = field(default_factory=list)
 
     def step(self, name: str) -> Step:
         for step in self.steps:
@@ -140,4 +142,5 @@ class Pipeline:
             "shared_cells": sorted({index for index, _ in self.hoisted}),
             "skipped_cells": self.skipped_cells,
             "warnings": self.warnings,
+            "interactive": self.interactive,
         }
