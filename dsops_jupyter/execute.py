@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from dsops_jupyter import events, ipysyntax, runerrors
+from dsops_jupyter import dotdsops, events, ipysyntax, runerrors
 from dsops_jupyter._version import __version__
 from dsops_jupyter.cache import open_cache
 from dsops_jupyter.cells import load_notebook
@@ -53,7 +53,7 @@ def run_notebook(
     pipeline = read_pipeline(path)
     resumed = None
     if options.resume is not None:
-        resumed = plan_resume(pipeline, _runs_folder(pipeline), options.resume)
+        resumed = plan_resume(pipeline, runs_folder(path, pipeline.name), options.resume)
     raw = resumed.parameters if resumed else options.parameters
     values = coerce_parameters(pipeline, raw)
     steps = resumed.steps if resumed else list(options.steps)
@@ -61,7 +61,7 @@ def run_notebook(
     parameters = {**{p.name: p.default for p in pipeline.parameters}, **values}
     nb = runnable_notebook(pipeline, load_notebook(path), chosen)
     out_dir = (options.out_dir or _default_out_dir(pipeline)).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    dotdsops.prepare(out_dir)  # under .dsops/: ignored by Git
     output = out_dir / path.name
     ledger = StepLedger(
         pipeline,
@@ -247,11 +247,12 @@ def _read_output(output: Path, fallback: dict[str, Any]) -> dict[str, Any]:
 
 def _default_out_dir(pipeline: Pipeline) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
-    return _runs_folder(pipeline) / stamp
+    return runs_folder(pipeline.notebook_path, pipeline.name) / stamp
 
 
-def _runs_folder(pipeline: Pipeline) -> Path:
-    return load_config(pipeline.notebook_path).root / "runs" / pipeline.name
+def runs_folder(notebook: Path, name: str) -> Path:
+    """The folder of the pipeline's run folders: ``<runs-dir>/<name>`` (``.dsops/runs/``)."""
+    return load_config(notebook).runs_dir / name
 
 
 def _environment(pipeline: Pipeline, path: Path, kernel_name: str | None) -> dict[str, Any]:

@@ -227,7 +227,7 @@ def test_run_magic_shows_progress_and_the_result(tmp_path: Path, monkeypatch):
     assert "load: succeeded" in out and "train" not in out
     bars = [m for m in widget_models(nb) if m["_model_name"] == "FloatProgressModel"]
     assert [b["value"] for b in bars] == [1.0] and bars[0]["bar_style"] == "success"
-    (record,) = tmp_path.glob("runs/tiny/*/run.json")
+    (record,) = tmp_path.glob(".dsops/runs/tiny/*/run.json")
     saved = json.loads(record.read_text())
     assert saved["parameters"]["alpha"] == 2.0 and saved["status"] == "succeeded"
 
