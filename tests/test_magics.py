@@ -224,7 +224,7 @@ def test_run_magic_shows_progress_and_the_result(tmp_path: Path, monkeypatch):
     assert any(WIDGET_VIEW in o.get("data", {}) for o in last.outputs), "a progress bar"
     out = text(last)
     assert "run succeeded" in out
-    assert "load: succeeded" in out and "train" not in out
+    assert "load: done" in out and "train" not in out
     bars = [m for m in widget_models(nb) if m["_model_name"] == "FloatProgressModel"]
     assert [b["value"] for b in bars] == [1.0] and bars[0]["bar_style"] == "success"
     (record,) = tmp_path.glob(".dsops/runs/tiny/*/run.json")
