@@ -284,6 +284,15 @@ def test_the_cache_and_runs_are_ignored_by_git_and_the_users_gitignore_kept(
     assert ".dsops" not in git(path.parent, "status", "--porcelain", "--untracked-files=all")
 
 
+def test_lines_driving_dsops_leave_the_cache_key_alone(tmp_path: Path) -> None:
+    plain = make_notebook(tmp_path / "a.ipynb", [("x = 2\nprint(x)", ["step:s"])])
+    tooled = make_notebook(
+        tmp_path / "b.ipynb",
+        ["%load_ext dsops_jupyter", ("x = 2\n%dsops steps\nprint(x)\n%dsops panel", ["step:s"])],
+    )
+    assert cache.code_key(read_pipeline(plain), "s") == cache.code_key(read_pipeline(tooled), "s")
+
+
 def test_outside_a_repository_the_cache_sits_next_to_the_notebook(tmp_path: Path) -> None:
     path = make_notebook(tmp_path / "plain" / "nb.ipynb", CELLS)
     cached_run(path)
