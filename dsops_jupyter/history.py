@@ -2,7 +2,7 @@
 
 Run folders are ``<runs-dir>/<pipeline>/<stamp>/`` (sweeps: ``<stamp>-sweep/<NN-values>/``);
 a folder whose run.json is missing (a run still going) or unreadable is left out, and so is the
-record of another notebook that shares the pipeline's name.
+record of another notebook of the same name elsewhere in the project.
 """
 
 from __future__ import annotations
@@ -27,10 +27,19 @@ def list_runs(notebook: Path) -> list[dict[str, Any]]:
     found = []
     for path in [*folder.glob(f"*/{RECORD}"), *folder.glob(f"*/*/{RECORD}")]:
         record = _read(path)
-        if record is None or record.get("notebook", str(notebook)) != str(notebook):
+        if record is None or not _same_notebook(record.get("notebook"), notebook):
             continue
         found.append(_summary(path.parent, record))
     return sorted(found, key=lambda run: (str(run["started"] or ""), run["dir"]), reverse=True)
+
+
+def _same_notebook(recorded: object, notebook: Path) -> bool:
+    """The record is this notebook's: the same path, or (the project moved since) a path that
+    no longer exists with the same file name."""
+    if not isinstance(recorded, str):
+        return True
+    path = Path(recorded)
+    return path == notebook or (path.name == notebook.name and not path.exists())
 
 
 def _read(path: Path) -> dict[str, Any] | None:

@@ -95,3 +95,13 @@ def test_runs_dir_is_configurable(tmp_path: Path) -> None:
     assert record.record_path.parent.parent == tmp_path / "out" / "runs" / "nb"
     assert [r["dir"] for r in list_runs(tmp_path / "nb.ipynb")] == [str(record.record_path.parent)]
     assert not (tmp_path / ".dsops").exists()
+
+
+def test_a_notebook_of_the_same_name_elsewhere_keeps_its_own_runs(tmp_path: Path) -> None:
+    root = init_repo(tmp_path / "repo")
+    top = make_notebook(root / "nb.ipynb", CELLS[:2])
+    nested = make_notebook(root / "sub" / "nb.ipynb", CELLS[:2])
+    record = run_notebook(nested)
+    assert record.record_path.parent.parent == root / ".dsops" / "runs" / "nb"
+    assert list_runs(top) == []
+    assert [r["dir"] for r in list_runs(nested)] == [str(record.record_path.parent)]
