@@ -131,7 +131,7 @@ def run_notebook(
         raise ExecutionError(
             f"{monitor.warnings()[0]} (--strict; run record: {record.record_path})", record=data
         )
-    events.result(on_event, f"Run succeeded: {output}", **record.to_json())
+    events.result(on_event, f"Run succeeded: {output}", **data)
     return record
 
 
