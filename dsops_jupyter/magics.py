@@ -356,6 +356,7 @@ class Panel:
         )
         self.build = w.Checkbox(value=PackageOptions().build, description="Build image")
         self.smoke = w.Checkbox(value=False, description="Smoke test")
+        self.verify = w.Checkbox(value=PackageOptions().verify, description="Run it first")
         self.run_button = w.Button(description="Run", icon="play", button_style="primary")
         self.package_button = w.Button(description="Package", icon="archive")
         self.log = w.Output(layout={"border": "1px solid #ddd", "max_height": "16em"})
@@ -372,7 +373,7 @@ class Panel:
                 title,
                 *self.inputs.values(),
                 self.steps,
-                w.HBox([self.run_button, self.package_button, self.build, self.smoke]),
+                w.HBox([self.run_button, self.package_button, self.build, self.smoke, self.verify]),
                 self.progress.box,
                 self.log,
             ]
@@ -390,7 +391,10 @@ class Panel:
 
     def _start_package(self) -> None:
         options = PackageOptions(
-            parameters=self.parameters(), build=self.build.value, smoke=self.smoke.value
+            parameters=self.parameters(),
+            build=self.build.value,
+            smoke=self.smoke.value,
+            verify=self.verify.value,
         )
         self.start(lambda: self._do_package(options), len(options.stage_plan()))
 

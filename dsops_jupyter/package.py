@@ -133,6 +133,7 @@ class _ImageGate:
     result: PackageResult
     on_event: OnEvent
     pending: Version | None = field(default=None, init=False)
+    passed: bool = field(default=False, init=False)
 
     def commit(self) -> tuple[Version, bool]:
         """Commit through the gate; an unchanged package's version gets its image built again
@@ -141,7 +142,7 @@ class _ImageGate:
 
         try:
             version, created = commit_package(
-                self.pkg, force=self.options.force, on_event=self.on_event, gate=self.run
+                self.pkg, force=self.options.force, on_event=self._commit_events, gate=self.run
             )
         except BaseException as err:
             if self.pending is None:
@@ -167,6 +168,13 @@ class _ImageGate:
             result.smoke = _smoke(result.image, self.client, self.on_event)
         if options.push:
             result.pushed = _push(result.image, options.push, version, self.client, self.on_event)
+        self.passed = True
+
+    def _commit_events(self, event: events.Event) -> None:
+        """The commit's events, less its progress once the image passed: moving the refs
+        takes milliseconds, and its fractions would read as the last stage's going back."""
+        if not (self.passed and event.kind == "progress"):
+            self.on_event(event)
 
     def roll_back(self, version: Version) -> str:
         """Undo the image side of an unmade version; what was rolled back, as one clause."""

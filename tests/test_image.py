@@ -514,8 +514,10 @@ def test_smoke_run_failure_and_parameters(
     assert git(notebook.parent, "rev-parse", "HEAD") == tip
     assert tree_snapshot(result.package_dir) == package
     assert git(notebook.parent, "status", "--porcelain") == ""
-    tags = {tag for found in docker_engine.client.images.list(name="tiny") for tag in found.tags}
-    assert tags == set(result.image.tags)  # v1's image stays
+    images = docker_engine.client.images.list(name="tiny")
+    revision = "org.opencontainers.image.revision"
+    assert not [i for i in images if i.labels[revision].startswith(commit[1])]
+    assert docker_engine.client.images.get("tiny:v1").id == result.image.id  # v1's image stays
 
 
 @pytest.mark.docker

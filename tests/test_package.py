@@ -248,6 +248,14 @@ def progress_in(recorder: Recorder, key: str) -> list[tuple[float, str]]:
     return found
 
 
+def images_of(engine: DockerEngine, short: str) -> list[str]:
+    """Tags of images built from the commit ``short`` names (the engine is the session's:
+    other tests' tiny images share the repository name)."""
+    images = engine.client.images.list(name="tiny")
+    revision = "org.opencontainers.image.revision"
+    return [t for i in images if i.labels[revision].startswith(short) for t in i.tags]
+
+
 @pytest.mark.usefixtures("no_engine")
 def test_verify_runs_the_notebook_first_and_a_failing_cell_makes_no_version(
     tmp_path: Path,
@@ -288,7 +296,8 @@ def test_stage_plan_is_what_a_package_job_announces(docker_base_image: str, tmp_
     for key, word in (("Building", "step"), ("Smoke", "phase")):
         reported = progress_in(recorder, key)
         total = int(reported[0][1].split()[-1])
-        assert [m for _, m in reported] == [f"{word} {k} of {total}" for k in range(1, total + 1)]
+        expected = [f"{word} {k} of {total}" for k in range(1, total + 1)]
+        assert [m for _, m in reported] == [*expected, expected[-1]]  # the last: done
         assert [f for f, _ in reported] == [k / total for k in range(total)] + [1.0]
 
 
@@ -310,7 +319,7 @@ def test_ctrl_c_after_the_build_makes_no_version_and_removes_its_images(
     with pytest.raises(KeyboardInterrupt) as caught:
         package_notebook(notebook, options, interrupt_the_smoke_run)
     note = str(caught.value)
-    short = note.split()[2]
+    short = note.split()[3]
     assert note == (
         f"rolled back: commit {short} not tagged, tiny v1 not made, "
         f"image tiny:v1, tiny:{short} removed"
@@ -318,7 +327,7 @@ def test_ctrl_c_after_the_build_makes_no_version_and_removes_its_images(
     assert recorder.log()[-1] == f"interrupted; {note}"
     assert git(repo, "tag", "--list") == "" and git(repo, "rev-parse", "HEAD") == tip
     assert tree_snapshot(repo) == before  # no package folder, nothing half-written
-    assert docker_engine.client.images.list(name="tiny") == []
+    assert not images_of(docker_engine, short)
     again = package_notebook(notebook, options)  # nothing left blocks the next attempt
     assert again.version.tag == "dsops/tiny/v1" and again.version.short != short
 
