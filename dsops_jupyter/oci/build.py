@@ -122,7 +122,7 @@ def build_reproducible(
         steps.next(f"dependency layer ({len(wheels)} wheels)")
         deps = (deps_layer(wheels, epoch, cache, on_event),) if wheels else ()
         steps.next("code layer")
-        ours = (*deps, write_layer(code_layer(pkg), epoch, Path(tmp)))
+        ours = (*deps, write_layer(code_layer(pkg, facts.python), epoch, Path(tmp)))
         config = image_config(base, facts, pkg, version, parameters, ours, len(wheels))
         image = Assembled(canonical_json(config), base.layers + ours, len(base.layers))
         tags = image_tags(pkg.name, version)

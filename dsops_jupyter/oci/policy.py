@@ -97,10 +97,15 @@ def _cached_blob(memo: Path, cache: Path) -> Blob | None:
     return Blob(path=path, **data)
 
 
-def code_layer(pkg: GeneratedPackage) -> LayerSpec:
-    """/opt/dsops holds the generated package (minus its recipe); /work is the run user's."""
+def code_layer(pkg: GeneratedPackage, python: str) -> LayerSpec:
+    """/opt/dsops holds the generated package (minus its recipe); /work is the run user's.
+
+    ``/opt/dsops/bin/python`` (first on PATH) is the base's ``python``: exported pipelines run
+    ``python /opt/dsops/<name>.py`` as the Dockerfile image's venv allows, and Debian's
+    python3 packages install no ``python``."""
     spec = LayerSpec()
     spec.add_dir(APP_DIR)
+    spec.add(TarEntry(f"{APP_DIR}/bin/python", "symlink", mode=0o777, linkname=python))
     for name in sorted(pkg.files):
         if name in ("Dockerfile", ".dockerignore"):
             continue
@@ -124,7 +129,8 @@ def image_config(
     env = _merge_env(
         inherited.get("Env") or [],
         {
-            "PATH": _env_value(inherited.get("Env") or [], "PATH") or DEFAULT_PATH,
+            "PATH": f"/{APP_DIR}/bin:"
+            + (_env_value(inherited.get("Env") or [], "PATH") or DEFAULT_PATH),
             "PYTHONPATH": f"/{wh.SITE_PACKAGES}",
             "PYTHONDONTWRITEBYTECODE": "1",
             "PYTHONUNBUFFERED": "1",
