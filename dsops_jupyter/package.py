@@ -101,7 +101,11 @@ def package_notebook(
     gate = _ImageGate(pkg, options, builder, client, values, result, on_event)
     result.version, result.created = gate.commit()
     if options.export:
-        result.exported = _export(path, options.export, result, on_event)
+        try:
+            result.exported = _export(path, options.export, result, on_event)
+        except DsopsError as err:  # the version and its image passed: they stay
+            err.args = (f"{err}; {result.version.tag} was made and its image kept",)
+            raise
     return result
 
 
