@@ -174,7 +174,7 @@ class JobsHandler(DsopsHandler):
             job_kind(options),
             self.relative(notebook),
             ProcessWork(notebook, self.root, options),
-            expected_stages=options.expected_stages(),
+            expected_stages=len(options.stage_plan()),
         )
         self.write_json(job, status=202)
 
