@@ -17,7 +17,9 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Float, Integer, Type, Unicode
 
 from dsops_jupyter.server.handlers import MAX_REQUEST_BYTES, setup_handlers
-from dsops_jupyter.server.jobs import KEEP_FINISHED, MAX_LOG_LINES, JobManager
+from dsops_jupyter.server.jobs import KEEP_FINISHED, JobManager
+from dsops_jupyter.server.progress import StageTimes
+from dsops_jupyter.server.records import MAX_LOG_LINES
 from dsops_jupyter.server.store import FileJobStore, JobStore
 
 
@@ -43,7 +45,8 @@ class DsopsExtension(ExtensionApp):
     stop_timeout = Float(
         10.0,
         config=True,
-        help="On shutdown, seconds running jobs get to stop after SIGINT before they are killed.",
+        help="Seconds a cancelled job, or a running job on shutdown, gets to stop after SIGINT"
+        " before it is killed.",
     )
     max_request_bytes = Integer(
         MAX_REQUEST_BYTES, config=True, help="Largest POST body accepted (413 above)."
@@ -68,6 +71,8 @@ class DsopsExtension(ExtensionApp):
             store=store,
             max_log_lines=self.max_log_lines,
             keep_finished=self.keep_finished,
+            stop_timeout=self.stop_timeout,
+            stage_times=StageTimes(store.stage_times_path),
         )
         setup_handlers(server.web_app, root, self.jobs, self.max_request_bytes)
         self.log.info("dsops_jupyter: routes registered under %sdsops/", server.base_url)

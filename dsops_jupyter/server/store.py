@@ -9,6 +9,8 @@ scheduler: a team may want jobs in a database. The default keeps one JSON file p
 - one file per job means an update rewrites one small file atomically (write + rename): a
   crash loses at most the last update of one job and never corrupts the others, and
   forgetting an old job is one unlink, with no log to compact;
+- the durations of finished jobs' stages, which weigh the progress of later ones, live beside
+  the records in ``stage-times.json``;
 - the folder ignores itself in Git (``.gitignore`` holding ``*``, as ``.pytest_cache`` does),
   and its files are private to the user (mode 0600): records hold parameter values.
 """
@@ -24,6 +26,7 @@ from typing import Any
 from traitlets.config import LoggingConfigurable
 
 from dsops_jupyter.fsutil import atomic_write
+from dsops_jupyter.server.progress import STAGE_TIMES_FILE
 
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -45,6 +48,12 @@ class JobStore(LoggingConfigurable):
     def delete(self, job_id: str) -> None:
         """Forget a job; unknown ids are fine."""
 
+    @property
+    def stage_times_path(self) -> Path | None:
+        """Where the durations of finished jobs' stages are kept (progress.StageTimes), beside
+        the records; None: learned for this server's life only."""
+        return None
+
 
 class FileJobStore(JobStore):
     """One ``<id>.json`` file per job under ``directory``, created on the first save."""
@@ -52,6 +61,8 @@ class FileJobStore(JobStore):
     def load(self) -> list[dict[str, Any]]:
         records = []
         for path in sorted(self.directory.glob("*.json")):
+            if not _JOB_ID.match(path.stem):  # stage-times.json
+                continue
             try:
                 record = json.loads(path.read_bytes())
             except (OSError, ValueError, RecursionError) as err:
@@ -69,6 +80,10 @@ class FileJobStore(JobStore):
     def delete(self, job_id: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._path(job_id).unlink()
+
+    @property
+    def stage_times_path(self) -> Path:
+        return self.directory / STAGE_TIMES_FILE
 
     def _path(self, job_id: str) -> Path:
         if not _JOB_ID.match(job_id):  # ids are ours, never a path a client could choose
