@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 #: First-time estimates (seconds) per stage key, before any job of that kind timed the stage.
 ESTIMATES: dict[str, float] = {
     "Converting": 1.0,
-    "Verifying": 10.0,
     "Committing": 1.0,
     "Building": 40.0,
     "Smoke": 10.0,
