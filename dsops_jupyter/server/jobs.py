@@ -241,8 +241,9 @@ class JobManager:
             if event.kind == "stage":
                 name = bounded(event.message, MAX_LINE_CHARS)
                 job.stage = name or job.stage
-                job.begin_stage(name, now)
-                job.progress = overall.on_stage(stage_key(name), now)
+                if overall.on_stage(stage_key(name), now):
+                    job.begin_stage(name, now)
+                job.progress = overall.at(now)
                 self._append_log(job, [f"== {event.message}"])
                 self._save(job)
             elif event.kind == "progress" and event.fraction is not None:

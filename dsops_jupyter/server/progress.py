@@ -115,8 +115,10 @@ class StageTimes:
 class WeightedProgress:
     """A job's overall 0..1 fraction from its stage plan, weighted by expected seconds.
 
-    Stages announced that the plan skips count as done; a stage the plan did not foresee is
-    inserted with its estimate (the total grows, the value never goes back).
+    A stage whose key comes later in the plan starts that plan stage (those skipped count as
+    done); any other stage is a step inside the current one (the commit's "Checking ...",
+    "Writing ..."), which its weight already covers. A first stage the plan did not foresee
+    is put in front of it.
     """
 
     def __init__(self, plan: Sequence[str], expected: Callable[[str], float]) -> None:
@@ -127,15 +129,18 @@ class WeightedProgress:
         self.fraction = 0.0
         self.value = 0.0
 
-    def on_stage(self, key: str, now: float) -> float:
+    def on_stage(self, key: str, now: float) -> bool:
+        """Whether stage ``key`` starts a stage of the plan (else it is inside the current)."""
         following = self.plan[self.current + 1 :]
         if key in following:
             self.current += 1 + following.index(key)
+        elif self.current < 0:
+            self.current = 0
+            self.plan.insert(0, key)
         else:
-            self.current += 1
-            self.plan.insert(self.current, key)
+            return False
         self.started, self.fraction = now, 0.0
-        return self.at(now)
+        return True
 
     def on_fraction(self, fraction: float, now: float) -> float:
         self.fraction = max(self.fraction, min(1.0, max(0.0, fraction)))

@@ -14,7 +14,7 @@ from tornado.httpclient import HTTPClientError
 
 from dsops_jupyter.model import PackageResult
 
-FINISHED = ("succeeded", "failed")
+FINISHED = ("succeeded", "failed", "cancelled")
 #: Package jobs build an image by default, as `dsops package` does; these tests have no engine.
 NO_BUILD = {"build": False}
 
@@ -144,7 +144,7 @@ async def test_unknown_job_is_404(jp_fetch):
 
 
 async def test_unknown_route_method_is_json(jp_fetch):
-    status, reply = await fetch_json(jp_fetch, "dsops", "pipeline", method="POST", body="{}")
+    status, reply = await fetch_json(jp_fetch, "dsops", "versions", method="POST", body="{}")
     assert status == 405
     assert set(reply) == {"error"}
 

@@ -90,16 +90,19 @@ def test_errors_become_one_line(manager):
 
 
 def test_weighted_progress_is_monotone_and_below_one_until_done():
-    seconds = {"Converting": 1.0, "Building": 9.0}
-    overall = WeightedProgress(["Converting", "Building"], seconds.__getitem__)
-    values = [overall.on_stage("Converting", 0.0), overall.on_fraction(1.0, 0.0)]
-    values += [overall.on_stage("Building", 0.0), overall.on_fraction(0.5, 0.0)]
-    assert values == [0.0, 0.1, 0.1, 0.55]  # a stage weighs its expected seconds
-    seconds["Smoke"] = 10.0
-    values += [overall.on_stage("Smoke", 0.0)]  # not in the plan: the total grows
-    values += [overall.on_fraction(0.2, 0.0), overall.at(1e6)]
-    assert values == sorted(values)
-    assert all(0.0 <= v < 1.0 for v in values)
+    seconds = {"Converting": 1.0, "Committing": 2.0, "Building": 7.0}.__getitem__
+    overall = WeightedProgress(["Converting", "Committing", "Building"], seconds)
+    assert overall.on_stage("Converting", 0.0)
+    values = [overall.at(0.0), overall.on_fraction(1.0, 0.0)]
+    assert overall.on_stage("Committing", 0.0)
+    assert not overall.on_stage("Checking", 0.0)  # a step inside the commit, no new share
+    values += [overall.on_fraction(0.5, 0.0)]
+    assert overall.on_stage("Building", 0.0)
+    values += [overall.on_fraction(0.5, 0.0), overall.at(1e6)]
+    assert values[:4] == [0.0, 0.1, 0.2, 0.65]  # a stage weighs its expected seconds
+    assert values == sorted(values) and values[-1] < 1.0
+    assert not overall.on_stage("Converting", 1e6)  # never back to an earlier stage
+    assert overall.at(1e6) == values[-1]
 
 
 def test_paths_become_relative_to_the_root(tmp_path: Path):
