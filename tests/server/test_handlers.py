@@ -254,7 +254,8 @@ async def test_same_notebook_twice_is_409_other_notebook_runs(jp_fetch, repo, wr
     status, first = await post_job(jp_fetch, {"kind": "run", "path": "slow.ipynb"})
     assert status == 202, first
     status, reply = await post_job(jp_fetch, {"kind": "package", "path": "slow.ipynb"})
-    assert_error(status, reply, 409, "a job is already working on slow.ipynb")
+    assert status == 409 and "a job is already working on slow.ipynb" in reply["error"]
+    assert reply["job"]["id"] == first["id"]  # the busy answer names the active job
     status, other = await post_job(jp_fetch, {"kind": "run", "path": "other.ipynb"})
     assert status == 202, other
 
