@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dsops_jupyter._version import __version__
+from dsops_jupyter.cli_runs import cmd_runs
 from dsops_jupyter.cli_sweep import add_sweep_options, run_grid
 from dsops_jupyter.console import print_package_result
 from dsops_jupyter.errors import DsopsError, NotARepositoryError, ParameterError
@@ -94,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--force", action="append", default=[], metavar="STEP", help=FORCE_HELP)
     sub.add_argument("--resume", nargs="?", const="", metavar="RUN", help=RESUME_HELP)
     add_sweep_options(sub)
+
+    sub = command("runs", cmd_runs, "list a notebook's past runs, newest first")
+    sub.add_argument("notebook", type=Path)
 
     sub = command("convert", cmd_convert, "write the generated script package")
     _package_options(sub)

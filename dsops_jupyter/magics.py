@@ -237,7 +237,8 @@ def call_package(notebook: Path, options: PackageOptions, on_event: OnEvent) -> 
 
 # --- rendering ---------------------------------------------------------------------------------
 def format_steps(pipeline: Pipeline) -> str:
-    rows = [("step", "cells", "depends on", "reads", "writes")]
+    """The steps with the values they receive and pass on (not every name they write)."""
+    rows = [("step", "cells", "depends on", "receives", "passes")]
     for step in pipeline.steps:
         rows.append(
             (
@@ -245,7 +246,7 @@ def format_steps(pipeline: Pipeline) -> str:
                 ",".join(str(c + 1) for c in step.cells),  # 1-based, as in error messages
                 ",".join(step.depends_on) or "-",
                 ",".join(step.reads) or "-",
-                ",".join(step.writes) or "-",
+                ",".join(step.outputs) or "-",
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -254,7 +255,8 @@ def format_steps(pipeline: Pipeline) -> str:
     ]
     params = ", ".join(f"{p.name}: {p.type} = {p.default!r}" for p in pipeline.parameters)
     head = f"{pipeline.name}: {len(pipeline.steps)} step(s)"
-    return "\n".join([head, *lines, f"parameters: {params or '-'}"])
+    notes = [f"note: {note}" for note in pipeline.notes]
+    return "\n".join([head, *lines, f"parameters: {params or '-'}", *notes])
 
 
 def format_run(record: dict[str, Any]) -> str:

@@ -464,7 +464,8 @@ async def test_unknown_after_marker_is_400(jp_fetch, repo, write_notebook):
 
 # --- writes are confined like reads ----------------------------------------------------------
 @pytest.mark.parametrize(
-    ("kind", "link"), [("package", "pipelines"), ("package", "pipelines/wine"), ("run", "runs")]
+    ("kind", "link"),
+    [("package", "pipelines"), ("package", "pipelines/wine"), ("run", ".dsops/runs")],
 )
 async def test_a_symlinked_output_folder_outside_the_root_is_refused(
     jp_fetch, repo, tmp_path, kind, link
