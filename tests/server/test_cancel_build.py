@@ -23,9 +23,21 @@ async def test_versions_show_images_and_a_cancelled_package_leaves_no_tag(
     body = {"kind": "package", "path": "tiny.ipynb", "options": {"build": True}}
     status, job = await post_job(jp_fetch, body)
     assert status == 202, job
-    first = await wait_job(jp_fetch, job["id"], timeout=900)
+    samples = []  # (stage, progress) as the frontend polls them
+    deadline = time.monotonic() + 900
+    while job["state"] in ("queued", "running") and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        _status, job = await fetch_json(jp_fetch, "dsops", "jobs", job["id"])
+        samples.append((job["stage"], job["progress"]))
+    first = job
     assert first["state"] == "succeeded", (first["error"], first["log"][-20:])
     print("first package with image:", [(s["name"], s["duration"]) for s in first["stages"]])
+    values = [value for _stage, value in samples]
+    assert values == sorted(values) and values[-1] == 1.0
+    building = [value for stage, value in samples if stage.startswith("Building")]
+    print(f"progress through the build: {building[0]:.2f} .. {building[-1]:.2f}")
+    moving = set(value for value in building if value < 0.99)
+    assert len(moving) > len(building) / 2, building  # the bar moves through the build
     status, listing = await fetch_json(jp_fetch, "dsops", "versions", params={"path": "tiny.ipynb"})
     [v1] = listing["versions"]
     assert v1["image"] == {"ref": "tiny:v1", "id": first["result"]["image"]["id"]}
