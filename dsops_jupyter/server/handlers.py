@@ -54,6 +54,9 @@ OPTIONS_OF: dict[str, type[PackageOptions] | type[RunOptions]] = {
 KINDS = tuple(CLIENT_OPTIONS)
 #: Default bound of a POST body (DsopsExtension.max_request_bytes): options are small.
 MAX_REQUEST_BYTES = 1024 * 1024
+#: Default bound of POST /dsops/pipeline (DsopsExtension.max_notebook_bytes): a notebook's
+#: outputs (plots) make it far bigger than job options.
+MAX_NOTEBOOK_BYTES = 64 * 1024 * 1024
 #: Nesting a parameter value may have: deeper is no notebook's literal, and would only make
 #: the core and the kernel recurse.
 MAX_VALUE_DEPTH = 32
@@ -90,9 +93,9 @@ class DsopsHandler(APIHandler):
             raise HTTPError(404, f"no such notebook: {quoted(rel)}")
         return target
 
-    def json_body(self) -> dict[str, Any]:
+    def json_body(self, limit_setting: str = "dsops_max_request_bytes") -> dict[str, Any]:
         raw = self.request.body or b"{}"
-        limit = self.settings.get("dsops_max_request_bytes", MAX_REQUEST_BYTES)
+        limit = self.settings[limit_setting]
         if len(raw) > limit:
             raise HTTPError(413, f"request body of {len(raw)} bytes is over the {limit} limit")
         try:
@@ -161,7 +164,7 @@ class PipelineHandler(DsopsHandler):
     @authorized
     async def post(self) -> None:
         """The same for the notebook as edited: body ``{path, content[, name]}``."""
-        body = self.json_body()
+        body = self.json_body("dsops_max_notebook_bytes")
         notebook = self.notebook_path(body.get("path"))
         content, name = body.get("content"), body.get("name") or None
         if not isinstance(content, dict):
@@ -343,11 +346,13 @@ def setup_handlers(
     root: Path,
     jobs: JobManager,
     max_request_bytes: int = MAX_REQUEST_BYTES,
+    max_notebook_bytes: int = MAX_NOTEBOOK_BYTES,
 ) -> None:
     base = url_path_join(web_app.settings["base_url"], "dsops")
     web_app.settings["dsops_root"] = root
     web_app.settings["dsops_jobs"] = jobs
     web_app.settings["dsops_max_request_bytes"] = max_request_bytes
+    web_app.settings["dsops_max_notebook_bytes"] = max_notebook_bytes
     web_app.add_handlers(
         ".*$",
         [

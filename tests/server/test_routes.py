@@ -172,6 +172,17 @@ async def test_post_pipeline_describes_the_notebook_as_edited(jp_fetch, repo, wr
     assert saved["content_hash"] != data["content_hash"]
 
 
+async def test_post_pipeline_takes_a_notebook_with_big_outputs(jp_fetch, repo, write_notebook):
+    path = write_notebook("nb.ipynb", ("a = 1", ["step:load"]))
+    content = json.loads(path.read_text())
+    plot = {"output_type": "display_data", "metadata": {}, "data": {"image/png": "A" * 3_000_000}}
+    content["cells"][0]["outputs"] = [plot]  # over the 1 MiB bound of job requests
+    body = json.dumps({"path": "nb.ipynb", "content": content})
+    status, data = await fetch_json(jp_fetch, "dsops", "pipeline", method="POST", body=body)
+    assert status == 200, data
+    assert [s["name"] for s in data["steps"]] == ["load"]
+
+
 @pytest.mark.parametrize(
     ("content", "status", "words"),
     [
