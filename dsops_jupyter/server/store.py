@@ -11,8 +11,8 @@ scheduler: a team may want jobs in a database. The default keeps one JSON file p
   forgetting an old job is one unlink, with no log to compact;
 - the durations of finished jobs' stages, which weigh the progress of later ones, live beside
   the records in ``stage-times.json``;
-- the folder ignores itself in Git (``.gitignore`` holding ``*``, as ``.pytest_cache`` does),
-  and its files are private to the user (mode 0600): records hold parameter values.
+- ``.dsops/`` ignores itself in Git (dotdsops.prepare, as for the step cache and the run
+  folders), and the records are private to the user (mode 0600): they hold parameter values.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 
 from traitlets.config import LoggingConfigurable
 
+from dsops_jupyter import dotdsops
 from dsops_jupyter.fsutil import atomic_write
 from dsops_jupyter.server.progress import STAGE_TIMES_FILE
 
@@ -94,6 +95,4 @@ class FileJobStore(JobStore):
         if self.directory.is_dir():
             return
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        ignore = self.directory.parent / ".gitignore"
-        if self.directory.parent.name == ".dsops" and not ignore.exists():
-            atomic_write(ignore, b"# dsops server state; never committed\n*\n")
+        dotdsops.prepare(self.directory)  # a .dsops/ folder ignores itself in Git

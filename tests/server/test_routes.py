@@ -272,3 +272,48 @@ async def test_versions_of_a_notebook_outside_git_is_409(jp_fetch, jp_root_dir, 
     write_notebook("nb.ipynb", "x = 1")
     status, reply = await fetch_json(jp_fetch, "dsops", "versions", params={"path": "nb.ipynb"})
     assert_error(status, reply, 409, "not inside a Git repository")
+
+
+# --- a failed run: step states, its record, the runs list --------------------------------------
+async def test_a_failed_run_keeps_its_record_steps_and_is_listed(
+    jp_fetch, repo, write_notebook, git
+):
+    write_notebook(
+        "nb.ipynb",
+        ("a = 1", ["step:load"]),
+        ("b = a + 1\nc = b / 0", ["step:train"]),
+        ("print(c)", ["step:report"]),
+    )
+    status, job = await post_job(jp_fetch, {"kind": "run", "path": "nb.ipynb"})
+    assert status == 202, job
+    failed = await wait_job(jp_fetch, job["id"])
+    assert failed["state"] == "failed" and "ZeroDivisionError" in failed["error"]
+    steps = failed["steps"]
+    assert steps["load"]["state"] == "done" and steps["load"]["duration"] is not None
+    train = steps["train"]
+    assert (train["state"], train["cell"], train["line"]) == ("failed", 1, 2), train
+    assert "ZeroDivisionError" in train["error"]
+    assert steps["report"]["state"] == "skipped"
+    record = failed["result"]  # the run record of the failed run (C4)
+    assert record["status"] == "failed"
+    assert [(s["name"], s["status"]) for s in record["steps"]] == [
+        ("load", "done"),
+        ("train", "failed"),
+        ("report", "skipped"),
+    ]
+    assert not record["output_notebook"].startswith("/")
+
+    status, listing = await fetch_json(jp_fetch, "dsops", "runs", params={"path": "nb.ipynb"})
+    assert status == 200, listing
+    [run] = listing["runs"]
+    assert run["status"] == "failed" and run["dir"].startswith(".dsops/runs/nb/")
+    assert run["output_notebook"] == record["output_notebook"]
+    assert (repo / run["output_notebook"]).is_file()
+    assert [s["status"] for s in run["steps"]] == ["done", "failed", "skipped"]
+    assert ".dsops" not in git(repo, "status", "--porcelain")
+
+
+async def test_runs_of_a_notebook_never_run_are_empty(jp_fetch, repo, write_notebook):
+    write_notebook("nb.ipynb", "x = 1")
+    status, listing = await fetch_json(jp_fetch, "dsops", "runs", params={"path": "nb.ipynb"})
+    assert (status, listing) == (200, {"runs": []})
