@@ -150,7 +150,8 @@ class DsopsHandler(APIHandler):
 
 class PipelineHandler(DsopsHandler):
     """GET /dsops/pipeline?path=...: the notebook's steps (fresh or stale against the step
-    cache, with the notebook's default parameters) and parameters."""
+    cache, with the notebook's default parameters), edges and parameters; POST: the same for
+    the notebook as edited, not yet saved."""
 
     @tornado.web.authenticated
     @authorized
