@@ -82,19 +82,3 @@ def repo(jp_root_dir: Path) -> Path:
     git(jp_root_dir, "add", "examples/wine.ipynb")
     git(jp_root_dir, "commit", "-q", "-m", "add the wine notebook")
     return jp_root_dir
-
-
-@pytest.fixture(autouse=True)
-def _stage_plans(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Until the core's stage_plan() (C6) lands: the plan its stages follow today."""
-    from dsops_jupyter.model import PackageOptions, RunOptions
-
-    if not hasattr(PackageOptions, "stage_plan"):
-
-        def package_plan(options: PackageOptions) -> list[str]:
-            keys = [("Converting", True), ("Committing", options.commit)]
-            keys += [("Building", options.images), ("Smoke", options.smoke)]
-            return [key for key, announced in keys if announced]
-
-        monkeypatch.setattr(PackageOptions, "stage_plan", package_plan, raising=False)
-        monkeypatch.setattr(RunOptions, "stage_plan", lambda _o: ["Running"], raising=False)
