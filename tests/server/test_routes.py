@@ -317,3 +317,24 @@ async def test_runs_of_a_notebook_never_run_are_empty(jp_fetch, repo, write_note
     write_notebook("nb.ipynb", "x = 1")
     status, listing = await fetch_json(jp_fetch, "dsops", "runs", params={"path": "nb.ipynb"})
     assert (status, listing) == (200, {"runs": []})
+
+
+async def test_a_verified_package_of_a_failing_notebook_makes_no_version(
+    jp_fetch, repo, write_notebook, git
+):
+    write_notebook("nb.ipynb", ("a = 1", ["step:load"]), ("b = a / 0", ["step:train"]))
+    git(repo, "add", "nb.ipynb")
+    git(repo, "commit", "-qm", "nb")
+    options = {"verify": True, "build": False, "builder": "dockerfile"}
+    status, job = await post_job(
+        jp_fetch, {"kind": "package", "path": "nb.ipynb", "options": options}
+    )
+    assert status == 202, job
+    failed = await wait_job(jp_fetch, job["id"])
+    assert failed["state"] == "failed" and "ZeroDivisionError" in failed["error"]
+    assert failed["options"] == options
+    assert failed["steps"]["train"]["state"] == "failed"  # the verifying run's step states
+    assert failed["stages"][0]["name"].startswith("Running")
+    assert git(repo, "tag", "--list", "dsops/*") == ""
+    status, listing = await fetch_json(jp_fetch, "dsops", "versions", params={"path": "nb.ipynb"})
+    assert listing == {"versions": []}
