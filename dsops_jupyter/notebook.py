@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dsops_jupyter import ipysyntax
-from dsops_jupyter.cells import load_notebook, parse_cell, read_cell, too_deep
+from dsops_jupyter.cells import checked_notebook, load_notebook, parse_cell, read_cell, too_deep
 from dsops_jupyter.errors import NotebookError, ParameterError, UnknownAfterError
 from dsops_jupyter.hoist import hoist
 from dsops_jupyter.ipysyntax import indent_code
@@ -30,16 +30,18 @@ PARAMETERS_CELL_FUNCTION = "_parameters_cell"
 ZERO_CONFIG_STEP = "main"
 
 
-def read_pipeline(path: str | Path, *, name: str | None = None) -> Pipeline:
-    """The pipeline a notebook describes; raises a DsopsError naming the cell for bad markers."""
+def read_pipeline(path: str | Path, *, name: str | None = None, content: object = None) -> Pipeline:
+    """The pipeline a notebook describes; raises a DsopsError naming the cell for bad markers.
+    ``content``: the notebook's JSON as edited, not yet saved (``path`` still names it and
+    finds its project's config)."""
     try:
-        return _read_pipeline(Path(path), name)
+        return _read_pipeline(Path(path), name, content)
     except RecursionError:  # a tree too deep for the recursive analyses (a 500-term sum)
         raise too_deep(Path(path)) from None
 
 
-def _read_pipeline(path: Path, name: str | None) -> Pipeline:
-    nb = load_notebook(path)
+def _read_pipeline(path: Path, name: str | None, content: object) -> Pipeline:
+    nb = load_notebook(path) if content is None else checked_notebook(content, path)
     where = path.name
     cells = [
         read_cell(index, raw, where)
