@@ -1,0 +1,244 @@
+"""The Runs and Versions views, the mark dialog and the jobs list in a real JupyterLab (Chromium).
+
+A real `jupyter lab` serves a Git repository holding wine.ipynb with two versions made by the
+CLI (v2 changes a line of code), plus slow.ipynb for a job that a server restart interrupts.
+The tests drive the "dsops" menus as a user would and check the views against Git and disk.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import nbformat
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.browser.labkit import (
+    PACKAGE_TIMEOUT_MS,
+    REPO_ROOT,
+    Lab,
+    LabServer,
+    api,
+    cell,
+    open_notebook,
+    screenshot,
+)
+from tests.helpers import copy_example, git, init_repo
+
+pytestmark = pytest.mark.browser
+
+OLD_LINE = "model = RidgeClassifier(alpha=alpha)"
+NEW_LINE = "model = RidgeClassifier(alpha=alpha, fit_intercept=True)"
+TRAIN_CELL = 15
+FEATURES_CELL = 10
+
+
+def dsops_cli(root: Path, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "dsops_jupyter", *args],
+        cwd=root,
+        env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin:/usr/local/bin"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def change_train_code(notebook: Path) -> None:
+    nb = nbformat.read(notebook, as_version=4)
+    assert OLD_LINE in nb.cells[TRAIN_CELL].source
+    nb.cells[TRAIN_CELL].source = nb.cells[TRAIN_CELL].source.replace(OLD_LINE, NEW_LINE)
+    nbformat.write(nb, notebook)
+
+
+def write_slow_notebook(root: Path) -> None:
+    """One step that sleeps: a run job still working when the server restarts."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell("import time\ntime.sleep(120)")]
+    nb.cells[0].metadata["tags"] = ["step:nap"]
+    nbformat.write(nb, root / "slow.ipynb")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
+    """wine.ipynb with versions v1 and v2 (a code change), slow.ipynb; a running JupyterLab."""
+    base = tmp_path_factory.mktemp("views")
+    root = base / "project"
+    copy_example("wine.ipynb", root)
+    write_slow_notebook(root)
+    init_repo(root)
+    dsops_cli(root, "package", "--no-build", "wine.ipynb")
+    change_train_code(root / "wine.ipynb")
+    git(root, "commit", "-qam", "train: fit the intercept")
+    dsops_cli(root, "package", "--no-build", "wine.ipynb")
+    assert git(root, "tag", "--list", "dsops/wine/*").split() == ["dsops/wine/v1", "dsops/wine/v2"]
+    lab_server = LabServer(base, root)
+    lab_server.start()
+    try:
+        yield lab_server
+    finally:
+        lab_server.stop()
+
+
+@pytest.fixture(scope="module")
+def lab(server: LabServer) -> Lab:
+    assert server.lab is not None
+    return server.lab
+
+
+def main_menu(page: Page, label: str) -> None:
+    """Pick `label` in the "dsops" main menu."""
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^dsops$")).click()
+    page.locator("#dsops-main-menu .lm-Menu-item", has_text=label).first.click()
+
+
+def cell_menu(page: Page, target, label: str) -> None:
+    """Pick `label` in the cell context menu's "dsops" submenu."""
+    target.locator(".jp-InputArea-editor").click(button="right")
+    page.locator(".lm-Menu-item:visible", has_text=re.compile(r"^dsops$")).hover()
+    page.locator("#dsops-cell-menu .lm-Menu-item", has_text=label).click()
+
+
+def wait_job(lab: Lab, job_id: str, timeout: float = 300) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = api(lab, f"dsops/jobs/{job_id}")
+        assert isinstance(job, dict)
+        if job["state"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.5)
+    pytest.fail(f"job {job_id} did not finish in {timeout} s")
+
+
+def test_versions_view_diffs_v1_and_v2_and_opens_v1_read_only(page: Page, lab: Lab) -> None:
+    open_notebook(page, lab, wait_kernel=False)
+    main_menu(page, "Versions")
+    view = page.locator("[data-testid=dsops-versions-view]")
+    rows = view.locator("[data-testid=dsops-version]")
+    expect(rows).to_have_count(2)
+    assert [rows.nth(i).get_attribute("data-tag") for i in range(2)] == [
+        "dsops/wine/v2",
+        "dsops/wine/v1",
+    ]
+    commit = git(lab.root, "rev-parse", "--short=7", "dsops/wine/v1^{commit}")
+    expect(rows.nth(1)).to_contain_text(commit)
+    expect(view.locator("[data-testid=dsops-side-a-v1]")).to_be_checked()
+    expect(view.locator("[data-testid=dsops-side-b-v2]")).to_be_checked()
+    screenshot(page, "versions-view")
+
+    view.locator("[data-testid=dsops-diff]").click()
+    diff = page.locator("[data-testid=dsops-diff-view]:visible")
+    merge = diff.locator(".cm-mergeView")
+    expect(merge).to_be_visible()
+    sides = merge.locator(".cm-editor")
+    expect(sides).to_have_count(2)
+    expect(sides.nth(0).locator(".cm-changedLine")).to_contain_text(OLD_LINE)
+    expect(sides.nth(1).locator(".cm-changedLine")).to_contain_text(NEW_LINE)
+    expect(page.locator(".lm-TabBar-tab", has_text="wine.py v1 ↔ v2")).to_be_visible()
+    screenshot(page, "versions-diff")
+
+    page.locator(".lm-TabBar-tab", has_text="Versions — wine.ipynb").click()
+    view.locator("[data-testid=dsops-open-v1]").click()
+    expect(page.locator(".lm-TabBar-tab", has_text="wine.py @ v1")).to_be_visible()
+    editor = page.locator("[data-testid=dsops-version-file]:visible .cm-content")
+    expect(editor).to_contain_text(OLD_LINE)
+    expect(editor).not_to_contain_text(NEW_LINE)
+    expect(editor).to_have_attribute("contenteditable", "false")
+
+
+def test_mark_dialog_refuses_a_cycle_and_writes_after(page: Page, lab: Lab) -> None:
+    open_notebook(page, lab, wait_kernel=False)
+    features = cell(page, FEATURES_CELL)
+    cell_menu(page, features, "Mark cell as step")
+    form = page.locator("[data-testid=dsops-mark-form]")
+    expect(form.locator("[data-testid=dsops-step-name]")).to_have_value("features")
+    # train and evaluate run after features (data): picking them would close a cycle.
+    for downstream in ("train", "evaluate"):
+        choice = form.locator(f"[data-testid=dsops-after-{downstream}]")
+        expect(choice).to_be_disabled()
+        row = form.locator(".dsops-MarkForm-choice", has=choice)
+        expect(row).to_contain_text(f"{downstream} already runs after features")
+    load = form.locator("[data-testid=dsops-after-load]")
+    expect(load).to_be_enabled()
+    load.check()
+    page.locator(".jp-Dialog .jp-mod-accept", has_text="Mark").click()
+    expect(form).to_have_count(0)
+    expect(features.locator(".dsops-CellBadge-after")).to_have_text("after: load")
+
+    # Continuation cells show their step; steps get their own colours.
+    expect(cell(page, FEATURES_CELL + 1).locator("[data-testid=dsops-continuation]")).to_have_text(
+        "↳ features"
+    )
+    colours = {
+        index: cell(page, index)
+        .locator("[data-testid=dsops-badge]")
+        .evaluate("node => getComputedStyle(node).backgroundColor")
+        for index in (8, FEATURES_CELL, TRAIN_CELL)
+    }
+    assert len(set(colours.values())) == 3, colours
+    page.locator(".jp-NotebookPanel:visible .jp-Notebook").press("Control+s")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        tags = nbformat.read(lab.root / "wine.ipynb", as_version=4).cells[FEATURES_CELL].metadata
+        if tags.get("tags") == ["step:features", "after:load"]:
+            break
+        time.sleep(0.25)
+    assert tags.get("tags") == ["step:features", "after:load"]
+
+
+def test_runs_view_lists_a_run_and_opens_its_executed_notebook(page: Page, lab: Lab) -> None:
+    started = api(lab, "dsops/jobs", "POST", {"kind": "run", "path": "wine.ipynb", "options": {}})
+    assert isinstance(started, dict)
+    job = wait_job(lab, started["id"])
+    assert job["state"] == "succeeded", job.get("error")
+    open_notebook(page, lab, wait_kernel=False)
+    main_menu(page, "Runs")
+    view = page.locator("[data-testid=dsops-runs-view]")
+    run = view.locator("[data-testid=dsops-run]").first
+    expect(run).to_have_attribute("data-status", re.compile(r"^(succeeded|done)$"))
+    expect(run).to_contain_text("evaluate")
+    expect(view.locator("[data-testid=dsops-job-row]").first).to_have_attribute(
+        "data-state", "succeeded"
+    )
+    screenshot(page, "runs-view")
+    link = run.locator("[data-testid=dsops-run-open]")
+    executed = link.get_attribute("title")
+    assert executed and (lab.root / executed).is_file(), executed
+    link.click()
+    tab = page.locator(".lm-TabBar-tab.jp-mod-current", has_text=Path(executed).name)
+    expect(tab).to_be_visible()
+    expect(page.locator(".jp-NotebookPanel:visible .jp-Cell").nth(TRAIN_CELL)).to_contain_text(
+        "RidgeClassifier"
+    )
+
+
+def test_restart_shows_past_jobs_and_marks_the_interrupted_one(
+    page: Page, server: LabServer, lab: Lab
+) -> None:
+    """Last in the module: it restarts the server."""
+    slow = api(lab, "dsops/jobs", "POST", {"kind": "run", "path": "slow.ipynb", "options": {}})
+    assert isinstance(slow, dict)
+    deadline = time.monotonic() + 120
+    while api(lab, f"dsops/jobs/{slow['id']}")["state"] != "running":  # type: ignore[index]
+        assert time.monotonic() < deadline, "the slow job never started"
+        time.sleep(0.5)
+    server.restart()
+    open_notebook(page, lab, "slow.ipynb", wait_kernel=False)
+    main_menu(page, "Runs")
+    view = page.locator("[data-testid=dsops-runs-view]")
+    row = view.locator("[data-testid=dsops-job-row]").first
+    expect(row).to_have_attribute("data-state", "interrupted")
+    # The wine jobs of the tests above are still listed after the restart.
+    open_notebook(page, lab, wait_kernel=False)
+    main_menu(page, "Runs")
+    wine_rows = page.locator("[data-testid=dsops-runs-view]:visible [data-testid=dsops-job-row]")
+    expect(wine_rows.first).to_have_attribute("data-state", "succeeded")
