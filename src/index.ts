@@ -213,7 +213,7 @@ function addViewCommands(
   const opened = new Map<string, MainAreaWidget>();
   const openInMain = (widget: Widget): void => {
     if (!widget.isAttached) {
-      app.shell.add(widget, 'main', { mode: 'split-right' });
+      app.shell.add(widget, 'main');
     }
     app.shell.activateById(widget.id);
   };
