@@ -7,6 +7,7 @@ The tests drive the "dsops" menus as a user would and check the views against Gi
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -62,7 +63,8 @@ def change_train_code(notebook: Path) -> None:
 def write_slow_notebook(root: Path) -> None:
     """One step that sleeps: a run job still working when the server restarts."""
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    kernel = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = kernel
     nb.cells = [nbformat.v4.new_code_cell("import time\ntime.sleep(120)")]
     nb.cells[0].metadata["tags"] = ["step:nap"]
     nbformat.write(nb, root / "slow.ipynb")
@@ -262,3 +264,98 @@ def test_restart_shows_past_jobs_and_marks_the_interrupted_one(
     main_menu(page, "Runs")
     wine_rows = page.locator("[data-testid=dsops-runs-view]:visible [data-testid=dsops-job-row]")
     expect(wine_rows.first).to_have_attribute("data-state", "succeeded")
+
+
+# ---- with a Docker engine: package from the UI (timed), cancel a build ----
+
+
+@pytest.fixture(scope="module")
+def docker_lab(
+    docker_engine, docker_base_image: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Lab]:
+    """wine.ipynb in a repository whose [tool.dsops] base image is the test engine's."""
+    base = tmp_path_factory.mktemp("views-docker")
+    root = base / "project"
+    copy_example("wine.ipynb", root)
+    (root / "pyproject.toml").write_text(f'[tool.dsops]\nbase-image = "{docker_base_image}"\n')
+    init_repo(root)
+    lab_server = LabServer(base, root, env={"DOCKER_HOST": docker_engine.host})
+    try:
+        yield lab_server.start()
+    finally:
+        lab_server.stop()
+
+
+def start_package(page: Page, *, smoke: bool, builder: str | None = None) -> float:
+    """Open the Package dialog, ask for the image (and smoke run), start; the start time."""
+    page.locator("[data-testid=dsops-package-button]").click()
+    form = page.locator("[data-testid=dsops-package-form]")
+    expect(form).to_be_visible()
+    expect(form).to_contain_text("fast layer assembler")
+    expect(form.locator("[data-testid=dsops-parameters-note]")).to_contain_text("image's defaults")
+    form.locator("[data-testid=dsops-build]").check()
+    if smoke:
+        form.locator("[data-testid=dsops-smoke]").check()
+    if builder is not None:
+        form.locator("summary", has_text="Advanced").click()
+        form.locator("[data-testid=dsops-builder]").select_option(builder)
+    page.locator(".jp-Dialog .jp-mod-accept", has_text="Package").click()
+    return time.monotonic()
+
+
+def finish_package(page: Page, started: float) -> tuple[float, str]:
+    job = page.locator("[data-testid=dsops-job]")
+    done = re.compile(r"^(succeeded|failed|cancelled)$")
+    expect(job).to_have_attribute("data-state", done, timeout=PACKAGE_TIMEOUT_MS)
+    seconds = time.monotonic() - started
+    if job.get_attribute("data-state") != "succeeded":
+        pytest.fail(f"package job failed: {job.locator('[data-testid=dsops-error]').inner_text()}")
+    headline = job.locator("[data-testid=dsops-result-headline]").inner_text()
+    expect(job.locator("[data-testid=dsops-result-smoke]")).to_contain_text("exit 0")
+    page.locator(".jp-Dialog .jp-mod-accept", has_text="Close").click()
+    return seconds, headline
+
+
+def type_in_train_cell(page: Page, text: str) -> None:
+    editor = cell(page, TRAIN_CELL).locator(".jp-InputArea-editor .cm-content")
+    editor.click()
+    page.keyboard.press("Control+End")
+    page.keyboard.type(text)
+    page.keyboard.press("Escape")
+
+
+@pytest.mark.docker
+def test_package_with_image_from_the_ui_is_timed(page: Page, docker_lab: Lab) -> None:
+    """First package with build + smoke, then a code-only change; seconds from the click."""
+    open_notebook(page, docker_lab)
+    first, headline = finish_package(page, start_package(page, smoke=True))
+    assert headline == "Packaged as v1", headline
+    type_in_train_cell(page, "\nprint(model.n_features_in_)")
+    again, headline = finish_package(page, start_package(page, smoke=True))
+    assert headline == "Packaged as v2", headline
+    tags = git(docker_lab.root, "tag", "--list", "dsops/wine/*").split()
+    assert tags == ["dsops/wine/v1", "dsops/wine/v2"], tags
+    timing = {"first_package_s": round(first, 1), "code_change_repackage_s": round(again, 1)}
+    (REPO_ROOT / "test-artifacts").mkdir(exist_ok=True)
+    (REPO_ROOT / "test-artifacts" / "ui-package-timing.json").write_text(json.dumps(timing))
+    print(f"\nUI package timing (build + smoke, test engine): {timing}")
+
+
+@pytest.mark.docker
+def test_cancel_during_a_build_leaves_no_tag(page: Page, docker_lab: Lab) -> None:
+    """The Dockerfile builder (the slow one) is cancelled while it builds: no new version."""
+    open_notebook(page, docker_lab)
+    tags_before = git(docker_lab.root, "tag", "--list", "dsops/*").split()
+    head_before = git(docker_lab.root, "rev-parse", "HEAD")
+    type_in_train_cell(page, "\nprint(model.classes_)")
+    start_package(page, smoke=False, builder="dockerfile")
+    job = page.locator("[data-testid=dsops-job]")
+    stage = job.locator("[data-testid=dsops-stage]")
+    expect(stage).to_have_text(re.compile(r"^Building"), timeout=PACKAGE_TIMEOUT_MS)
+    job.locator("[data-testid=dsops-cancel]").click()
+    expect(job).to_have_attribute("data-state", "cancelled", timeout=120_000)
+    expect(job.locator("[data-testid=dsops-cancel]")).to_be_hidden()
+    expect(job.locator("[data-testid=dsops-cancelled]")).not_to_be_empty()
+    assert git(docker_lab.root, "tag", "--list", "dsops/*").split() == tags_before
+    assert git(docker_lab.root, "rev-parse", "HEAD") == head_before
+    assert git(docker_lab.root, "status", "--porcelain", "--", "pipelines") == ""
