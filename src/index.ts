@@ -5,7 +5,7 @@
  * dsops server routes; the pipeline logic lives in the Python core.
  */
 import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
-import { ICommandPalette, MainAreaWidget, ToolbarButton } from '@jupyterlab/apputils';
+import { ICommandPalette, MainAreaWidget, Notification, ToolbarButton } from '@jupyterlab/apputils';
 import { IEditorLanguageRegistry } from '@jupyterlab/codemirror';
 import { DocumentRegistry } from '@jupyterlab/docregistry';
 import { IMainMenu } from '@jupyterlab/mainmenu';
@@ -233,11 +233,28 @@ function addViewCommands(
     openInMain(widget);
   };
   const hasNotebook = (): boolean => tracker.currentWidget !== null;
+  /** Open an executed notebook; say why JupyterLab cannot when its contents API refuses it. */
+  const openNotebook = async (path: string): Promise<void> => {
+    try {
+      await app.serviceManager.contents.get(path, { content: false });
+    } catch {
+      const hidden = path.split('/').some(part => part.startsWith('.'));
+      Notification.warning(
+        hidden
+          ? `JupyterLab hides ${path} (a dot folder): set [tool.dsops] runs-dir to a visible ` +
+              'folder, or start Jupyter with --ContentsManager.allow_hidden=True'
+          : `${path} is gone (run folders can be cleaned up)`,
+        { autoClose: false }
+      );
+      return;
+    }
+    await app.commands.execute('docmanager:open', { path });
+  };
   app.commands.addCommand(CommandIDs.showRuns, {
     label: args => (args.isPalette ? 'dsops: Show runs' : 'Runs'),
     caption: "The notebook's past runs and jobs",
     isEnabled: hasNotebook,
-    execute: () => show('runs', path => runsWidget(path, app.commands))
+    execute: () => show('runs', path => runsWidget(path, openNotebook))
   });
   app.commands.addCommand(CommandIDs.showVersions, {
     label: args => (args.isPalette ? 'dsops: Show versions' : 'Versions'),

@@ -4,7 +4,6 @@
  * ones it interrupted). A main-area widget; everything shown comes from the server routes.
  */
 import { MainAreaWidget } from '@jupyterlab/apputils';
-import { CommandRegistry } from '@lumino/commands';
 import { Widget } from '@lumino/widgets';
 
 import { listJobs, listRuns } from './api';
@@ -26,13 +25,16 @@ function cell(text: string, attributes: Record<string, string> = {}): HTMLTableC
   return element('td', attributes, text);
 }
 
+/** Opens a root-relative notebook in JupyterLab (index.ts: contents check + docmanager:open). */
+export type OpenNotebook = (path: string) => Promise<void>;
+
 /** The runs and jobs of one notebook. */
 export class RunsView extends Widget {
   private readonly _body: HTMLElement;
 
   constructor(
     readonly path: string,
-    private readonly _commands: CommandRegistry
+    private readonly _openNotebook: OpenNotebook
   ) {
     super();
     this.addClass('dsops-View');
@@ -101,7 +103,7 @@ export class RunsView extends Widget {
     link.textContent = path.split('/').slice(-2).join('/');
     link.addEventListener('click', event => {
       event.preventDefault();
-      void this._commands.execute('docmanager:open', { path });
+      void this._openNotebook(path);
     });
     td.appendChild(link);
     return td;
@@ -131,8 +133,8 @@ export class RunsView extends Widget {
 }
 
 /** The Runs view in the main area, titled after the notebook. */
-export function runsWidget(path: string, commands: CommandRegistry): MainAreaWidget<RunsView> {
-  const content = new RunsView(path, commands);
+export function runsWidget(path: string, open: OpenNotebook): MainAreaWidget<RunsView> {
+  const content = new RunsView(path, open);
   const widget = new MainAreaWidget({ content });
   widget.id = `dsops-runs-${path}`;
   widget.title.label = `Runs — ${path.split('/').pop()}`;

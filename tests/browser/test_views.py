@@ -77,6 +77,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
     root = base / "project"
     copy_example("wine.ipynb", root)
     write_slow_notebook(root)
+    # JupyterLab's contents API hides dot folders (.dsops/runs by default): a visible runs-dir.
+    (root / "pyproject.toml").write_text('[tool.dsops]\nruns-dir = "runs"\n')
     init_repo(root)
     dsops_cli(root, "package", "--no-build", "wine.ipynb")
     change_train_code(root / "wine.ipynb")
@@ -97,8 +99,26 @@ def lab(server: LabServer) -> Lab:
     return server.lab
 
 
-def main_menu(page: Page, label: str) -> None:
-    """Pick `label` in the "dsops" main menu."""
+def saved_tags(notebook: Path, index: int, expected: list[str]) -> list[str] | None:
+    """The tags of cell `index` on disk once they equal `expected` (or after 20 s)."""
+    deadline = time.monotonic() + 20
+    tags = None
+    while time.monotonic() < deadline:
+        try:  # JupyterLab may be writing the file right now
+            tags = nbformat.read(notebook, as_version=4).cells[index].metadata.get("tags")
+        except nbformat.reader.NotJSONError:
+            tags = None
+        if tags == expected:
+            break
+        time.sleep(0.25)
+    return tags
+
+
+def main_menu(page: Page, label: str, notebook: str = "wine.ipynb") -> None:
+    """Pick `label` in the "dsops" main menu with `notebook` the current one."""
+    page.locator(".jp-MainAreaWidget .lm-TabBar-tab, #jp-main-dock-panel .lm-TabBar-tab").filter(
+        has_text=re.compile(rf"^{re.escape(notebook)}$")
+    ).first.click()
     page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^dsops$")).click()
     page.locator("#dsops-main-menu .lm-Menu-item", has_text=label).first.click()
 
@@ -208,13 +228,8 @@ def test_mark_dialog_refuses_a_cycle_and_writes_after(page: Page, lab: Lab) -> N
     }
     assert len(set(colours.values())) == 3, colours
     page.locator(".jp-NotebookPanel:visible .jp-Notebook").press("Control+s")
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        tags = nbformat.read(lab.root / "wine.ipynb", as_version=4).cells[FEATURES_CELL].metadata
-        if tags.get("tags") == ["step:features", "after:load"]:
-            break
-        time.sleep(0.25)
-    assert tags.get("tags") == ["step:features", "after:load"]
+    expected = ["step:features", "after:load"]
+    assert saved_tags(lab.root / "wine.ipynb", FEATURES_CELL, expected) == expected
 
 
 def test_runs_view_lists_a_run_and_opens_its_executed_notebook(page: Page, lab: Lab) -> None:
@@ -234,13 +249,12 @@ def test_runs_view_lists_a_run_and_opens_its_executed_notebook(page: Page, lab: 
     screenshot(page, "runs-view")
     link = run.locator("[data-testid=dsops-run-open]")
     executed = link.get_attribute("title")
-    assert executed and (lab.root / executed).is_file(), executed
+    assert executed and executed.startswith("runs/wine/"), executed
+    assert (lab.root / executed).is_file(), executed
     link.click()
-    tab = page.locator(".lm-TabBar-tab.jp-mod-current", has_text=Path(executed).name)
-    expect(tab).to_be_visible()
-    expect(page.locator(".jp-NotebookPanel:visible .jp-Cell").nth(TRAIN_CELL)).to_contain_text(
-        "RidgeClassifier"
-    )
+    tab = page.locator("#jp-main-dock-panel .lm-TabBar-tab.jp-mod-current")
+    expect(tab).to_have_attribute("title", re.compile(re.escape(executed)))
+    expect(page.locator(".jp-NotebookPanel:visible")).to_contain_text("RidgeClassifier")
 
 
 def test_restart_shows_past_jobs_and_marks_the_interrupted_one(
@@ -255,8 +269,8 @@ def test_restart_shows_past_jobs_and_marks_the_interrupted_one(
         time.sleep(0.5)
     server.restart()
     open_notebook(page, lab, "slow.ipynb", wait_kernel=False)
-    main_menu(page, "Runs")
-    view = page.locator("[data-testid=dsops-runs-view]")
+    main_menu(page, "Runs", "slow.ipynb")
+    view = page.locator("[data-testid=dsops-runs-view]:visible")
     row = view.locator("[data-testid=dsops-job-row]").first
     expect(row).to_have_attribute("data-state", "interrupted")
     # The wine jobs of the tests above are still listed after the restart.
