@@ -126,8 +126,8 @@ export interface IExportResult {
 /** A step in a run record (run.json): `status` is the final StepState. */
 export interface IStepRun extends IStepStatus {
   name: string;
-  /** The step's final state in run.json (C4 names it `status`). */
-  status?: StepState;
+  /** The record's final state (C4: done/cached/failed/skipped). */
+  status?: string;
   executed?: boolean;
   restored?: boolean;
 }

@@ -14,10 +14,10 @@ function job(created: number, finished: number | null): IJob {
     created,
     finished,
     error: null,
-    result: null,
     options: {},
     steps: {},
-    stages: []
+    stages: [],
+    result: null
   };
 }
 
