@@ -8,7 +8,7 @@ import { Widget } from '@lumino/widgets';
 
 import { cancelJob, isFinished } from './api';
 import { element } from './dom';
-import { errorMessage } from './format';
+import { errorMessage, formatSeconds } from './format';
 import { ExportEngine, IJob, IPackageResult } from './tokens';
 
 /** The names the Package dialog shows for each export engine. */
@@ -67,7 +67,7 @@ export class JobView extends Widget {
     this.node.dataset.state = job.state;
     this.node.dataset.kind = job.kind;
     this._cancel.hidden = isFinished(job);
-    this._stage.textContent = job.stage || job.state;
+    this._stage.textContent = stageText(job);
     const fraction = job.state === 'succeeded' ? 1 : Math.min(1, Math.max(0, job.progress || 0));
     this._progress.value = fraction;
     this._progress.dataset.state = job.state;
@@ -194,6 +194,17 @@ export class JobView extends Widget {
     });
     return link;
   }
+}
+
+/** The stage line: the core's stage message and, while it runs, the seconds spent in it. */
+export function stageText(job: IJob): string {
+  const current = job.stages?.[job.stages.length - 1];
+  const text = job.stage || job.state;
+  if (isFinished(job) || !current || current.duration !== null) {
+    return text;
+  }
+  const seconds = Math.max(0, Date.now() / 1000 - current.started);
+  return `${text} (${formatSeconds(seconds)})`;
 }
 
 /** The one-line outcome of a package job: the dialog's headline and the notification. */

@@ -257,16 +257,38 @@ def test_runs_view_lists_a_run_and_opens_its_executed_notebook(page: Page, lab: 
     expect(page.locator(".jp-NotebookPanel:visible")).to_contain_text("RidgeClassifier")
 
 
+def wait_running(lab: Lab, job_id: str) -> None:
+    deadline = time.monotonic() + 120
+    while api(lab, f"dsops/jobs/{job_id}")["state"] != "running":  # type: ignore[index]
+        assert time.monotonic() < deadline, f"job {job_id} never started"
+        time.sleep(0.5)
+
+
+def test_busy_notebook_shows_its_running_job_and_cancels_it(page: Page, lab: Lab) -> None:
+    slow = api(lab, "dsops/jobs", "POST", {"kind": "run", "path": "slow.ipynb", "options": {}})
+    assert isinstance(slow, dict)
+    wait_running(lab, slow["id"])
+    open_notebook(page, lab, "slow.ipynb", wait_kernel=False)
+    page.locator("[data-testid=dsops-package-button]:visible").click()
+    page.locator(".jp-Dialog .jp-mod-accept", has_text="Package").click()
+    job = page.locator("[data-testid=dsops-job]")
+    expect(job.locator("[data-testid=dsops-busy]")).to_contain_text("slow.ipynb is busy")
+    expect(job).to_have_attribute("data-kind", "run")
+    expect(job).to_have_attribute("data-state", "running")
+    expect(job.locator("[data-testid=dsops-error]")).to_have_count(0)
+    job.locator("[data-testid=dsops-cancel]").click()
+    expect(job).to_have_attribute("data-state", "cancelled", timeout=60_000)
+    assert wait_job(lab, slow["id"])["state"] == "cancelled"
+    page.locator(".jp-Dialog .jp-mod-accept", has_text="Close").click()
+
+
 def test_restart_shows_past_jobs_and_marks_the_interrupted_one(
     page: Page, server: LabServer, lab: Lab
 ) -> None:
     """Last in the module: it restarts the server."""
     slow = api(lab, "dsops/jobs", "POST", {"kind": "run", "path": "slow.ipynb", "options": {}})
     assert isinstance(slow, dict)
-    deadline = time.monotonic() + 120
-    while api(lab, f"dsops/jobs/{slow['id']}")["state"] != "running":  # type: ignore[index]
-        assert time.monotonic() < deadline, "the slow job never started"
-        time.sleep(0.5)
+    wait_running(lab, slow["id"])
     server.restart()
     open_notebook(page, lab, "slow.ipynb", wait_kernel=False)
     main_menu(page, "Runs", "slow.ipynb")
