@@ -119,3 +119,8 @@ export async function watchJob(
   }
   return current;
 }
+
+/** The job working on notebook `path` now (queued or running), else null. */
+export async function activeJob(path: string): Promise<IJob | null> {
+  return (await listJobs(path)).find(job => !isFinished(job)) ?? null;
+}
