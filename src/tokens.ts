@@ -126,6 +126,8 @@ export interface IExportResult {
 /** A step in a run record (run.json): `status` is the final StepState. */
 export interface IStepRun extends IStepStatus {
   name: string;
+  /** The record's final state (C4: done/cached/failed/skipped). */
+  status?: string;
   executed?: boolean;
   restored?: boolean;
 }
