@@ -14,6 +14,9 @@ function job(created: number, finished: number | null): IJob {
     created,
     finished,
     error: null,
+    options: {},
+    steps: {},
+    stages: [],
     result: null
   };
 }
