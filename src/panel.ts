@@ -92,6 +92,7 @@ export class PipelinePanel extends Widget {
 
     _tracker.currentChanged.connect(this._onCurrentChanged, this);
     this._onCurrentChanged();
+    this._updateButtons();
   }
 
   /** Ask the server for the current notebook's pipeline and its jobs, and redraw. */

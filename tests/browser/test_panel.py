@@ -72,6 +72,13 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         server.stop()
 
 
+@pytest.fixture(autouse=True)
+def fresh_workspace(lab: Lab) -> None:
+    """Each test opens its notebook in an empty workspace (no tabs restored from the last)."""
+    for saved in (lab.root.parent / "workspaces").glob("*"):
+        saved.unlink()
+
+
 def query(path: str) -> str:
     return urllib.parse.urlencode({"path": path})
 
@@ -226,3 +233,24 @@ def test_running_job_shows_and_cancel_stops_it(page: Page, lab: Lab) -> None:
         expect(step_item(panel, name)).to_have_attribute("data-state", record.get(name, unfinished))
     assert job["steps"]["start"]["state"] == "done"
     assert step_item(panel, "wait").get_attribute("data-state") in ("skipped", "failed")
+
+
+def test_panel_follows_edits_before_any_save(page: Page, lab: Lab) -> None:
+    open_notebook(page, lab, FAILING)
+    panel = open_panel(page)
+    report = step_item(panel, "report")
+    expect(report).to_be_visible(timeout=FIRST_RENDER_MS)
+    on_disk = (lab.root / FAILING).read_text()
+    pipeline = pipeline_of(lab, FAILING)
+    report_cell = next(s for s in pipeline["steps"] if s["name"] == "report")["cells"][0]
+    editor = page.locator(".jp-NotebookPanel:visible .jp-Notebook .jp-Cell").nth(report_cell)
+    editor.locator(".cm-content").click()
+    page.keyboard.press("ControlOrMeta+a")
+    page.keyboard.type("final = shown * count")
+    # Not saved, yet the panel describes the notebook as edited (POST /dsops/pipeline).
+    expect(report.locator("[data-testid=dsops-step-io]")).to_have_text(
+        re.compile(r"receives (count, shown|shown, count)"), timeout=10_000
+    )
+    assert (lab.root / FAILING).read_text() == on_disk
+    edited = pipeline_of(lab, FAILING)  # the file on disk still says what it said
+    assert next(s for s in edited["steps"] if s["name"] == "report")["inputs"] == ["total"]
