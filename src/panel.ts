@@ -14,16 +14,19 @@ import { Widget } from '@lumino/widgets';
 import { cancelJob, describePipeline, getPipeline, listJobs, startJob, watchJob } from './api';
 import { paintCells, revealCell, watchEdits } from './cells';
 import { element } from './dom';
-import { cacheMark, errorMessage } from './format';
+import { errorMessage } from './format';
 import { layoutGraph, paintGraph, renderGraph } from './graph';
 import { dsopsIcon } from './icons';
 import { JobBox } from './jobbox';
 import { ParameterForm } from './paramform';
-import { failureWhere, isActive, jobStepStatuses, statusText } from './stepstatus';
-import { CommandIDs, IJob, IPipeline, IStep, IStepStatus, StepState } from './tokens';
+import { paintStepStatus, stepItem } from './steplist';
+import { isActive, jobStepStatuses } from './stepstatus';
+import { CommandIDs, IJob, IPipeline, IStepStatus, StepState } from './tokens';
 
 /** Edits wait this long for the next keystroke before the pipeline is described again. */
 const EDIT_DEBOUNCE_MS = 400;
+/** While shown, the panel looks this often for a job started elsewhere (Package dialog, CLI). */
+const JOB_POLL_MS = 4000;
 
 function responseStatus(error: unknown): number | null {
   return error instanceof ServerConnection.ResponseError ? error.response.status : null;
@@ -47,6 +50,7 @@ export class PipelinePanel extends Widget {
   private _watched: NotebookPanel | null = null;
   private _edits: IDisposable | null = null;
   private _editTimer: ReturnType<typeof setTimeout> | null = null;
+  private _jobPoll: ReturnType<typeof setInterval> | null = null;
   /** The server has no POST /dsops/pipeline (404): describe the saved file on save instead. */
   private _postMissing = false;
   private _generation = 0;
@@ -125,6 +129,37 @@ export class PipelinePanel extends Widget {
     super.onAfterShow(msg);
     if (this._stale) {
       void this.refresh();
+    }
+    this._jobPoll ??= setInterval(() => void this._lookForJob(), JOB_POLL_MS);
+  }
+
+  protected onBeforeHide(msg: Message): void {
+    super.onBeforeHide(msg);
+    this._stopPolling();
+  }
+
+  dispose(): void {
+    this._stopPolling();
+    this._edits?.dispose();
+    super.dispose();
+  }
+
+  private _stopPolling(): void {
+    if (this._jobPoll !== null) {
+      clearInterval(this._jobPoll);
+      this._jobPoll = null;
+    }
+  }
+
+  /** Follow a job another surface started on the shown notebook (its buttons then wait). */
+  private async _lookForJob(): Promise<void> {
+    const path = this._shownPath;
+    if (path === '' || this._busy(path)) {
+      return;
+    }
+    const active = (await listJobs(path).catch(() => [])).find(isActive);
+    if (active && this._shownPath === path) {
+      this._follow(path, active);
     }
   }
 
@@ -205,7 +240,12 @@ export class PipelinePanel extends Widget {
     this._pipeline = pipeline;
     const steps = element('ol', { class: 'dsops-Panel-steps' });
     for (const step of pipeline.steps) {
-      steps.appendChild(this._stepItem(path, step));
+      steps.appendChild(
+        stepItem(step, {
+          reveal: cell => void this._reveal(path, cell),
+          run: () => void this._run(path, [step.name])
+        })
+      );
     }
     const summary = `${pipeline.name} · ${pipeline.steps.length} step(s)`;
     const heading = (text: string): HTMLElement =>
@@ -257,57 +297,6 @@ export class PipelinePanel extends Widget {
     return this._form.node;
   }
 
-  private _stepItem(path: string, step: IStep): HTMLElement {
-    const item = element('li', { class: 'dsops-Step' });
-    item.dataset.testid = 'dsops-step';
-    item.dataset.step = step.name;
-    const head = element('div', { class: 'dsops-Step-head' });
-    const name = element('span', { class: 'dsops-Step-name' }, step.name);
-    if (step.cells.length > 0) {
-      name.title = `Go to cell ${step.cells[0] + 1}`;
-      name.addEventListener('click', () => void this._reveal(path, step.cells[0]));
-    }
-    const run = element(
-      'button',
-      { class: 'jp-Button jp-mod-styled jp-mod-accept dsops-Step-run' },
-      'Run'
-    );
-    run.dataset.testid = `dsops-run-${step.name}`;
-    run.title = `Run step ${step.name} (and the steps it needs) with papermill`;
-    run.addEventListener('click', () => void this._run(path, [step.name]));
-    head.append(name);
-    if (step.state) {
-      const mark = cacheMark(step.state);
-      const badge = element('span', { class: 'dsops-Step-cache' }, mark.text);
-      badge.title = mark.title;
-      badge.dataset.testid = 'dsops-step-cache';
-      badge.dataset.fresh = String(step.state.fresh);
-      head.append(badge);
-    }
-    head.append(run);
-    item.appendChild(head);
-    const deps = step.depends_on.length ? step.depends_on : step.after;
-    if (deps.length) {
-      item.appendChild(element('div', { class: 'dsops-Step-detail' }, `after: ${deps.join(', ')}`));
-    }
-    const io: string[] = [];
-    if (step.inputs?.length) {
-      io.push(`receives ${step.inputs.join(', ')}`);
-    }
-    if (step.outputs?.length) {
-      io.push(`passes ${step.outputs.join(', ')}`);
-    }
-    if (io.length) {
-      const detail = element('div', { class: 'dsops-Step-detail' }, io.join(' · '));
-      detail.dataset.testid = 'dsops-step-io';
-      item.appendChild(detail);
-    }
-    const status = element('div', { class: 'dsops-Step-status' });
-    status.dataset.testid = 'dsops-step-status';
-    item.appendChild(status);
-    return item;
-  }
-
   /** Show the statuses of `path` on its step list, graph and cells. */
   private _paint(path: string): void {
     if (this._shownPath !== path || this._pipeline === null) {
@@ -316,15 +305,7 @@ export class PipelinePanel extends Widget {
     const statuses = this._statuses.get(path) ?? new Map<string, IStepStatus>();
     this._body.querySelectorAll<HTMLElement>('.dsops-Step').forEach(item => {
       const status = statuses.get(item.dataset.step ?? '');
-      const node = item.querySelector<HTMLElement>('.dsops-Step-status');
-      if (node) {
-        this._paintStatus(path, node, status);
-      }
-      if (status) {
-        item.dataset.state = status.state;
-      } else {
-        delete item.dataset.state;
-      }
+      paintStepStatus(item, status, (cell, line) => void this._reveal(path, cell, line));
     });
     const states = this._states(path);
     const graph = this._body.querySelector('.dsops-Graph');
@@ -336,34 +317,6 @@ export class PipelinePanel extends Widget {
       paintCells(notebook, this._pipeline, states);
     }
     this._updateButtons();
-  }
-
-  private _paintStatus(path: string, node: HTMLElement, status: IStepStatus | undefined): void {
-    if (!status) {
-      node.replaceChildren();
-      delete node.dataset.state;
-      return;
-    }
-    node.dataset.state = status.state;
-    const line = element('span', { class: 'dsops-Step-state' }, statusText(status));
-    line.dataset.testid = 'dsops-step-state';
-    const parts: HTMLElement[] = [line];
-    const where = failureWhere(status);
-    if (where !== null) {
-      const link = element('a', { href: '#', class: 'dsops-Step-where' }, where);
-      link.dataset.testid = 'dsops-failure-link';
-      link.addEventListener('click', event => {
-        event.preventDefault();
-        void this._reveal(path, status.cell as number, status.line ?? undefined);
-      });
-      parts.push(link);
-    }
-    if (status.error) {
-      const error = element('div', { class: 'dsops-Step-error' }, status.error);
-      error.dataset.testid = 'dsops-step-error';
-      parts.push(error);
-    }
-    node.replaceChildren(...parts);
   }
 
   private async _reveal(path: string, index: number, line?: number): Promise<void> {
