@@ -19,13 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dsops_jupyter import flow
+from dsops_jupyter import dotdsops, flow
 from dsops_jupyter.config import load_config
 from dsops_jupyter.pipeline import Pipeline, Step
 from dsops_jupyter.runtime import artifacts, stepcache
 
-CACHE_FOLDER = Path(".dsops") / "cache"
-GITIGNORE_LINE = ".dsops/"
+CACHE_FOLDER = Path(dotdsops.FOLDER) / "cache"
 ENTRY_FILE = stepcache.ENTRY_FILE
 AFTER_PREFIX = "after:"  # input_hashes key of a step run after, not read from: its step key
 
@@ -160,10 +159,9 @@ class StepCache:
     """Entries under ``root``: ``entries/<key>/`` (artifacts + entry.json), ``last/`` (the last
     key of each notebook step, for the why of a miss) and ``partial/`` (stores in progress)."""
 
-    def __init__(self, root: Path, limit_bytes: int, *, gitignore: Path | None = None) -> None:
+    def __init__(self, root: Path, limit_bytes: int) -> None:
         self.root = Path(root)
         self.limit_bytes = limit_bytes
-        self.gitignore = gitignore  # gets GITIGNORE_LINE when the cache is first created
 
     def lookup(self, key: str) -> Path | None:
         """The entry's folder (a workdir of the step's outputs), marked as just used."""
@@ -203,11 +201,8 @@ class StepCache:
         os.replace(partial, path)
 
     def _create(self) -> None:
-        if self.root.is_dir():
-            return
-        self.root.mkdir(parents=True, exist_ok=True)
-        if self.gitignore is not None:
-            ignore_in_git(self.gitignore)
+        if not self.root.is_dir():
+            dotdsops.prepare(self.root)  # .dsops/ ignores itself in Git
 
     def entries(self) -> list[dict[str, Any]]:
         """Every entry's record, least recently used first (``used``: its last use)."""
@@ -276,20 +271,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def ignore_in_git(gitignore: Path) -> None:
-    """Add ``.dsops/`` to the repository's .gitignore unless a line already says so; the other
-    lines stay exactly as they were."""
-    try:
-        text = gitignore.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        text = ""
-    if any(line.strip().strip("/") == ".dsops" for line in text.splitlines()):
-        return
-    separator = "" if not text or text.endswith("\n") else "\n"
-    with open(gitignore, "a", encoding="utf-8") as handle:
-        handle.write(f"{separator}{GITIGNORE_LINE}\n")
-
-
 def _git_top(path: Path) -> Path | None:
     start = Path(os.path.abspath(path))
     for folder in (start, *start.parents):
@@ -311,9 +292,7 @@ def open_cache(notebook_path: Path) -> StepCache:
     """The step cache of the repository holding the notebook (or folder): ``<repo>/.dsops/cache``;
     outside a Git repository, ``.dsops/cache`` next to the notebook."""
     base = _base_folder(Path(notebook_path))
-    limit = load_config(Path(notebook_path)).cache_size
-    in_repo = _git_top(Path(notebook_path)) is not None
-    return StepCache(base / CACHE_FOLDER, limit, gitignore=base / ".gitignore" if in_repo else None)
+    return StepCache(base / CACHE_FOLDER, load_config(Path(notebook_path)).cache_size)
 
 
 # --- freshness ---------------------------------------------------------------------------------

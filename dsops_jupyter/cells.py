@@ -42,6 +42,12 @@ def load_notebook(path: Path) -> dict[str, Any]:
         raise NotebookError(f"{path.name} is not valid JSON{where}: is it a notebook?") from None
     except RecursionError:
         raise NotebookError(f"{path.name} nests JSON too deeply to be a notebook") from None
+    return checked_notebook(nb, path)
+
+
+def checked_notebook(nb: Any, path: Path) -> dict[str, Any]:
+    """``nb`` (parsed notebook JSON, e.g. unsaved content sent by JupyterLab for ``path``)
+    checked and upgraded as load_notebook does."""
     if not isinstance(nb, dict) or "nbformat" not in nb:
         raise NotebookError(f"{path.name} is JSON but not a Jupyter notebook (no nbformat field)")
     if nb.get("nbformat") != 4:

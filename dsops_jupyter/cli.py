@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dsops_jupyter._version import __version__
+from dsops_jupyter.cli_runs import cmd_runs
 from dsops_jupyter.cli_sweep import add_sweep_options, run_grid
 from dsops_jupyter.console import print_package_result
 from dsops_jupyter.errors import DsopsError, NotARepositoryError, ParameterError
+from dsops_jupyter.model import BUILDERS
 
 if TYPE_CHECKING:  # events imports dataclasses (and inspect): not needed to start
     from dsops_jupyter.events import Event, OnEvent
@@ -38,11 +40,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except DsopsError as err:
         return _fail(args, str(err), err.exit_code)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         # Objects the interrupted work left behind (GitPython's cat-file streams) complain from
-        # their finalizers at exit; the one line below is the whole story.
+        # their finalizers at exit; the one line below (with what a package rolled back) is the
+        # whole story.
         sys.unraisablehook = lambda _unraisable: None
-        return _fail(args, "interrupted; nothing was left half-written", 130)
+        return _fail(args, f"interrupted; {err or 'nothing was left half-written'}", 130)
 
 
 def _fail(args: argparse.Namespace, message: str, code: int) -> int:
@@ -95,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--resume", nargs="?", const="", metavar="RUN", help=RESUME_HELP)
     add_sweep_options(sub)
 
+    sub = command("runs", cmd_runs, "list a notebook's past runs, newest first")
+    sub.add_argument("notebook", type=Path)
+
     sub = command("convert", cmd_convert, "write the generated script package")
     _package_options(sub)
     sub.add_argument("--commit", action="store_true", help="also commit and tag a version")
@@ -127,17 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--no-commit", action="store_true", help="do not make a Git version")
     sub.add_argument("--smoke", action="store_true", help="run the built image once")
     sub.add_argument("--push", metavar="REGISTRY", help="push the tags to this registry")
-    sub.add_argument(
-        "--reproducible",
-        action="store_true",
-        help="assemble the image deterministically (same digest every time)",
-    )
-    sub.add_argument(
-        "--output",
-        type=Path,
-        metavar="TAR",
-        help="write a loadable image archive here (no engine needed)",
-    )
+    sub.add_argument("--reproducible", action="store_true", help="same digest every time")
+    sub.add_argument("--output", type=Path, metavar="TAR", help="write an image archive here")
+    sub.add_argument("--verify", action="store_true", help="run the notebook first (papermill)")
+    sub.add_argument("--builder", choices=BUILDERS, default=BUILDERS[0], help="image builder")
     sub.add_argument(
         "--export",
         choices=("kfp", "airflow", "argo"),
@@ -391,6 +390,8 @@ def cmd_package(args: argparse.Namespace) -> int:
         reproducible=args.reproducible,
         output=args.output,
         export=args.export,
+        verify=args.verify,
+        builder=args.builder,
     )
     with _reporter(args) as on_event:
         result = package_notebook(args.notebook, options, on_event)

@@ -2,7 +2,8 @@
 
 The project root is the nearest folder above the notebook holding a pyproject.toml with a
 ``[tool.dsops]`` table, else the Git work tree's top, else the notebook's own folder. Generated
-packages go to ``<root>/<output>/<name>/`` so their place never depends on the caller's cwd.
+packages go to ``<root>/<output>/<name>/`` and run folders to ``<root>/<runs-dir>/<name>/<stamp>/``
+(``.dsops/runs`` unless set), so their place never depends on the caller's cwd.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 DEFAULT_CACHE_SIZE = 5 * 1000**3
+DEFAULT_RUNS = ".dsops/runs"  # git-ignored (see dotdsops.py)
 _SIZE_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4}
 _SIZE_UNITS |= {"KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4}
 T = TypeVar("T")
@@ -38,9 +40,15 @@ class Config:
     base_image: str | None = None
     keep_magics: bool = False
     cache_size: int = DEFAULT_CACHE_SIZE  # bytes the step cache may hold (`cache-size`)
+    runs: str = DEFAULT_RUNS  # `runs-dir`, relative to the root
 
     def package_dir(self, name: str) -> Path:
         return self.root / self.output / name
+
+    @property
+    def runs_dir(self) -> Path:
+        """The folder holding the run folders ``<pipeline>/<stamp>/`` (absolute)."""
+        return self.root / self.runs
 
     def notebook_paths(self) -> list[Path]:
         """The notebooks `dsops check` scans when given no paths."""
@@ -95,6 +103,7 @@ def load_config(
     own_base_image = _typed(table, "base-image", str, None)
     own_keep_magics = _typed(table, "keep-magics", bool, False)
     cache_size = _size(table.get("cache-size", DEFAULT_CACHE_SIZE))
+    runs = _typed(table, "runs-dir", str, DEFAULT_RUNS)
     return Config(
         root=root,
         output=output,
@@ -102,6 +111,7 @@ def load_config(
         base_image=own_base_image if base_image is None else base_image,
         keep_magics=own_keep_magics if keep_magics is None else keep_magics,
         cache_size=cache_size,
+        runs=runs,
     )
 
 

@@ -7,6 +7,8 @@ Anything else escaping is a bug in dsops, not a user error.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class DsopsError(Exception):
     """Root of all user-facing errors."""
@@ -59,10 +61,18 @@ class ExecutionError(DsopsError):
     exit_code = 1
     http_status = 422
 
-    def __init__(self, message: str, *, output_path: str | None = None, step: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        output_path: str | None = None,
+        step: str | None = None,
+        record: dict[str, Any] | None = None,
+    ):
         super().__init__(message)
         self.output_path = output_path
         self.step = step
+        self.record = record  # the failed run's RunRecord.to_json(), also in its run.json
 
 
 class RunInterruptedError(ExecutionError):

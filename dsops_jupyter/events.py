@@ -14,14 +14,16 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-EventKind = Literal["stage", "progress", "log", "result"]
+EventKind = Literal["stage", "progress", "log", "result", "step"]
 
 
 @dataclass(frozen=True)
 class Event:
     """``stage``: a new phase begins (message names it); ``progress``: ``fraction`` of the
     current phase is done (0..1, ``message`` says what); ``log``: one line of output;
-    ``result``: the phase's outcome in ``data``."""
+    ``result``: the phase's outcome in ``data``; ``step``: a step's state in a run (``data``:
+    step, state, duration, cell, line, error; see stepstatus.py). Adapters ignore kinds they
+    do not render."""
 
     kind: EventKind
     message: str = ""
@@ -53,6 +55,29 @@ def log(on_event: OnEvent, line: str) -> None:
 
 def result(on_event: OnEvent, message: str, **data: Any) -> None:
     on_event(Event("result", message, data=data))
+
+
+def step(
+    on_event: OnEvent,
+    name: str,
+    state: str,
+    *,
+    duration: float | None = None,
+    cell: int | None = None,
+    line: int | None = None,
+    error: str | None = None,
+) -> None:
+    """A step's state in a run: queued, running, done, cached, failed or skipped. ``cell``
+    is the index in the user's notebook, ``line`` 1-based in that cell as the user sees it."""
+    data = {
+        "step": name,
+        "state": state,
+        "duration": duration,
+        "cell": cell,
+        "line": line,
+        "error": error,
+    }
+    on_event(Event("step", f"{name}: {state}", data=data))
 
 
 class OverallProgress:

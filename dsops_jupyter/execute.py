@@ -11,34 +11,33 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from dsops_jupyter import events, ipysyntax
+from dsops_jupyter import dotdsops, events, ipysyntax, runerrors
 from dsops_jupyter._version import __version__
 from dsops_jupyter.cache import open_cache
 from dsops_jupyter.cells import load_notebook
 from dsops_jupyter.config import load_config
-from dsops_jupyter.errors import ExecutionError, RunInterruptedError
+from dsops_jupyter.errors import ExecutionError
 from dsops_jupyter.events import OnEvent
 from dsops_jupyter.fsutil import atomic_write
 from dsops_jupyter.model import RunOptions, RunRecord
-from dsops_jupyter.monitor import CellError, Monitor
+from dsops_jupyter.monitor import Monitor
 from dsops_jupyter.notebook import read_pipeline
 from dsops_jupyter.params import coerce_parameters
 from dsops_jupyter.pipeline import Pipeline
 from dsops_jupyter.resume import plan_resume
 from dsops_jupyter.runsteps import ARTIFACTS, StepLedger
 from dsops_jupyter.spec import source_of
+from dsops_jupyter.stepstatus import StepTracker
 
 ENGINE_NAME = "dsops"  # the papermill.engine entry point's name in pyproject.toml
 #: Frozen: safe as the default argument of every call.
 DEFAULTS = RunOptions()
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def run_notebook(
@@ -54,7 +53,7 @@ def run_notebook(
     pipeline = read_pipeline(path)
     resumed = None
     if options.resume is not None:
-        resumed = plan_resume(pipeline, _runs_folder(pipeline), options.resume)
+        resumed = plan_resume(pipeline, runs_folder(path, pipeline.name), options.resume)
     raw = resumed.parameters if resumed else options.parameters
     values = coerce_parameters(pipeline, raw)
     steps = resumed.steps if resumed else list(options.steps)
@@ -62,7 +61,7 @@ def run_notebook(
     parameters = {**{p.name: p.default for p in pipeline.parameters}, **values}
     nb = runnable_notebook(pipeline, load_notebook(path), chosen)
     out_dir = (options.out_dir or _default_out_dir(pipeline)).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    dotdsops.prepare(out_dir)  # under .dsops/: ignored by Git
     output = out_dir / path.name
     ledger = StepLedger(
         pipeline,
@@ -74,6 +73,9 @@ def run_notebook(
         resumed=resumed,
     )
     events.stage(on_event, f"Running {len(chosen)} step(s) of {path.name}: {', '.join(chosen)}")
+    first_cells = {s.name: s.cells[0] for s in pipeline.steps if s.cells}
+    tracker = StepTracker(on_event, chosen, first_cells)
+    tracker.queue()
     started, clock = datetime.now(timezone.utc), time.perf_counter()
     with ThreadPoolExecutor(max_workers=1) as pool:
         environment: list[Future[dict[str, Any]]] = []
@@ -86,7 +88,9 @@ def run_notebook(
                 environment.append(pool.submit(_environment, pipeline, path, kernel_name))
 
         watched = _watched_names(pipeline, chosen)
-        monitor = Monitor(on_event, str(path), watched, capture_environment, ledger=ledger)
+        monitor = Monitor(
+            on_event, str(path), watched, capture_environment, ledger=ledger, steps=tracker
+        )
         failure: BaseException | None = None
         try:
             executed = _papermill(nb, output, values, kernel_name, cwd or path.parent, monitor)
@@ -95,6 +99,10 @@ def run_notebook(
         capture_environment()
         details = environment[0].result()
     interrupted = isinstance(failure, KeyboardInterrupt)
+    found = runerrors.locate(failure, monitor, executed) if failure and not interrupted else None
+    if found is not None:
+        tracker.fail(found.step, cell=found.cell, line=found.line, error=found.error)
+    tracker.finish()
     changed = strict and bool(monitor.changes)
     status = "interrupted" if interrupted else "failed" if failure or changed else "succeeded"
     record = RunRecord(
@@ -103,7 +111,7 @@ def run_notebook(
         record_path=out_dir / "run.json",
         status=status,
         parameters=parameters,
-        steps=_step_results(executed, chosen, monitor.interrupted.get("step"), ledger.marks),
+        steps=tracker.record(ledger.marks),
         started=started.isoformat(timespec="seconds"),
         duration=time.perf_counter() - clock,
         details={
@@ -113,16 +121,17 @@ def run_notebook(
         },
         resumed_from=str(resumed.run_dir) if resumed else None,
     )
-    atomic_write(record.record_path, _json_bytes(record.to_json()))
+    data = record.to_json()
+    atomic_write(record.record_path, _json_bytes(data))
     if interrupted:
-        raise _interrupted_error(monitor.interrupted, output) from None
-    if failure is not None:
-        raise _execution_error(failure, monitor, executed, output) from None
+        raise runerrors.interrupted_error(monitor.interrupted, output, data) from None
+    if found is not None:
+        raise runerrors.execution_error(found, output, data) from None
     if changed:
         raise ExecutionError(
-            f"{monitor.warnings()[0]} (--strict; run record: {record.record_path})"
+            f"{monitor.warnings()[0]} (--strict; run record: {record.record_path})", record=data
         )
-    events.result(on_event, f"Run succeeded: {output}", **record.to_json())
+    events.result(on_event, f"Run succeeded: {output}", **data)
     return record
 
 
@@ -236,157 +245,14 @@ def _read_output(output: Path, fallback: dict[str, Any]) -> dict[str, Any]:
         return fallback
 
 
-def _step_results(
-    executed: dict[str, Any],
-    chosen: list[str],
-    interrupted: str | None,
-    marks: dict[str, dict[str, Any]],
-) -> list[dict[str, Any]]:
-    """Per step: status (succeeded/failed/interrupted/not run), its cells' summed durations,
-    whether it was executed or restored (from the cache or the resumed run), its keys and the
-    artifacts it left in the run folder."""
-    statuses = dict.fromkeys(chosen, "succeeded")
-    durations = dict.fromkeys(chosen, 0.0)
-    for cell in executed.get("cells", []):
-        meta = cell.get("metadata", {})
-        name = meta.get("dsops", {}).get("step")
-        if name not in statuses:
-            continue
-        run = meta.get("papermill", {})
-        durations[name] += float(run.get("duration") or 0.0)
-        status = run.get("status")
-        if status == "failed":
-            statuses[name] = "interrupted" if name == interrupted else "failed"
-        elif status != "completed" and statuses[name] == "succeeded":
-            statuses[name] = "not run"
-    return [
-        {
-            "name": name,
-            "status": statuses[name],
-            "executed": statuses[name] != "not run" and not marks[name]["restored"],
-            "duration": round(durations[name], 3),
-            **marks[name],
-        }
-        for name in chosen
-    ]
-
-
-def _kept(output: Path) -> str:
-    return f"executed notebook kept: {output}" if output.exists() else "no output notebook"
-
-
-def _where(meta: dict[str, Any]) -> str:
-    step = meta.get("step", "?")
-    return f"step {step!r}, cell {meta['cell'] + 1}" if "cell" in meta else f"step {step!r}"
-
-
-def _interrupted_error(meta: dict[str, Any], output: Path) -> RunInterruptedError:
-    where = f"in {_where(meta)}" if meta else "before the first cell ran"
-    return RunInterruptedError(
-        f"interrupted {where} ({_kept(output)})", output_path=str(output), step=meta.get("step")
-    )
-
-
-def _execution_error(
-    failure: BaseException, monitor: Monitor, executed: dict[str, Any], output: Path
-) -> ExecutionError:
-    """One line: step, cell, the user's failing line, the exception; the notebook is kept.
-
-    The failing cell is the one that stopped the run or, when every cell ran (errors allowed
-    by a ``raises-exception`` tag), the one papermill reports."""
-    cell = monitor.failed_cell or _papermill_error_cell(executed)
-    error = monitor.failure or (failure if isinstance(failure, CellError) else None)
-    if error is None or not cell:  # a dead kernel, a timeout, a papermill error
-        lines = _ANSI.sub("", str(failure)).strip().splitlines() or ["unknown error"]
-        return ExecutionError(f"run failed: {lines[-1]} ({_kept(output)})")
-    meta = cell.get("metadata", {}).get("dsops", {})
-    where = _where(meta)
-    text = _error_text(error, cell)
-    line = _user_line(error.traceback or [], cell) or _magic_line(text, cell)
-    if line:
-        where += f", line {line[0] + meta.get('line_offset', 0)} `{line[1]}`"
-    return ExecutionError(
-        f"{where} failed: {text} ({_kept(output)})",
-        output_path=str(output),
-        step=meta.get("step"),
-    )
-
-
-_CLEAN_EXITS = {("SystemExit", ""), ("SystemExit", "0")}
-
-
-def _papermill_error_cell(executed: dict[str, Any]) -> dict[str, Any]:
-    """papermill's rule (``raise_for_execution_errors``): the LAST cell with an error output
-    (SystemExit(0) aside) wins; a cell marked failed counts only while none was found yet."""
-    found: dict[str, Any] = {}
-    for cell in (c for c in executed.get("cells", []) if c.get("cell_type") == "code"):
-        errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
-        clean = [
-            o for o in errors if o.get("ename") == "SystemExit" and o.get("evalue") in ("", "0")
-        ]
-        if len(errors) > len(clean):
-            found = cell
-        elif not found and not clean:
-            found = cell if cell.get("metadata", {}).get("papermill", {}).get("exception") else {}
-    return found
-
-
-_CELL_FRAME = re.compile(
-    r"(?:Cell In ?\[(\d*)\], line (\d+)|Input In ?\[(\d*)\].*<cell line: (\d+)>)"
-)
-
-
-def _user_line(traceback: str | list[str], cell: dict[str, Any]) -> tuple[int, str] | None:
-    """The failing cell's own line in IPython's traceback: its last frame in that cell, not a
-    library frame (``Cell In[N], line L``; ``Input In [N] ... <cell line: L>`` before IPython
-    8.5). The text comes from the cell's source; the ``---->`` line only when that fails."""
-    text = _ANSI.sub("", traceback if isinstance(traceback, str) else "\n".join(traceback))
-    count = str(cell.get("execution_count") or "")
-    frames = [m for m in _CELL_FRAME.finditer(text) if not count or (m[1] or m[3]) == count]
-    if not frames:
-        return None
-    number = int(frames[-1][2] or frames[-1][4])
-    arrow = re.compile(rf"-+>\s*{number}\s?(.*)").search(text, frames[-1].end())
-    return number, _source_line(cell, number) or (arrow[1].strip() if arrow else "")
-
-
-def _magic_line(error: str, cell: dict[str, Any]) -> tuple[int, str] | None:
-    """A UsageError has no traceback: the line is the first one using the magic it names."""
-    named = re.search(r"`(%{1,2}[^`\s]+)`", error) if error.startswith("UsageError") else None
-    source = cell.get("source", "")
-    lines = ("".join(source) if isinstance(source, list) else source).splitlines()
-    for number, line in enumerate(lines, 1):
-        if named and named[1] in line:
-            return number, line.strip()
-    return None
-
-
-def _source_line(cell: dict[str, Any], number: int) -> str:
-    source = cell.get("source", "")
-    lines = ("".join(source) if isinstance(source, list) else source).splitlines()
-    return lines[number - 1].strip() if 0 < number <= len(lines) else ""
-
-
-def _error_text(failure: CellError, cell: dict[str, Any]) -> str:
-    """``Type: message``. IPython reports a UsageError (an unknown magic) on stderr, with no
-    error output: its message is then that stderr line."""
-    ename, evalue = failure.ename, str(failure.evalue or "").strip()
-    if not evalue:
-        for output in cell.get("outputs", []):
-            text = output.get("text", "") if output.get("name") == "stderr" else ""
-            for line in ("".join(text) if isinstance(text, list) else text).splitlines():
-                if line.startswith("UsageError: "):
-                    ename, evalue = "UsageError", line.partition(": ")[2]
-    return f"{ename}: {evalue}" if evalue else ename
-
-
 def _default_out_dir(pipeline: Pipeline) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
-    return _runs_folder(pipeline) / stamp
+    return runs_folder(pipeline.notebook_path, pipeline.name) / stamp
 
 
-def _runs_folder(pipeline: Pipeline) -> Path:
-    return load_config(pipeline.notebook_path).root / "runs" / pipeline.name
+def runs_folder(notebook: Path, name: str) -> Path:
+    """The folder of the pipeline's run folders: ``<runs-dir>/<name>`` (``.dsops/runs/``)."""
+    return load_config(notebook).runs_dir / name
 
 
 def _environment(pipeline: Pipeline, path: Path, kernel_name: str | None) -> dict[str, Any]:

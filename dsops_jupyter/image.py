@@ -215,11 +215,31 @@ class DockerfileBuilder:
         return build_image(pkg, version, on_event=on_event, client=self.client)
 
 
+class BuildSteps:
+    """A build's "step k of n" progress, the same from both builders (and "phase k of n" of a
+    smoke run): the fraction done as step k starts, and its name logged."""
+
+    def __init__(self, on_event: OnEvent, total: int, word: str = "step") -> None:
+        self.on_event, self.total, self.done, self.word = on_event, total, 0, word
+
+    def next(self, what: str | None, *, number: int | None = None) -> None:
+        """Step ``number`` (default: the next) starts; ``what`` None: the engine logged it."""
+        self.done = number or self.done + 1
+        message = f"{self.word} {self.done} of {self.total}"
+        events.progress(self.on_event, (self.done - 1) / self.total, message)
+        if what is not None:
+            events.log(self.on_event, f"{message}: {what}")
+
+    def finish(self) -> None:
+        events.progress(self.on_event, 1.0, f"{self.word} {self.total} of {self.total}")
+
+
 def _follow_build(stream: Iterable[dict[str, Any]], label: str, on_event: OnEvent) -> str:
     """Turn the engine's build stream into events; the image id, or BuildError."""
     tail: list[str] = []
     step = ""
     image_id = ""
+    steps: BuildSteps | None = None
     for line, chunk in _lines(stream):
         if chunk.get("error") or chunk.get("errorDetail"):
             message = chunk.get("error") or chunk["errorDetail"].get("message", "")
@@ -239,10 +259,12 @@ def _follow_build(stream: Iterable[dict[str, Any]], label: str, on_event: OnEven
         if match:
             number, total = int(match[1]), int(match[2])
             step = f"step {number}/{total} `{match[3].strip()}`"
-            events.progress(on_event, (number - 1) / total, f"step {number}/{total}")
+            steps = steps or BuildSteps(on_event, total)
+            steps.next(None, number=number)
     if not image_id:
         raise BuildError(f"image build of {label} ended without an image id")
-    events.progress(on_event, 1.0, "built")
+    if steps is not None:
+        steps.finish()
     return image_id
 
 
@@ -293,30 +315,50 @@ def smoke_run(
 ) -> SmokeResult:
     """Run the image once without network (given parameters, else its baked defaults).
 
-    Streams the container's output as log events; ImageError when it exits non-zero. With
+    Progress is its four phases (create, run, exit, remove: "phase k of 4"); the script's
+    output arrives as log events; ImageError when it exits non-zero. With
     `copy_out`, the container's work directory (the script's results) is copied there first.
     """
     client = client or connect()
     ref = image if isinstance(image, str) else image.id
     command = cli_args(parameters, types) if parameters else None
-    container = client.containers.create(ref, command=command, network_mode="none")
+    phases = BuildSteps(on_event, 4, "phase")
+    phases.next("creating the container")
+    container = client.containers.create(ref, command=command, network_mode="none", **_PYCACHE)
     try:
+        phases.next("running the script")
         container.start()
         log = []
         for line in _container_lines(container):
             events.log(on_event, line)
             log.append(line)
         code = int(container.wait().get("StatusCode", -1))
+        phases.next(f"exit code {code}")
         workdir = _copy_workdir(container, copy_out) if copy_out else None
     finally:
         container.remove(force=True)
+    phases.next("container removed")
     if code != 0:
         last = " | ".join(x.strip() for x in log[-LOG_TAIL:] if x.strip())
         raise ImageError(
             f"smoke run of {_display(image)} failed with exit code {code}: {last or '(no output)'}"
         )
+    phases.finish()
     events.result(on_event, f"smoke run of {_display(image)} passed", exit_code=code)
     return SmokeResult(exit_code=code, log=log, workdir=workdir)
+
+
+#: Smoke runs keep the bytecode Python compiles in one engine volume, mounted where Debian-like
+#: bases have a world-writable /var/tmp (a new volume copies its mode): the image itself ships
+#: no .pyc (bytecode is not reproducible), so without it every smoke run compiles numpy, pandas
+#: and sklearn again (~5 s of CPU); with it only changed sources are compiled. Bytecode does not
+#: change what runs; where the folder is not writable Python silently compiles in memory.
+#: `docker volume rm dsops-smoke-pycache` empties it.
+PYCACHE_VOLUME = "dsops-smoke-pycache"
+_PYCACHE: dict[str, Any] = {
+    "volumes": {PYCACHE_VOLUME: {"bind": "/var/tmp", "mode": "rw"}},
+    "environment": {"PYTHONDONTWRITEBYTECODE": "", "PYTHONPYCACHEPREFIX": "/var/tmp/pycache"},
+}
 
 
 def _display(image: ImageResult | str) -> str:

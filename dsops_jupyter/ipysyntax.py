@@ -38,7 +38,7 @@ TIMEIT_HELPER = "_dsops_timeit_once"  # runs the body once, prints a timeit line
 TIMEIT_FUNCTION = "_dsops_timeit"
 HELPERS = (WRITEFILE_HELPER, TIME_HELPER, TIMEIT_HELPER)
 _DSOPS_LINE = re.compile(
-    r"^\s*(%(load_ext|reload_ext|unload_ext)\s+dsops_jupyter\s*$|%%?dsops\b)", re.MULTILINE
+    r"^\s*(%(load_ext|reload_ext|unload_ext)\s+dsops_jupyter\s*(#.*)?$|%%?dsops\b)", re.MULTILINE
 )
 _MARGIN_MAGIC = re.compile(r"%([A-Za-z_]\w*(?: .*)?)$")
 _NOT_SIMPLE = ("'''", '"""', "\\\n")  # a line may sit inside a string or continue another
@@ -57,6 +57,17 @@ class Translation:
 def drives_dsops(source: str) -> bool:
     """Does the cell hold a line that drives dsops itself (its extension or its magics)?"""
     return "dsops" in source and bool(_DSOPS_LINE.search(source))
+
+
+def dsops_lines(source: str) -> list[tuple[int, str]]:
+    """The lines (1-based number, text) that drive dsops itself: left out of pipelines."""
+    if not drives_dsops(source):
+        return []
+    return [
+        (number, line.strip())
+        for number, line in enumerate(source.split("\n"), 1)
+        if _DSOPS_LINE.match(line) and not line.lstrip().startswith("%%")
+    ]
 
 
 def without_dsops_lines(source: str) -> str:

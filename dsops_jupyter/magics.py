@@ -27,7 +27,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from dsops_jupyter.errors import DsopsError
 from dsops_jupyter.events import Event, OnEvent, OverallProgress
-from dsops_jupyter.model import PackageOptions, PackageResult, RunOptions, RunRecord
+from dsops_jupyter.model import BUILDERS, PackageOptions, PackageResult, RunOptions, RunRecord
 
 if TYPE_CHECKING:
     from dsops_jupyter.params import Parameter
@@ -67,6 +67,8 @@ def _package_parser() -> _Parser:
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--force", action="store_true")
     parser.add_argument("--export", choices=("kfp", "airflow", "argo"))
+    parser.add_argument("--verify", action="store_true")
+    parser.add_argument("--builder", choices=BUILDERS, default=BUILDERS[0])
     return parser
 
 
@@ -91,7 +93,8 @@ class DsopsMagics(Magics):
         %dsops steps                      the steps of this notebook, as saved
         %dsops run [-p NAME VALUE]... [--step NAME]... [--cache [--force STEP]...] [--resume [RUN]]
         %dsops package [--name N] [--no-commit] [--no-build] [--smoke] [--force]
-                       [--export kfp|airflow|argo] [-p NAME VALUE]...
+                       [--export kfp|airflow|argo] [--verify] [--builder assemble|dockerfile]
+                       [-p NAME VALUE]...
         %dsops panel                      a form to run or package this notebook
 
         run/package/steps/panel read the SAVED notebook and execute it in another kernel.
@@ -144,7 +147,7 @@ class DsopsMagics(Magics):
             resume=parsed.resume,
         )
         notebook = current_notebook(self._ipython)
-        view = ProgressView(options.expected_stages())
+        view = ProgressView(len(options.stage_plan()))
         view.show()
         with view.failing():
             record = call_run(notebook, options, view.on_event)
@@ -155,7 +158,7 @@ class DsopsMagics(Magics):
         parsed = vars(_package_parser().parse_args(args))
         options = PackageOptions(parameters=dict(parsed.pop("parameter")), **parsed)
         notebook = current_notebook(self._ipython)
-        view = ProgressView(options.expected_stages())
+        view = ProgressView(len(options.stage_plan()))
         view.show()
         with view.failing():
             result = call_package(notebook, options, view.on_event)
@@ -237,7 +240,8 @@ def call_package(notebook: Path, options: PackageOptions, on_event: OnEvent) -> 
 
 # --- rendering ---------------------------------------------------------------------------------
 def format_steps(pipeline: Pipeline) -> str:
-    rows = [("step", "cells", "depends on", "reads", "writes")]
+    """The steps with the values they receive and pass on (not every name they write)."""
+    rows = [("step", "cells", "depends on", "receives", "passes")]
     for step in pipeline.steps:
         rows.append(
             (
@@ -245,7 +249,7 @@ def format_steps(pipeline: Pipeline) -> str:
                 ",".join(str(c + 1) for c in step.cells),  # 1-based, as in error messages
                 ",".join(step.depends_on) or "-",
                 ",".join(step.reads) or "-",
-                ",".join(step.writes) or "-",
+                ",".join(step.outputs) or "-",
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -254,7 +258,8 @@ def format_steps(pipeline: Pipeline) -> str:
     ]
     params = ", ".join(f"{p.name}: {p.type} = {p.default!r}" for p in pipeline.parameters)
     head = f"{pipeline.name}: {len(pipeline.steps)} step(s)"
-    return "\n".join([head, *lines, f"parameters: {params or '-'}"])
+    notes = [f"note: {note}" for note in pipeline.notes]
+    return "\n".join([head, *lines, f"parameters: {params or '-'}", *notes])
 
 
 def format_run(record: dict[str, Any]) -> str:
@@ -353,6 +358,7 @@ class Panel:
         )
         self.build = w.Checkbox(value=PackageOptions().build, description="Build image")
         self.smoke = w.Checkbox(value=False, description="Smoke test")
+        self.verify = w.Checkbox(value=PackageOptions().verify, description="Run it first")
         self.run_button = w.Button(description="Run", icon="play", button_style="primary")
         self.package_button = w.Button(description="Package", icon="archive")
         self.log = w.Output(layout={"border": "1px solid #ddd", "max_height": "16em"})
@@ -369,7 +375,7 @@ class Panel:
                 title,
                 *self.inputs.values(),
                 self.steps,
-                w.HBox([self.run_button, self.package_button, self.build, self.smoke]),
+                w.HBox([self.run_button, self.package_button, self.build, self.smoke, self.verify]),
                 self.progress.box,
                 self.log,
             ]
@@ -383,13 +389,16 @@ class Panel:
 
     def _start_run(self) -> None:
         options = RunOptions(parameters=self.parameters(), steps=tuple(self.steps.value))
-        self.start(lambda: self._do_run(options), options.expected_stages())
+        self.start(lambda: self._do_run(options), len(options.stage_plan()))
 
     def _start_package(self) -> None:
         options = PackageOptions(
-            parameters=self.parameters(), build=self.build.value, smoke=self.smoke.value
+            parameters=self.parameters(),
+            build=self.build.value,
+            smoke=self.smoke.value,
+            verify=self.verify.value,
         )
-        self.start(lambda: self._do_package(options), options.expected_stages())
+        self.start(lambda: self._do_package(options), len(options.stage_plan()))
 
     def start(self, action: Callable[[], dict[str, Any]], expected_stages: int = 1) -> None:
         if self._thread is not None and self._thread.is_alive():

@@ -154,6 +154,9 @@ def _from_json(kind: str, data: object, types: Mapping[str, tuple[type, ...]]) -
 
 #: The engines `dsops export` and `package --export` write pipelines for.
 EXPORT_ENGINES = ("kfp", "airflow", "argo")
+#: The image builders: the layer assembler (oci.Assembler, the default: no `docker build`, the
+#: dependency layer cached by the wheels' content) and the engine's Dockerfile build.
+BUILDERS = ("assemble", "dockerfile")
 
 
 def _path(value: str | Path | None) -> Path | None:
@@ -171,7 +174,9 @@ class PackageOptions:
     ``build`` defaults to True, as `dsops package` always did: one default on every surface
     (the magics and the server used to default to no image). An image is built when asked for
     in any way (``build``, ``smoke``, ``push``, ``reproducible``, ``output``), and only from a
-    committed version.
+    committed version. ``verify`` runs the notebook with papermill first: a failing cell makes
+    no version. ``builder`` picks how the image is made (BUILDERS); --reproducible, --output and
+    a base archive need the assembler.
     """
 
     name: str | None = None
@@ -186,6 +191,8 @@ class PackageOptions:
     output: Path | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
     export: str | None = None  # also write the version's pipeline for this engine
+    verify: bool = False
+    builder: str = "assemble"
 
     JSON_TYPES: ClassVar[dict[str, tuple[type, ...]]] = {
         "name": (str, type(None)),
@@ -200,9 +207,19 @@ class PackageOptions:
         "output": (str, type(None)),
         "parameters": (dict,),
         "export": (str, type(None)),
+        "verify": (bool,),
+        "builder": (str,),
     }
 
     def __post_init__(self) -> None:
+        if self.builder not in BUILDERS:
+            raise OptionsError(
+                f"unknown builder {quoted(self.builder)}; choose one of {', '.join(BUILDERS)}"
+            )
+        if self.builder == "dockerfile" and (self.reproducible or self.output is not None):
+            raise OptionsError(
+                "--reproducible and --output assemble the image: drop --builder dockerfile"
+            )
         if self.images and not self.commit:
             raise ImageError(
                 "an image is built from a committed version; "
@@ -223,9 +240,19 @@ class PackageOptions:
         """Whether an image is made at all (a smoke run or a push needs one)."""
         return self.build or self.smoke or bool(self.push) or self.reproducible or bool(self.output)
 
-    def expected_stages(self) -> int:
-        """The stages package_notebook reports: convert, commit, build, smoke, push, export."""
-        return 1 + sum((self.commit, self.images, self.smoke, bool(self.push), bool(self.export)))
+    def stage_plan(self) -> list[str]:
+        """The keys (first words) of the stages package_notebook announces, in order: the
+        verifying run, convert, commit, build, smoke run, push, export."""
+        optional = (
+            ("Running", self.verify),
+            ("Converting", True),
+            ("Committing", self.commit),
+            ("Building", self.images),
+            ("Smoke", self.smoke),
+            ("Pushing", bool(self.push)),
+            ("Exporting", bool(self.export)),
+        )
+        return [key for key, announced in optional if announced]
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -288,8 +315,9 @@ class RunOptions:
         if self.force:
             raise OptionsError("--resume restarts at the failing step: drop --force")
 
-    def expected_stages(self) -> int:
-        return 1
+    def stage_plan(self) -> list[str]:
+        """The keys of the stages run_notebook announces: the one run."""
+        return ["Running"]
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

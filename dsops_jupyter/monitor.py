@@ -1,4 +1,4 @@
-"""What a run reports while its cells execute: progress, output, failing cell, input checks.
+"""What a run reports while cells execute: progress, step states, output, failing cell, checks.
 
 The input check compares kernel fingerprints of each step's inputs between steps.
 
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from dsops_jupyter import events
 from dsops_jupyter._probe import UNFINGERPRINTABLE
 from dsops_jupyter.events import OnEvent
+from dsops_jupyter.stepstatus import StepTracker
 
 if TYPE_CHECKING:
     from dsops_jupyter.runsteps import StepLedger
@@ -52,6 +53,7 @@ class Monitor:
     probe_seconds: float = 0.0  # time spent fingerprinting, the cost of the runtime check
     partial: dict[str, str] = field(default_factory=dict)  # stream name -> unfinished line
     ledger: StepLedger | None = None  # saves step outputs; restores cached or resumed steps
+    steps: StepTracker = field(default_factory=lambda: StepTracker(events.ignore, [], {}))
 
     def stream(self, name: str, text: str) -> None:
         """Kernel output as it arrives, one log event per complete line (the kernel's breaks)."""

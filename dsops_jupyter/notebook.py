@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from typing import Any
 
 from dsops_jupyter import ipysyntax
-from dsops_jupyter.cells import load_notebook, parse_cell, read_cell, too_deep
+from dsops_jupyter.cells import checked_notebook, load_notebook, parse_cell, read_cell, too_deep
 from dsops_jupyter.errors import NotebookError, ParameterError, UnknownAfterError
 from dsops_jupyter.hoist import hoist
 from dsops_jupyter.ipysyntax import indent_code
-from dsops_jupyter.markers import MAX_NAME, pipeline_name, without_marker
+from dsops_jupyter.markers import MAX_NAME, pipeline_name
 from dsops_jupyter.params import Parameter, read_parameters_cell
 from dsops_jupyter.pipeline import Cell, Pipeline, Step
 from dsops_jupyter.spec import content_hash
@@ -29,16 +30,18 @@ PARAMETERS_CELL_FUNCTION = "_parameters_cell"
 ZERO_CONFIG_STEP = "main"
 
 
-def read_pipeline(path: str | Path, *, name: str | None = None) -> Pipeline:
-    """The pipeline a notebook describes; raises a DsopsError naming the cell for bad markers."""
+def read_pipeline(path: str | Path, *, name: str | None = None, content: object = None) -> Pipeline:
+    """The pipeline a notebook describes; raises a DsopsError naming the cell for bad markers.
+    ``content``: the notebook's JSON as edited, not yet saved (``path`` still names it and
+    finds its project's config)."""
     try:
-        return _read_pipeline(Path(path), name)
+        return _read_pipeline(Path(path), name, content)
     except RecursionError:  # a tree too deep for the recursive analyses (a 500-term sum)
         raise too_deep(Path(path)) from None
 
 
-def _read_pipeline(path: Path, name: str | None) -> Pipeline:
-    nb = load_notebook(path)
+def _read_pipeline(path: Path, name: str | None, content: object) -> Pipeline:
+    nb = load_notebook(path) if content is None else checked_notebook(content, path)
     where = path.name
     cells = [
         read_cell(index, raw, where)
@@ -74,20 +77,29 @@ def _read_pipeline(path: Path, name: str | None) -> Pipeline:
     ]
     analyse_flow(pipeline)
     depend_on_rebound_definitions(pipeline)
-    pipeline.notes += split_notes + _dsops_lines_note(cells)
+    pipeline.interactive = _interactive_lines(cells)
+    pipeline.notes += split_notes + _interactive_note(pipeline.interactive)
     return pipeline
 
 
-def _dsops_lines_note(cells: list[Cell]) -> list[str]:
-    """Lines that drive dsops itself are tools for the live notebook: say once they are left out."""
-    numbers = [str(c.index + 1) for c in cells if ipysyntax.drives_dsops(without_marker(c.source))]
-    if not numbers:
-        return []
-    plural = "s" if len(numbers) > 1 else ""
+def _interactive_lines(cells: list[Cell]) -> list[dict[str, Any]]:
+    """Lines that drive dsops itself (``%load_ext dsops_jupyter``, ``%dsops ...``): tools for
+    the live notebook, left out of pipelines, scripts, runs and cache keys. ``cell`` is the
+    0-based index, ``line`` 1-based in the cell as the user sees it."""
     return [
-        f"cell{plural} {', '.join(numbers)}: lines that drive dsops itself (%load_ext "
-        f"dsops_jupyter, %dsops) are left out of pipelines, scripts and runs"
+        {"cell": c.index, "line": number, "text": text}
+        for c in cells
+        if c.role not in ("skip", "injected")
+        for number, text in ipysyntax.dsops_lines(c.source)
     ]
+
+
+def _interactive_note(lines: list[dict[str, Any]]) -> list[str]:
+    """Said once: which lines were left out, and why."""
+    if not lines:
+        return []
+    where = ", ".join(f"cell {x['cell'] + 1} line {x['line']} `{x['text']}`" for x in lines)
+    return [f"left out of pipelines, scripts and runs (they drive dsops itself): {where}"]
 
 
 def _parameters(cells: list[Cell], where: str) -> tuple[list[Parameter], list[str]]:

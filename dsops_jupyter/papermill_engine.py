@@ -63,6 +63,7 @@ class DsopsClient(PapermillNotebookClient):
             step = _label(cell)
             tracked = ledger is not None and step in ledger.steps
             self.monitor.on_first_cell()
+            self.monitor.steps.cell_started(step)
             events.progress(self.monitor.on_event, done / len(code), f"step {step}")
             self.nb_man.cell_start(cell, index)
             try:
@@ -77,23 +78,33 @@ class DsopsClient(PapermillNotebookClient):
             except CellExecutionError as err:
                 self.nb_man.cell_exception(cell, cell_index=index, exception=err)
                 self.monitor.failure, self.monitor.failed_cell = err, cell
+                self.monitor.steps.cell_ended(step)
                 break
             except KeyboardInterrupt:
                 _cancel_pending_tasks()  # else they report the killed kernel at exit
                 self.nb_man.cell_exception(cell, cell_index=index)
                 self.monitor.interrupted = dict(cell.get("metadata", {}).get("dsops", {}))
+                self.monitor.steps.cell_ended(step)
                 raise
             finally:
                 self.monitor.flush()
                 self.nb_man.cell_complete(cell, cell_index=index)
             events.progress(self.monitor.on_event, (done + 1) / len(code))
-            if step in restored:
-                continue
-            if index in ends:
-                after = self.fingerprints(list(before))
-                self.monitor.compare(step, before, after)
-            if tracked and index == lasts[step]:
-                self.save_outputs(step)
+            if step not in restored:
+                self.after_cell(step, index in ends, tracked and index == lasts[step], before)
+            self.monitor.steps.cell_ended(step)
+            if index == lasts[step]:
+                self.monitor.steps.step_ended(step, restored=step in restored)
+
+    def after_cell(
+        self, step: str, ends_run: bool, ends_step: bool, before: dict[str, str]
+    ) -> None:
+        """After an executed cell: the input check at the end of a run of the step's cells,
+        its outputs saved after its last cell."""
+        if ends_run:
+            self.monitor.compare(step, before, self.fingerprints(list(before)))
+        if ends_step:
+            self.save_outputs(step)
 
     def begin_step(self, step: str, cell: Any, restored: dict[str, Restore]) -> None:
         """At a step's first cell: when the ledger restores it, run its definitions and load

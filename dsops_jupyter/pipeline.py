@@ -105,6 +105,8 @@ class Pipeline:
     warnings: list[str] = field(default_factory=list)
     free_reads: set[str] = field(default_factory=set)  # names any code reads before binding
     bound_names: set[str] = field(default_factory=set)  # names any code binds
+    # lines that drive dsops itself, left out: {cell (0-based), line (1-based), text}
+    interactive: list[dict[str, Any]] = field(default_factory=list)
 
     def step(self, name: str) -> Step:
         for step in self.steps:
@@ -124,6 +126,19 @@ class Pipeline:
                 pending.extend(self.step(name).depends_on)
         return [s.name for s in self.steps if s.name in wanted]
 
+    def edges(self) -> list[dict[str, Any]]:
+        """The step graph: per dependency of a step, a ``data`` edge labelled with the names
+        the target receives from the source (what the script passes; a name the target binds
+        before reading, a loop variable or a figure it makes itself is not received), else an
+        ``after`` edge (an ``after:`` marker, or a definition of the source the target uses)."""
+        found = []
+        for step in self.steps:
+            for source in step.depends_on:
+                names = [name for name, origin in step.inputs if origin == source]
+                kind = "data" if names else "after"
+                found.append({"source": source, "target": step.name, "kind": kind, "names": names})
+        return found
+
     @property
     def skipped_cells(self) -> list[int]:
         return [c.index for c in self.cells if c.role in ("skip", "injected")]
@@ -134,10 +149,12 @@ class Pipeline:
             "notebook": self.notebook_path.name,
             "content_hash": self.content_hash,
             "steps": [step.to_json() for step in self.steps],
+            "edges": self.edges(),
             "parameters": [p.to_json() for p in self.parameters],
             "computed": self.computed,
             "notes": self.notes,
             "shared_cells": sorted({index for index, _ in self.hoisted}),
             "skipped_cells": self.skipped_cells,
             "warnings": self.warnings,
+            "interactive": self.interactive,
         }

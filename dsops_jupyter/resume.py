@@ -59,7 +59,7 @@ def _finished_steps(pipeline: Pipeline, record: dict[str, Any], workdir: Path) -
     for step in ordered:
         done = by_name[step.name]
         stored = all(name in kept for name in step.outputs)
-        if done.get("status") != "succeeded" or done.get("unstorable") or not stored:
+        if done.get("status") not in ("done", "cached") or done.get("unstorable") or not stored:
             break
         finished.append(step.name)
     return finished

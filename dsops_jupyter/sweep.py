@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
-from dsops_jupyter import events
+from dsops_jupyter import dotdsops, events
 from dsops_jupyter.config import load_config
 from dsops_jupyter.errors import DsopsError, OptionsError, RunInterruptedError
 from dsops_jupyter.events import Event, OnEvent
@@ -147,6 +147,7 @@ def run_sweep(
     result = SweepResult(path, grid, fixed, jobs, out_dir, runs)
     events.stage(on_event, f"Sweeping {len(runs)} combinations of {path.name}, {jobs} at a time")
     clock = time.perf_counter()
+    dotdsops.prepare(out_dir)  # under .dsops/: ignored by Git from the first run on
     try:
         _Scheduler(path, options, runs, jobs, on_event).run()
     finally:
@@ -382,7 +383,7 @@ def _folder_name(number: int, combo: dict[str, Any], total: int) -> str:
 
 def _default_out_dir(path: Path, name: str) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
-    return load_config(path).root / "runs" / name / f"{stamp}-sweep"
+    return load_config(path).runs_dir / name / f"{stamp}-sweep"
 
 
 def _json_bytes(data: dict[str, Any]) -> bytes:

@@ -4,7 +4,9 @@ A version of pipeline ``<name>`` is a commit that touches only its generated fil
 ``dsops/<name>/v<N>``. The commit is built in a temporary index (``GIT_INDEX_FILE``) from HEAD's
 tree, so the user's staged and unstaged changes to other files stay exactly as they were; the
 branch and the tag then move together in one atomic ``git update-ref --stdin`` transaction whose
-old values act as compare-and-swap.
+old values act as compare-and-swap. A gate (package.py: the image build and smoke run) runs
+between making the commit and tag objects and moving the refs: a version exists only once
+its image passed, and a failed gate leaves nothing but unreachable objects.
 
 dsops only ever replaces or removes files it generated (pipeline.json lists them). Versions are
 made one at a time per repository (a lock under ``.git/``). The generated files and the index
@@ -24,12 +26,12 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from dsops_jupyter.errors import NotARepositoryError, VcsError
-from dsops_jupyter.events import OnEvent, ignore, log, result, stage
+from dsops_jupyter.events import OnEvent, ignore, log, progress, result
 from dsops_jupyter.fsutil import (
     Written,
     blob_sha,
@@ -201,16 +203,32 @@ def _parse_ref(record: dict[str, str]) -> Version | None:
 LOCK_WAIT = 30.0
 
 
+#: Called with the version whose commit and tag objects exist but whose refs have not moved:
+#: building and smoke-running its image. Raising (or Ctrl-C) makes no version.
+Gate = Callable[[Version], None]
+
+
 def commit_package(
-    pkg: GeneratedPackage, *, force: bool = False, on_event: OnEvent = ignore
+    pkg: GeneratedPackage,
+    *,
+    force: bool = False,
+    on_event: OnEvent = ignore,
+    gate: Gate | None = None,
 ) -> tuple[Version, bool]:
     """Write ``pkg`` into its folder and make it version N+1; ``(version, created)``.
 
-    An unchanged package returns ``(last_version, False)``: no commit, no tag. Generated files
-    changed by hand since the last version, and files in the folder dsops did not write, are
-    refused (HandEditError) unless ``force``; even then dsops removes only files it generated.
+    An unchanged package returns ``(last_version, False)``: no commit, no tag, no gate. Generated
+    files changed by hand since the last version, and files in the folder dsops did not write,
+    are refused (HandEditError) unless ``force``; even then dsops removes only files it generated.
     One commit at a time per repository (a lock under ``.git/``); leftovers of a killed commit
     are finished or undone first.
+
+    ``gate`` runs between making the commit object and moving the refs, still under the
+    repository lock. Holding the lock through a long image build is deliberate: the version
+    number N is reserved while the image ``<name>:vN`` is built and tagged, so a second packager
+    cannot build (and tag, or on rollback remove) an image of the same vN, and its refs update
+    cannot fail the compare-and-swap after a wasted build. It waits LOCK_WAIT seconds, then is
+    told another commit is running; the lock dies with its holder, so a killed build blocks no one.
     """
     _check_package(pkg)
     repo = open_repo(pkg.directory)
@@ -218,14 +236,14 @@ def commit_package(
         _recover(repo)
         target = _target(repo, pkg.directory)
         _check_identity(repo)
-        return _commit(target, pkg, force, on_event)
+        return _commit(target, pkg, force, on_event, gate)
 
 
 def _commit(
-    target: _Target, pkg: GeneratedPackage, force: bool, on_event: OnEvent
+    target: _Target, pkg: GeneratedPackage, force: bool, on_event: OnEvent, gate: Gate | None
 ) -> tuple[Version, bool]:
     repo = target.repo
-    stage(on_event, f"Checking {target.rel}/ against the last version of {pkg.name}")
+    progress(on_event, 0.0, f"checking {target.rel}/ against the last version of {pkg.name}")
     last = last_version(repo, pkg.name)
     baseline = _tree_blobs(repo, last.commit, target.rel) if last is not None else {}
     owned = _owned(repo, last.commit, target.rel, baseline) if last is not None else set()
@@ -249,7 +267,7 @@ def _commit(
     number = last.number + 1 if last is not None else 1
     _check_tag_is_free(repo, pkg.name, number)
     stale = sorted(set(written) - set(pkg.files))
-    version = _record(target, pkg, number, stale, on_event)
+    version = _record(target, pkg, number, stale, on_event, gate)
     result(on_event, f"Committed {version.tag} ({version.short})", version=version.to_json())
     return version, True
 
@@ -297,18 +315,24 @@ def _check_tag_is_free(repo: Repository, name: str, number: int) -> None:
 
 
 def _record(
-    target: _Target, pkg: GeneratedPackage, number: int, stale: list[str], on_event: OnEvent
+    target: _Target,
+    pkg: GeneratedPackage,
+    number: int,
+    stale: list[str],
+    on_event: OnEvent,
+    gate: Gate | None,
 ) -> Version:
     """Commit + tag the package, then write it to disk and the index.
 
-    Git objects (and the hooks) come first: a refusal leaves nothing. Then a journal, the index
-    lock, the refs (one compare-and-swap transaction), the files, the index. A failure or Ctrl-C
-    undoes what this process did; after kill -9 the journal lets the next commit finish the
-    version (its tag exists) or undo the rest (it does not).
+    Git objects (and the hooks) come first: a refusal leaves nothing. Then the ``gate`` (the
+    image build and smoke run): a failure there leaves only unreachable objects. Then a
+    journal, the index lock, the refs (one compare-and-swap transaction), the files, the index.
+    A failure or Ctrl-C undoes what this process did; after kill -9 the journal lets the next
+    commit finish the version (its tag exists) or undo the rest (it does not).
     """
     repo, tag = target.repo, tag_name(pkg.name, number)
     scratch = _scratch_dir(repo)
-    stage(on_event, f"Committing {target.rel}/ as {tag}")
+    progress(on_event, 0.2, f"committing {target.rel}/ as {tag}")
     journal: dict[str, Any] | None = None
     try:
         blobs = repo.store_blobs(pkg.files, scratch)
@@ -318,7 +342,18 @@ def _record(
         commit = _commit_tree(target, tree, message)
         committer = _committer(repo.run("cat-file", "commit", commit))
         tag_object = _make_tag(repo, scratch, commit, tag, committer, _tag_message(pkg, number))
-        stage(on_event, f"Updating {target.branch} and {tag}")
+        version = Version(
+            name=pkg.name,
+            number=number,
+            tag=tag,
+            commit=commit,
+            short=commit[:7],
+            epoch=int(committer.rsplit(" ", 2)[1]),
+            message=message.strip(),
+        )
+        if gate is not None:
+            gate(version)
+        progress(on_event, 0.6, f"updating {target.branch} and {tag}")
         journal = _journal(target, scratch, pkg.files, blobs, stale, commit, tag, tag_object)
         _lock_index(repo, journal)
         _build_next_index(repo, journal)
@@ -327,9 +362,9 @@ def _record(
         except VcsError:
             journal["refs_refused"] = True  # Git said no: whatever the refs hold is not ours
             raise
-        stage(on_event, f"Writing {len(pkg.files)} files to {target.rel}/")
+        progress(on_event, 0.8, f"writing {len(pkg.files)} files to {target.rel}/")
         _disk_forward(repo, journal)
-        stage(on_event, "Updating the index")
+        progress(on_event, 0.9, "updating the index")
         _install_index(repo, journal)
     except BaseException:
         if journal is not None:
@@ -337,15 +372,7 @@ def _record(
         shutil.rmtree(scratch, ignore_errors=True)
         raise
     shutil.rmtree(scratch, ignore_errors=True)
-    return Version(
-        name=pkg.name,
-        number=number,
-        tag=tag,
-        commit=commit,
-        short=commit[:7],
-        epoch=int(committer.rsplit(" ", 2)[1]),
-        message=message.strip(),
-    )
+    return version
 
 
 def _target(repo: Repository, directory: Path) -> _Target:

@@ -38,7 +38,7 @@ from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel
 from packaging.version import InvalidVersion, Version
 
 from dsops_jupyter.errors import LockError
-from dsops_jupyter.events import OnEvent, ignore, log, progress
+from dsops_jupyter.events import OnEvent, ignore, log
 
 SITE_PACKAGES = "opt/dsops/site-packages"
 _MANYLINUX_LEGACY = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
@@ -220,7 +220,7 @@ def download(
         lock = Path(tmp) / "requirements.txt"
         lock.write_text("".join(f"{req.line}\n" for req in requirements))
         dest = Path(tmp) / "wheels"
-        _run_pip(_pip_download_args(target, lock, dest), requirements, target, on_event)
+        _run_pip(_pip_download_args(target, lock, dest), target, on_event)
         for wheel in sorted(dest.glob("*.whl")):
             os.replace(wheel, directory / wheel.name)
 
@@ -237,21 +237,16 @@ def _pip_download_args(target: Target, lock: Path, dest: Path) -> list[str]:
     return [*args, "--dest", str(dest), "-r", str(lock)]
 
 
-def _run_pip(
-    args: list[str], requirements: list[Requirement], target: Target, on_event: OnEvent
-) -> None:
+def _run_pip(args: list[str], target: Target, on_event: OnEvent) -> None:
     proc = subprocess.Popen(
         args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
     )
     assert proc.stdout is not None
-    lines, saved = [], 0
-    for raw in proc.stdout:
+    lines = []
+    for raw in proc.stdout:  # the build's "step k of n" is the progress: these are its log
         line = raw.rstrip()
         lines.append(line)
         log(on_event, line)
-        if line.startswith("Saved "):
-            saved += 1
-            progress(on_event, saved / max(1, len(requirements)), line)
     if proc.wait() != 0:
         raise LockError(_pip_failure(lines, target))
 

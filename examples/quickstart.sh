@@ -11,7 +11,7 @@ git config user.name >/dev/null || git config user.name "dsops quickstart"
 git config user.email >/dev/null || git config user.email "quickstart@dsops.invalid"
 cp "$here/wine.ipynb" .
 printf '[tool.dsops]\noutput = "pipelines"\nnotebooks = ["*.ipynb"]\n' > pyproject.toml
-printf 'outputs/\nruns/\n' > .gitignore
+printf 'outputs/\n' > .gitignore   # run folders go to .dsops/, which ignores itself
 git add -A && git commit -qm "wine notebook" || true
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
@@ -19,6 +19,7 @@ step dsops steps wine.ipynb
 step dsops run wine.ipynb -p alpha 0.5 --cache
 step dsops run wine.ipynb -p alpha 0.5 --cache   # unchanged steps restored from .dsops/cache
 step dsops steps wine.ipynb -p alpha 0.5         # now fresh
+step dsops runs wine.ipynb                       # both runs, newest first
 step dsops convert wine.ipynb
 step python pipelines/wine/wine.py --alpha 0.5
 step dsops commit wine.ipynb

@@ -4,7 +4,7 @@
  * Every action of the frontend goes through these calls: the Python core owns
  * all pipeline logic, the frontend only renders what the server answers.
  */
-import { requestAPI } from './request';
+import { DsopsResponseError, requestAPI } from './request';
 import {
   IJob,
   IJobOptions,
@@ -34,6 +34,21 @@ export function startJob(kind: JobKind, path: string, options: IJobOptions): Pro
     method: 'POST',
     body: JSON.stringify({ kind, path, options })
   });
+}
+
+/**
+ * The notebook's active job when `error` is the 409 a busy notebook answers to `startJob`
+ * (`{"error", "job"}`): show it (and offer Cancel) instead of an error. Null otherwise.
+ */
+export function busyJob(error: unknown): IJob | null {
+  if (!(error instanceof DsopsResponseError) || error.response.status !== 409) {
+    return null;
+  }
+  const data = error.data;
+  if (data && typeof data === 'object' && 'job' in data) {
+    return (data as { job: IJob }).job;
+  }
+  return null;
 }
 
 export function getJob(id: string): Promise<IJob> {
@@ -103,4 +118,9 @@ export async function watchJob(
     onUpdate(current);
   }
   return current;
+}
+
+/** The job working on notebook `path` now (queued or running), else null. */
+export async function activeJob(path: string): Promise<IJob | null> {
+  return (await listJobs(path)).find(job => !isFinished(job)) ?? null;
 }

@@ -7,6 +7,7 @@ import { IDisposable } from '@lumino/disposable';
 import { Signal } from '@lumino/signaling';
 
 import { element, setText } from './dom';
+import { stepColor } from './stepcolor';
 import {
   ICellMarkers,
   MarkerChoice,
@@ -27,7 +28,9 @@ export type Cell = Notebook['widgets'][number];
 export type ICellModel = Cell['model'];
 
 const BADGE_CLASS = 'dsops-CellBadge';
+const CONTINUES_CLASS = 'dsops-CellContinues';
 const MARKED_CLASS = 'dsops-marked';
+const COLOR_VARIABLE = '--dsops-cell-step-color';
 type BadgeKind = MarkerRole | 'error';
 const KINDS: BadgeKind[] = ['step', 'parameters', 'skip', 'shared', 'metrics', 'injected', 'error'];
 
@@ -107,8 +110,12 @@ function badgeOf(model: ICellModel): IBadge | null {
   };
 }
 
-/** Draw (or remove) the badge of one cell and mirror the marker on its node. */
-export function renderBadge(cell: Cell): void {
+/**
+ * Draw (or remove) the badge of one cell and mirror the marker on its node. `continues` is the
+ * step an unmarked code cell belongs to (the step cell above it), shown as a faint label.
+ * Returns the step the next cells continue: this cell's step, else `continues`.
+ */
+export function renderBadge(cell: Cell, continues: string | null = null): string | null {
   const badge = badgeOf(cell.model);
   const node = cell.node;
   node.classList.toggle(MARKED_CLASS, badge !== null);
@@ -120,12 +127,39 @@ export function renderBadge(cell: Cell): void {
   } else {
     node.dataset.dsopsMarker = badge.kind;
   }
+  const isContinuation = badge === null && cell.model.type === 'code' && continues !== null;
+  const step = badge?.step ?? (isContinuation ? continues : null);
   if (badge?.step) {
     node.dataset.dsopsStep = badge.step;
   } else {
     delete node.dataset.dsopsStep;
   }
+  if (step) {
+    node.style.setProperty(COLOR_VARIABLE, stepColor(step));
+  } else {
+    node.style.removeProperty(COLOR_VARIABLE);
+  }
+  node.classList.toggle('dsops-continues', isContinuation);
   updateBadgeElement(node, badge);
+  updateContinuation(node, isContinuation ? continues : null);
+  return badge?.kind === 'step' ? badge.step : continues;
+}
+
+/** The faint "↳ step" label of a cell that continues the step above it. */
+function updateContinuation(node: HTMLElement, step: string | null): void {
+  const existing = node.querySelector<HTMLElement>(`:scope > .jp-CellHeader > .${CONTINUES_CLASS}`);
+  const header = node.querySelector<HTMLElement>(':scope > .jp-CellHeader');
+  if (step === null || header === null) {
+    existing?.remove();
+    return;
+  }
+  const label =
+    existing ??
+    header.appendChild(
+      element('div', { class: CONTINUES_CLASS, 'data-testid': 'dsops-continuation' })
+    );
+  setText(label, `↳ ${step}`);
+  label.title = `Continues step ${step}: unmarked cells belong to the step cell above them`;
 }
 
 function updateBadgeElement(node: HTMLElement, badge: IBadge | null): void {
@@ -152,6 +186,11 @@ function updateBadgeElement(node: HTMLElement, badge: IBadge | null): void {
   setText(label, badge.label);
   setText(after, badge.after);
   label.dataset.kind = badge.kind;
+  if (badge.step) {
+    label.style.background = stepColor(badge.step);
+  } else {
+    label.style.removeProperty('background');
+  }
   box.title = badge.title;
 }
 
@@ -193,12 +232,13 @@ export class BadgeManager implements IDisposable {
     if (this._isDisposed || this._panel.isDisposed) {
       return;
     }
+    let continues: string | null = null;
     for (const cell of this._panel.content.widgets) {
       if (!this._widgets.has(cell)) {
         this._widgets.add(cell);
         void cell.ready.then(() => this._schedule());
       }
-      renderBadge(cell);
+      continues = renderBadge(cell, continues);
     }
   }
 

@@ -1,22 +1,30 @@
 /**
  * dsops-jupyter frontend: a "Package notebook" toolbar button, cell marker
- * commands with badges, and a pipeline side panel. Every action calls the
+ * commands with badges, a pipeline side panel, the Runs and Versions views and a
+ * "dsops" menu (main menu and cell context submenu). Every action calls the
  * dsops server routes; the pipeline logic lives in the Python core.
  */
 import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
-import { ICommandPalette, InputDialog, ToolbarButton } from '@jupyterlab/apputils';
+import { ICommandPalette, MainAreaWidget, Notification, ToolbarButton } from '@jupyterlab/apputils';
+import { IEditorLanguageRegistry } from '@jupyterlab/codemirror';
 import { DocumentRegistry } from '@jupyterlab/docregistry';
+import { IMainMenu } from '@jupyterlab/mainmenu';
 import { INotebookModel, INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { CommandRegistry } from '@lumino/commands';
 import { DisposableDelegate, IDisposable } from '@lumino/disposable';
+import { Menu, Widget } from '@lumino/widgets';
 
-import { applyMarker, BadgeManager, Cell, cellStepName } from './badges';
+import { describePipeline } from './api';
+import { applyMarker, BadgeManager, Cell, cellMarkers, cellStepName, cellTags } from './badges';
 import { dsopsIcon } from './icons';
-import { MarkerChoice, stepNameProblem } from './markers';
+import { askStepMark } from './markdialog';
+import { MarkerChoice, markerLine, withMarker, withoutMagicMarker } from './markers';
 import { packageNotebook } from './packaging';
 import { PipelinePanel } from './panel';
 import { useServerSettings } from './request';
-import { CommandIDs } from './tokens';
+import { runsWidget } from './runs';
+import { CommandIDs, IPipeline } from './tokens';
+import { versionsWidget } from './versions';
 
 const CELL_SELECTOR = '.jp-Notebook .jp-Cell';
 
@@ -77,25 +85,28 @@ function targetCells(target: ITarget): Cell[] {
   return selected.length > 1 && selected.includes(target.cell) ? selected : [target.cell];
 }
 
-async function askStepName(initial: string): Promise<string | null> {
-  let value = initial;
-  let problem: string | null = null;
-  for (;;) {
-    const result = await InputDialog.getText({
-      title: 'Mark cell as step',
-      label: problem ? `${problem}. Step name:` : 'Step name (a Python identifier):',
-      text: value,
-      placeholder: 'e.g. train',
-      okLabel: 'Mark'
-    });
-    if (!result.button.accept || result.value === null) {
-      return null;
-    }
-    value = result.value.trim();
-    problem = stepNameProblem(value);
-    if (problem === null) {
-      return value;
-    }
+/**
+ * The pipeline of the notebook as edited, with the target cell marked `step:NAME` (no `after`):
+ * what the mark dialog offers `after` choices from.
+ */
+function pipelineWithStep(target: ITarget, name: string): Promise<IPipeline> {
+  const { panel, cell } = target;
+  const content = panel.content.model!.toJSON() as { cells: Record<string, unknown>[] };
+  const index = panel.content.widgets.indexOf(cell);
+  const source = cell.model.sharedModel.getSource();
+  const tags = withMarker(cellTags(cell.model), { kind: 'step', name, after: [] });
+  const marked = content.cells[index];
+  marked.source = markerLine(source) === null ? source : withoutMagicMarker(source);
+  marked.metadata = { ...(marked.metadata as object), tags };
+  return describePipeline(panel.context.localPath, content);
+}
+
+/** The `after` list of a cell's markers ([] when they are refused). */
+function cellAfter(cell: Cell): string[] {
+  try {
+    return cellMarkers(cell.model).after;
+  } catch {
+    return [];
   }
 }
 
@@ -122,9 +133,11 @@ function addCellCommands(app: JupyterFrontEnd, tracker: INotebookTracker): void 
       if (!target) {
         return;
       }
-      const name = await askStepName(cellStepName(target.cell.model));
-      if (name !== null && !target.cell.isDisposed) {
-        applyMarker(target.cell.model, { kind: 'step', name });
+      const initial = { name: cellStepName(target.cell.model), after: cellAfter(target.cell) };
+      const mark = await askStepMark(initial, name => pipelineWithStep(target, name));
+      if (mark !== null && !target.cell.isDisposed) {
+        const after = mark.after ?? undefined;
+        applyMarker(target.cell.model, { kind: 'step', name: mark.name, after });
       }
     }
   });
@@ -146,16 +159,108 @@ function addCellCommands(app: JupyterFrontEnd, tracker: INotebookTracker): void 
     isEnabled: isCodeTarget,
     execute: () => setMarker(null, true)
   });
+}
 
+const MARKER_COMMANDS = [
+  CommandIDs.markStep,
+  CommandIDs.markParameters,
+  CommandIDs.markSkip,
+  CommandIDs.clearMarker
+];
+const VIEW_COMMANDS = [
+  CommandIDs.packageNotebook,
+  CommandIDs.showPanel,
+  CommandIDs.showRuns,
+  CommandIDs.showVersions
+];
+
+/** A "dsops" menu of these commands, groups split by separators. */
+function dsopsMenu(commands: CommandRegistry, groups: string[][]): Menu {
+  const menu = new Menu({ commands });
+  menu.title.label = 'dsops';
+  menu.addClass('dsops-Menu');
+  groups.forEach((group, index) => {
+    if (index > 0) {
+      menu.addItem({ type: 'separator' });
+    }
+    group.forEach(command => menu.addItem({ command }));
+  });
+  return menu;
+}
+
+/** The cell context menu's "dsops" submenu and the "dsops" main menu. */
+function addMenus(app: JupyterFrontEnd, mainMenu: IMainMenu | null): void {
+  const submenu = dsopsMenu(app.commands, [MARKER_COMMANDS, VIEW_COMMANDS]);
+  submenu.id = 'dsops-cell-menu';
   app.contextMenu.addItem({ type: 'separator', selector: CELL_SELECTOR, rank: 60 });
-  const ids = [
-    CommandIDs.markStep,
-    CommandIDs.markParameters,
-    CommandIDs.markSkip,
-    CommandIDs.clearMarker
-  ];
-  ids.forEach((command, index) => {
-    app.contextMenu.addItem({ command, selector: CELL_SELECTOR, rank: 60.1 + index / 10 });
+  app.contextMenu.addItem({ type: 'submenu', submenu, selector: CELL_SELECTOR, rank: 60.1 });
+  if (mainMenu) {
+    const menu = dsopsMenu(app.commands, [VIEW_COMMANDS, MARKER_COMMANDS]);
+    menu.id = 'dsops-main-menu';
+    mainMenu.addMenu(menu, true, { rank: 1000 });
+  }
+}
+
+/**
+ * The commands opening the Runs and Versions views of the current notebook (one view per
+ * notebook: opening it again shows and refreshes it).
+ */
+function addViewCommands(
+  app: JupyterFrontEnd,
+  tracker: INotebookTracker,
+  languages: IEditorLanguageRegistry | null
+): void {
+  const opened = new Map<string, MainAreaWidget>();
+  const openInMain = (widget: Widget): void => {
+    if (!widget.isAttached) {
+      app.shell.add(widget, 'main');
+    }
+    app.shell.activateById(widget.id);
+  };
+  const show = (key: string, make: (path: string) => MainAreaWidget): void => {
+    const path = tracker.currentWidget?.context.localPath;
+    if (!path) {
+      return;
+    }
+    const existing = opened.get(`${key}:${path}`);
+    if (existing && !existing.isDisposed) {
+      void (existing.content as { refresh?: () => Promise<void> }).refresh?.();
+      openInMain(existing);
+      return;
+    }
+    const widget = make(path);
+    opened.set(`${key}:${path}`, widget);
+    openInMain(widget);
+  };
+  const hasNotebook = (): boolean => tracker.currentWidget !== null;
+  /** Open an executed notebook; say why JupyterLab cannot when its contents API refuses it. */
+  const openNotebook = async (path: string): Promise<void> => {
+    try {
+      await app.serviceManager.contents.get(path, { content: false });
+    } catch {
+      const hidden = path.split('/').some(part => part.startsWith('.'));
+      Notification.warning(
+        hidden
+          ? `JupyterLab hides ${path} (a dot folder): set [tool.dsops] runs-dir to a visible ` +
+              'folder, or start Jupyter with --ContentsManager.allow_hidden=True'
+          : `${path} is gone (run folders can be cleaned up)`,
+        { autoClose: false }
+      );
+      return;
+    }
+    await app.commands.execute('docmanager:open', { path });
+  };
+  app.commands.addCommand(CommandIDs.showRuns, {
+    label: args => (args.isPalette ? 'dsops: Show runs' : 'Runs'),
+    caption: "The notebook's past runs and jobs",
+    isEnabled: hasNotebook,
+    execute: () => show('runs', path => runsWidget(path, openNotebook))
+  });
+  app.commands.addCommand(CommandIDs.showVersions, {
+    label: args => (args.isPalette ? 'dsops: Show versions' : 'Versions'),
+    caption: "The notebook's versions: diff any two, open an old one read-only",
+    isEnabled: hasNotebook,
+    execute: () => show('versions', path => versionsWidget(path, openInMain, languages))
   });
 }
 
@@ -163,7 +268,9 @@ function activate(
   app: JupyterFrontEnd,
   tracker: INotebookTracker,
   palette: ICommandPalette | null,
-  restorer: ILayoutRestorer | null
+  restorer: ILayoutRestorer | null,
+  mainMenu: IMainMenu | null,
+  languages: IEditorLanguageRegistry | null
 ): void {
   const { commands } = app;
   useServerSettings(app.serviceManager.serverSettings);
@@ -185,20 +292,14 @@ function activate(
   app.shell.add(panel, 'right', { rank: 650 });
   restorer?.add(panel, 'dsops-pipeline-panel');
   commands.addCommand(CommandIDs.showPanel, {
-    label: args => (args.isPalette ? 'dsops: Show pipeline panel' : 'Show pipeline panel'),
+    label: args => (args.isPalette ? 'dsops: Show pipeline panel' : 'Pipeline panel'),
     execute: () => app.shell.activateById(panel.id)
   });
+  addViewCommands(app, tracker, languages);
+  addMenus(app, mainMenu);
 
   if (palette) {
-    const ids = [
-      CommandIDs.packageNotebook,
-      CommandIDs.markStep,
-      CommandIDs.markParameters,
-      CommandIDs.markSkip,
-      CommandIDs.clearMarker,
-      CommandIDs.showPanel
-    ];
-    for (const command of ids) {
+    for (const command of [...VIEW_COMMANDS, ...MARKER_COMMANDS]) {
       palette.addItem({ command, category: 'dsops', args: { isPalette: true } });
     }
   }
@@ -209,7 +310,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
   description: 'Mark notebook cells as pipeline steps; package notebooks into versioned scripts.',
   autoStart: true,
   requires: [INotebookTracker],
-  optional: [ICommandPalette, ILayoutRestorer],
+  optional: [ICommandPalette, ILayoutRestorer, IMainMenu, IEditorLanguageRegistry],
   activate
 };
 

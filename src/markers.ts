@@ -31,8 +31,12 @@ export class MarkerError extends Error {
 }
 
 /** A marker the user can set from the UI; null clears. */
+/** A step's `after` list, when given, replaces the cell's `after:`/`prev:` tags. */
 export type MarkerChoice =
-  { kind: 'step'; name: string } | { kind: 'parameters' } | { kind: 'skip' } | null;
+  | { kind: 'step'; name: string; after?: readonly string[] }
+  | { kind: 'parameters' }
+  | { kind: 'skip' }
+  | null;
 
 const MAX_NAME = 100;
 const KALE_STEP_EXTRAS = new Set([
@@ -279,7 +283,8 @@ export function withoutMagicMarker(source: string): string {
  * The tag list after choosing a marker: a cell has at most one of the
  * step / parameters / skip markers. A step keeps its `after:` dependencies
  * (and takes over those of a replaced `%%dsops step ... --after` line);
- * other markers and "clear" drop them.
+ * other markers and "clear" drop them. A step choice with its own `after` list writes exactly
+ * that list (`after:NAME` tags, in order).
  */
 export function withMarker(
   tags: readonly string[],
@@ -290,8 +295,9 @@ export function withMarker(
     return tags.filter(tag => !isMarkerTag(tag));
   }
   if (choice.kind === 'step') {
-    const kept = tags.filter(tag => !isKindTag(tag));
-    for (const name of magicAfter) {
+    const chosen = choice.after;
+    const kept = tags.filter(tag => (chosen === undefined ? !isKindTag(tag) : !isMarkerTag(tag)));
+    for (const name of chosen ?? magicAfter) {
       if (!kept.includes(`after:${name}`)) {
         kept.push(`after:${name}`);
       }

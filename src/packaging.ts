@@ -1,30 +1,34 @@
 /**
  * "Package notebook": save, ask the server for the pipeline, ask the user for
- * options, start a package job and follow it to its result.
+ * options, start a package job and follow it to its result (or, when the notebook is busy,
+ * follow the job already working on it).
  */
 import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
 import { NotebookPanel } from '@jupyterlab/notebook';
 import { CommandRegistry } from '@lumino/commands';
 import { Widget } from '@lumino/widgets';
 
-import { getPipeline, startJob, watchJob } from './api';
+import { ServerConnection } from '@jupyterlab/services';
+
+import { activeJob, getPipeline, startJob, watchJob } from './api';
 import { element } from './dom';
 import { errorMessage } from './format';
+import { ENGINE_LABELS, JobView, packageHeadline } from './jobview';
 import {
+  Builder,
+  BUILDERS,
   EXPORT_ENGINES,
   ExportEngine,
   IJob,
   IJobOptions,
-  IPackageResult,
   IParameter,
   IPipeline
 } from './tokens';
 
-/** The names the Package dialog shows for each export engine. */
-const ENGINE_LABELS: Record<ExportEngine, string> = {
-  kfp: 'Kubeflow Pipelines (KFP v2)',
-  airflow: 'Apache Airflow',
-  argo: 'Argo Workflows'
+/** What the builder choice says (the layer assembler is the fast default). */
+const BUILDER_LABELS: Record<Builder, string> = {
+  assemble: 'Layer assembler (fast, default)',
+  dockerfile: 'Dockerfile (docker build, slower)'
 };
 
 /** Show a one-line error in a dialog. */
@@ -98,6 +102,8 @@ export class PackageForm extends Widget implements Dialog.IBodyWidget<IJobOption
   private readonly _commit: HTMLInputElement;
   private readonly _build: HTMLInputElement;
   private readonly _smoke: HTMLInputElement;
+  private readonly _verify: HTMLInputElement;
+  private readonly _builder: HTMLSelectElement;
   private readonly _export: HTMLSelectElement;
   private readonly _readers = new Map<string, ParameterReader>();
 
@@ -121,13 +127,24 @@ export class PackageForm extends Widget implements Dialog.IBodyWidget<IJobOption
     this.node.appendChild(this._row('Pipeline name', this._name));
 
     this._commit = this._checkbox('Commit a Git version (tag dsops/NAME/vN)', 'dsops-commit', true);
-    this._build = this._checkbox('Build the Docker image', 'dsops-build', false);
+    this._verify = this._checkbox(
+      'Run the notebook first (no version unless it passes)',
+      'dsops-verify',
+      false
+    );
+    this._build = this._checkbox(
+      'Build the Docker image (fast layer assembler)',
+      'dsops-build',
+      false
+    );
     this._smoke = this._checkbox('Smoke-run the built image once', 'dsops-smoke', false);
     this._smoke.disabled = true;
     this._export = this._exportChoice();
+    this._builder = this._builderChoice();
     this._build.addEventListener('change', () => {
       this._smoke.disabled = !this._build.checked;
       this._export.disabled = !this._build.checked;
+      this._builder.disabled = !this._build.checked;
       if (!this._build.checked) {
         this._smoke.checked = false;
         this._export.value = '';
@@ -144,7 +161,7 @@ export class PackageForm extends Widget implements Dialog.IBodyWidget<IJobOption
         parameters[name] = value;
       }
     }
-    return {
+    const options: IJobOptions = {
       name: this._name.value.trim() || this.pipeline.name,
       commit: this._commit.checked,
       build: this._build.checked,
@@ -153,6 +170,27 @@ export class PackageForm extends Widget implements Dialog.IBodyWidget<IJobOption
         this._build.checked && this._export.value ? (this._export.value as ExportEngine) : null,
       parameters
     };
+    if (this._verify.checked) {
+      options.verify = true;
+    }
+    if (this._build.checked && this._builder.value !== BUILDERS[0]) {
+      options.builder = this._builder.value as Builder;
+    }
+    return options;
+  }
+
+  /** Advanced: the image builder; the layer assembler is the default on every surface. */
+  private _builderChoice(): HTMLSelectElement {
+    const select = element('select', { class: 'jp-mod-styled', 'data-testid': 'dsops-builder' });
+    for (const builder of BUILDERS) {
+      select.appendChild(element('option', { value: builder }, BUILDER_LABELS[builder]));
+    }
+    select.disabled = true;
+    const advanced = element('details', { class: 'dsops-PackageForm-advanced' });
+    advanced.appendChild(element('summary', {}, 'Advanced'));
+    advanced.appendChild(this._row('Image builder', select));
+    this.node.appendChild(advanced);
+    return select;
   }
 
   /** "Export": the engine to write the version's pipeline for; it runs the built image. */
@@ -193,6 +231,13 @@ export class PackageForm extends Widget implements Dialog.IBodyWidget<IJobOption
     }
     const fieldset = element('fieldset', { class: 'dsops-PackageForm-parameters' });
     fieldset.appendChild(element('legend', {}, 'Parameters'));
+    fieldset.appendChild(
+      element(
+        'p',
+        { class: 'dsops-PackageForm-hint', 'data-testid': 'dsops-parameters-note' },
+        "Values given here become the image's defaults (the script's parameter defaults)."
+      )
+    );
     for (const parameter of parameters) {
       const [input, read] = parameterInput(parameter);
       this._readers.set(parameter.name, read);
@@ -202,149 +247,19 @@ export class PackageForm extends Widget implements Dialog.IBodyWidget<IJobOption
   }
 }
 
-/** Live view of a job: stage, progress bar, log and, at the end, its result. */
-export class JobView extends Widget {
-  /** Called when the user opens the generated script (the dialog closes). */
-  onOpenScript: (() => void) | null = null;
-  private readonly _stage: HTMLElement;
-  private readonly _progress: HTMLProgressElement;
-  private readonly _percent: HTMLElement;
-  private readonly _log: HTMLPreElement;
-  private readonly _result: HTMLElement;
-  private _logLength = -1;
-
-  constructor(private readonly _commands: CommandRegistry) {
-    super();
-    this.addClass('dsops-Job');
-    this.node.dataset.testid = 'dsops-job';
-    this._stage = element('div', { class: 'dsops-Job-stage', 'data-testid': 'dsops-stage' });
-    const bar = element('div', { class: 'dsops-Job-bar' });
-    this._progress = element('progress', { max: '1', value: '0', 'data-testid': 'dsops-progress' });
-    this._percent = element('span', { class: 'dsops-Job-percent' }, '0%');
-    bar.append(this._progress, this._percent);
-    this._log = element('pre', { class: 'dsops-Job-log', 'data-testid': 'dsops-log' });
-    this._result = element('div', { class: 'dsops-Job-result' });
-    this.node.append(this._stage, bar, this._log, this._result);
-  }
-
-  render(job: IJob): void {
-    this.node.dataset.state = job.state;
-    this._stage.textContent = job.stage || job.state;
-    const fraction = job.state === 'succeeded' ? 1 : Math.min(1, Math.max(0, job.progress || 0));
-    this._progress.value = fraction;
-    this._progress.dataset.state = job.state;
-    this._percent.textContent = `${Math.round(fraction * 100)}%`;
-    this._updateLog(job.log ?? []);
-    if (job.state === 'failed') {
-      this.showError(job.error ?? 'the job failed');
-    } else if (job.state === 'succeeded' && job.kind === 'package' && job.result) {
-      this._showResult(job.result);
-    }
-  }
-
-  showError(message: string): void {
-    this.node.dataset.state = 'failed';
-    this._result.replaceChildren(
-      element('div', { class: 'dsops-Error', 'data-testid': 'dsops-error' }, message.split('\n')[0])
-    );
-  }
-
-  private _updateLog(lines: string[]): void {
-    if (lines.length === this._logLength) {
-      return;
-    }
-    this._logLength = lines.length;
-    const log = this._log;
-    const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 24;
-    log.textContent = lines.join('\n');
-    if (atBottom) {
-      log.scrollTop = log.scrollHeight;
-    }
-  }
-
-  private _showResult(result: IPackageResult): void {
-    const box = element('div', { class: 'dsops-Result', 'data-testid': 'dsops-result' });
-    box.appendChild(this._headline(result));
-    const facts = element('dl', { class: 'dsops-Result-facts' });
-    const fact = (label: string, value: string, testid: string): void => {
-      facts.append(element('dt', {}, label), element('dd', { 'data-testid': testid }, value));
-    };
-    if (result.version) {
-      fact('Version', result.version.tag, 'dsops-result-tag');
-      fact('Commit', result.version.short, 'dsops-result-commit');
-    }
-    if (result.package_dir) {
-      fact('Package', result.package_dir, 'dsops-result-dir');
-    }
-    if (result.image) {
-      fact('Image', result.image.id.replace(/^sha256:/, '').slice(0, 12), 'dsops-result-image');
-      fact('Image tags', result.image.tags.join(', ') || '(none)', 'dsops-result-image-tags');
-    }
-    if (result.image?.size) {
-      fact('Image size', `${(result.image.size / 1e6).toFixed(1)} MB`, 'dsops-result-image-size');
-    }
-    if (result.smoke) {
-      const code = result.smoke.exit_code;
-      fact(
-        'Smoke run',
-        code === 0 ? 'succeeded (exit 0)' : `failed (exit ${code})`,
-        'dsops-result-smoke'
-      );
-    }
-    if (result.exported) {
-      fact(`${ENGINE_LABELS[result.exported.engine]}`, result.exported.path, 'dsops-result-export');
-    }
-    if (result.unresolved_imports.length) {
-      fact('Unresolved imports', result.unresolved_imports.join(', '), 'dsops-result-unresolved');
-    }
-    box.appendChild(facts);
-    if (result.script) {
-      box.appendChild(this._openLink(result.script));
-    }
-    this._result.replaceChildren(box);
-  }
-
-  private _headline(result: IPackageResult): HTMLElement {
-    const headline = element('div', {
-      class: 'dsops-Result-headline',
-      'data-testid': 'dsops-result-headline'
-    });
-    headline.textContent = packageHeadline(result);
-    return headline;
-  }
-
-  private _openLink(script: string): HTMLElement {
-    const link = element('a', {
-      href: '#',
-      class: 'dsops-Result-open',
-      'data-testid': 'dsops-open-script'
-    });
-    link.textContent = 'Open generated script';
-    link.title = script;
-    link.addEventListener('click', event => {
-      event.preventDefault();
-      void this._commands.execute('docmanager:open', { path: script });
-      this.onOpenScript?.();
-    });
-    return link;
-  }
-}
-
-/** The one-line outcome of a package job: the dialog's headline and the notification. */
-function packageHeadline(result: IPackageResult): string {
-  if (result.version === null) {
-    return 'Generated (no Git version)';
-  }
-  return result.created
-    ? `Packaged as v${result.version.number}`
-    : `unchanged: still ${result.version.tag}`;
-}
-
-/** Follow a started package job in a dialog; notify at the end if it was closed. */
-async function followPackageJob(job: IJob, name: string, commands: CommandRegistry): Promise<void> {
+/** Follow a package job in a dialog (`notice`: why it is shown); notify at the end if closed. */
+async function followPackageJob(
+  job: IJob,
+  title: string,
+  commands: CommandRegistry,
+  notice?: string
+): Promise<void> {
   const view = new JobView(commands);
+  if (notice) {
+    view.notice(notice);
+  }
   const dialog = new Dialog({
-    title: `Package notebook — ${name}`,
+    title,
     body: view,
     buttons: [Dialog.okButton({ label: 'Close' })]
   });
@@ -366,9 +281,17 @@ async function followPackageJob(job: IJob, name: string, commands: CommandRegist
   }
 }
 
+/** The job already working on `path` when the server answered 409 (busy), else null. */
+async function busyWith(error: unknown, path: string): Promise<IJob | null> {
+  if (!(error instanceof ServerConnection.ResponseError) || error.response.status !== 409) {
+    return null;
+  }
+  return activeJob(path);
+}
+
 function notifyFinished(job: IJob, commands: CommandRegistry): void {
-  if (job.state === 'failed') {
-    Notification.error(`dsops: ${job.error ?? 'packaging failed'}`, { autoClose: false });
+  if (job.state === 'failed' || job.state === 'cancelled') {
+    Notification.error(`dsops: ${job.error ?? `packaging ${job.state}`}`, { autoClose: false });
     return;
   }
   const result = job.kind === 'package' ? job.result : null;
@@ -412,12 +335,19 @@ export async function packageNotebook(
   if (!choice.button.accept || choice.value === null) {
     return;
   }
+  const title = `Package notebook — ${choice.value.name ?? pipeline.name}`;
   let job: IJob;
   try {
     job = await startJob('package', context.localPath, choice.value);
   } catch (error) {
-    await showDsopsError(`Cannot package ${context.localPath}`, error);
+    const running = await busyWith(error, context.localPath).catch(() => null);
+    if (running === null) {
+      await showDsopsError(`Cannot package ${context.localPath}`, error);
+      return;
+    }
+    const notice = `${context.localPath} is busy: this ${running.kind} job is working on it.`;
+    await followPackageJob(running, `Busy — ${context.localPath}`, commands, notice);
     return;
   }
-  await followPackageJob(job, choice.value.name ?? pipeline.name, commands);
+  await followPackageJob(job, title, commands);
 }

@@ -11,7 +11,15 @@ import { IDisposable } from '@lumino/disposable';
 import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 
-import { cancelJob, describePipeline, getPipeline, listJobs, startJob, watchJob } from './api';
+import {
+  busyJob,
+  cancelJob,
+  describePipeline,
+  getPipeline,
+  listJobs,
+  startJob,
+  watchJob
+} from './api';
 import { paintCells, revealCell, watchEdits } from './cells';
 import { element } from './dom';
 import { errorMessage } from './format';
@@ -27,6 +35,15 @@ import { CommandIDs, IJob, IPipeline, IStepStatus, StepState } from './tokens';
 const EDIT_DEBOUNCE_MS = 400;
 /** While shown, the panel looks this often for a job started elsewhere (Package dialog, CLI). */
 const JOB_POLL_MS = 4000;
+
+/** The notebook as the server needs it to describe the pipeline: sources and tags, no outputs. */
+function withoutOutputs(content: unknown): unknown {
+  const notebook = content as { cells?: Array<Record<string, unknown>> };
+  const cells = (notebook.cells ?? []).map(cell =>
+    cell.cell_type === 'code' ? { ...cell, outputs: [], execution_count: null } : cell
+  );
+  return { ...notebook, cells };
+}
 
 function responseStatus(error: unknown): number | null {
   return error instanceof ServerConnection.ResponseError ? error.response.status : null;
@@ -168,7 +185,7 @@ export class PipelinePanel extends Widget {
     const path = panel.context.localPath;
     if (!this._postMissing && panel.model) {
       try {
-        return await describePipeline(path, panel.model.toJSON());
+        return await describePipeline(path, withoutOutputs(panel.model.toJSON()));
       } catch (error) {
         if (responseStatus(error) !== 404 && responseStatus(error) !== 405) {
           throw error;
@@ -399,9 +416,9 @@ export class PipelinePanel extends Widget {
       this._statuses.set(path, new Map());
       this._follow(path, job);
     } catch (error) {
-      if (responseStatus(error) === 409) {
-        const jobs = await listJobs(path).catch(() => []);
-        this._adopt(path, jobs.find(isActive)); // busy: show that job, not an error
+      const busy = busyJob(error);
+      if (busy !== null) {
+        this._adopt(path, busy); // the notebook is busy: show that job, not an error
       } else if (this._shownPath === path) {
         this._showNotice(errorMessage(error));
       }

@@ -36,9 +36,20 @@ export async function requestAPI<T>(
   const text = await response.text();
   const data = text.length > 0 ? parseJSON(text) : null;
   if (!response.ok) {
-    throw new ServerConnection.ResponseError(response, errorLine(data, response));
+    throw new DsopsResponseError(response, errorLine(data, response), data);
   }
   return data as T;
+}
+
+/** A failed response with the server's parsed JSON answer (e.g. a 409's `job`). */
+export class DsopsResponseError extends ServerConnection.ResponseError {
+  constructor(
+    response: Response,
+    message: string,
+    readonly data: unknown
+  ) {
+    super(response, message);
+  }
 }
 
 function parseJSON(text: string): unknown {

@@ -269,16 +269,28 @@ def test_concurrent_stores_of_one_key_leave_one_whole_entry(tmp_path: Path) -> N
     assert not list((tmp_path / "c" / "partial").iterdir())
 
 
-def test_gitignore_gets_the_cache_once_and_keeps_its_lines(tmp_path: Path) -> None:
+def test_the_cache_and_runs_are_ignored_by_git_and_the_users_gitignore_kept(
+    tmp_path: Path,
+) -> None:
     path = notebook(tmp_path)
     gitignore = path.parent / ".gitignore"
     gitignore.write_text("*.pyc\n# mine\nbuild")  # no newline at the end
     cached_run(path)
     edit_cell(path, 3, "b = [a]\nprint(label)")
     cached_run(path)
-    assert gitignore.read_text() == "*.pyc\n# mine\nbuild\n.dsops/\n"
-    ignored = git(path.parent, "check-ignore", ".dsops/cache/entries")
-    assert ignored == ".dsops/cache/entries"
+    assert gitignore.read_text() == "*.pyc\n# mine\nbuild"
+    for inside in (".dsops/cache/entries", ".dsops/runs", ".dsops/.gitignore"):
+        assert git(path.parent, "check-ignore", inside) == inside
+    assert ".dsops" not in git(path.parent, "status", "--porcelain", "--untracked-files=all")
+
+
+def test_lines_driving_dsops_leave_the_cache_key_alone(tmp_path: Path) -> None:
+    plain = make_notebook(tmp_path / "a.ipynb", [("x = 2\nprint(x)", ["step:s"])])
+    tooled = make_notebook(
+        tmp_path / "b.ipynb",
+        ["%load_ext dsops_jupyter", ("x = 2\n%dsops steps\nprint(x)\n%dsops panel", ["step:s"])],
+    )
+    assert cache.code_key(read_pipeline(plain), "s") == cache.code_key(read_pipeline(tooled), "s")
 
 
 def test_outside_a_repository_the_cache_sits_next_to_the_notebook(tmp_path: Path) -> None:

@@ -800,23 +800,37 @@ def test_ipython_syntax_becomes_what_ipython_runs(tmp_path: Path) -> None:
 def test_dsops_own_lines_are_left_out_and_said_once(tmp_path: Path) -> None:
     make_notebook(
         tmp_path / "d.ipynb",
-        ["%load_ext dsops_jupyter", "x = 2\n%dsops steps\nprint(x)"],
+        [
+            "%load_ext dsops_jupyter  # the panel",
+            "x = 2\n%dsops steps\nprint(x)",
+            ("%%dsops step report\n%dsops panel\nprint(x + 1)", []),
+        ],
     )
     assert_ok(dsops("convert", "d.ipynb", cwd=tmp_path))
     script = tmp_path / "pipelines" / "d" / "d.py"
-    step = ast.unparse(function(ast.parse(script.read_text(encoding="utf-8")), "step_main"))
-    assert "dsops" not in step and "get_ipython" not in step, step
-    assert assert_ok(run_python(script, cwd=tmp_path)).stdout == "2\n"
+    tree = ast.parse(script.read_text(encoding="utf-8"))
+    for name in ("step_setup", "step_report"):
+        step = ast.unparse(function(tree, name))
+        assert "dsops" not in step and "get_ipython" not in step, step
+    assert assert_ok(run_python(script, cwd=tmp_path)).stdout == "2\n3\n"
     done = assert_ok(dsops("steps", "d.ipynb", cwd=tmp_path))
     notes = [line for line in done.stdout.splitlines() if line.startswith("note:")]
     assert notes == [
-        "note: cells 1, 2: lines that drive dsops itself (%load_ext dsops_jupyter, %dsops) "
-        "are left out of pipelines, scripts and runs"
+        "note: left out of pipelines, scripts and runs (they drive dsops itself): "
+        "cell 1 line 1 `%load_ext dsops_jupyter  # the panel`, cell 2 line 2 `%dsops steps`, "
+        "cell 3 line 2 `%dsops panel`"
     ]
     pipeline = read_pipeline(tmp_path / "d.ipynb")
-    runnable = runnable_notebook(pipeline, load_notebook(tmp_path / "d.ipynb"), ["main"])
+    assert pipeline.to_json()["interactive"] == [
+        {"cell": 0, "line": 1, "text": "%load_ext dsops_jupyter  # the panel"},
+        {"cell": 1, "line": 2, "text": "%dsops steps"},
+        {"cell": 2, "line": 2, "text": "%dsops panel"},
+    ]
+    runnable = runnable_notebook(pipeline, load_notebook(tmp_path / "d.ipynb"), ["report"])
     sources = [c["source"] for c in runnable["cells"]]
     assert not any("dsops" in s for s in sources), sources
+    ran = assert_ok(dsops("run", "d.ipynb", "--json", cwd=tmp_path))
+    assert [s["status"] for s in json.loads(ran.stdout)["steps"]] == ["done", "done"]
 
 
 def test_keep_magics_runs_magics_with_the_steps_names(tmp_path: Path) -> None:

@@ -96,7 +96,7 @@ def test_every_step_ran_and_skip_cells_did_not(full_run: tuple) -> None:
     record, cwd, _ = full_run
     assert record.status == "succeeded"
     assert [s["name"] for s in record.steps] == ["load", "double", "report", "other"]
-    assert all(s["status"] == "succeeded" for s in record.steps)
+    assert all(s["status"] == "done" for s in record.steps)
     assert {p.name for p in cwd.iterdir()} == {
         "load.done",
         "double.done",
@@ -120,10 +120,10 @@ def test_run_record(full_run: tuple) -> None:
     assert data["status"] == "succeeded"
     assert data["parameters"] == {"alpha": 2.0, "seed": 1, "label": INJECTION}
     assert [(s["name"], s["status"]) for s in data["steps"]] == [
-        ("load", "succeeded"),
-        ("double", "succeeded"),
-        ("report", "succeeded"),
-        ("other", "succeeded"),
+        ("load", "done"),
+        ("double", "done"),
+        ("report", "done"),
+        ("other", "done"),
     ]
     assert all(isinstance(s["duration"], float) and s["duration"] >= 0 for s in data["steps"])
     notebook = Path(data["notebook"])
@@ -189,9 +189,9 @@ def test_failing_cell_through_the_cli(tmp_path: Path) -> None:
     record = json.loads((tmp_path / "out" / "run.json").read_text())
     assert record["status"] == "failed"
     assert [(s["name"], s["status"]) for s in record["steps"]] == [
-        ("one", "succeeded"),
+        ("one", "done"),
         ("two", "failed"),
-        ("three", "not run"),
+        ("three", "skipped"),
     ]
     assert not (tmp_path / "never").exists()
     assert "cell 4" in line, line  # the notebook's 4th cell (markdown counts), as people count
@@ -281,9 +281,10 @@ def test_ctrl_c_is_one_line_exit_130_and_the_bar_not_complete(tmp_path: Path) ->
     record = json.loads((tmp_path / "out" / "run.json").read_text(encoding="utf-8"))
     assert record["status"] == "interrupted"
     assert [(s["name"], s["status"]) for s in record["steps"]] == [
-        ("begin", "succeeded"),
-        ("wait", "interrupted"),
+        ("begin", "done"),
+        ("wait", "failed"),
     ]
+    assert record["steps"][1]["error"] == "interrupted"
 
 
 def wait_for_line(process: subprocess.Popen, text: str, timeout: float) -> str:

@@ -181,7 +181,7 @@ def test_package_export_option_on_every_surface() -> None:
     from dsops_jupyter.server.handlers import job_options
 
     options = PackageOptions(export="argo")
-    assert options.expected_stages() == PackageOptions().expected_stages() + 1
+    assert options.stage_plan() == [*PackageOptions().stage_plan(), "Exporting"]
     assert PackageOptions.from_json(json.loads(json.dumps(options.to_json()))) == options
     with pytest.raises(OptionsError, match="choose one of kfp, airflow, argo"):
         PackageOptions(export="spark")

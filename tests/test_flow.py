@@ -336,3 +336,39 @@ def test_an_after_marker_against_notebook_order_of_a_change_is_a_cycle(tmp_path:
     ]
     with pytest.raises(CycleError, match="grow -> peek -> grow"):
         pipeline_of(tmp_path, cells)
+
+
+# --- the step graph (Pipeline.to_json()["edges"]) ---------------------------------------------
+def test_the_wine_graph_passes_values_not_throwaway_names() -> None:
+    """Read from examples/wine.ipynb: features takes the frame, train the scaled training
+    split, evaluate the model, the test split and the class names; the figure, its axes and
+    the metrics file handle evaluate makes for itself pass nowhere."""
+    data = read_pipeline(Path(__file__).parents[1] / "examples" / "wine.ipynb").to_json()
+    assert data["edges"] == [
+        {"source": "load", "target": "features", "kind": "data", "names": ["df"]},
+        {"source": "features", "target": "train", "kind": "data", "names": ["X_train", "y_train"]},
+        {"source": "train", "target": "evaluate", "kind": "data", "names": ["model"]},
+        {"source": "features", "target": "evaluate", "kind": "data", "names": ["X_test", "y_test"]},
+        {"source": "load", "target": "evaluate", "kind": "data", "names": ["class_names"]},
+    ]
+    steps = {s["name"]: s for s in data["steps"]}
+    assert {"fig", "ax", "f"} <= set(steps["evaluate"]["writes"])
+    passed = {n for s in data["steps"] for n in s["outputs"]}
+    passed |= {n for e in data["edges"] for n in e["names"]}
+    assert not passed & {"fig", "ax", "f", "wine", "X", "y", "scaler", "X_train_raw"}
+    assert steps["evaluate"]["outputs"] == []
+
+
+def test_after_edges_and_names_rebound_before_reading(tmp_path: Path) -> None:
+    path = make_notebook(
+        tmp_path / "g.ipynb",
+        [
+            ("fig = 'a figure'\nrows = [1, 2]\nfor i in rows:\n    pass", ["step:load"]),
+            ("open('marker.txt', 'w').close()", ["step:prepare", "after:load"]),
+            ("fig = 'its own'\nfor i in rows:\n    print(fig, i)", ["step:plot"]),
+        ],
+    )
+    assert read_pipeline(path).to_json()["edges"] == [
+        {"source": "load", "target": "prepare", "kind": "after", "names": []},
+        {"source": "load", "target": "plot", "kind": "data", "names": ["rows"]},
+    ]

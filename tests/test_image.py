@@ -38,6 +38,7 @@ from tests.helpers import (
     git,
     init_repo,
     make_notebook,
+    tree_snapshot,
 )
 
 NO_ENGINE = "unix:///nonexistent/dsops-tests/docker.sock"
@@ -276,7 +277,12 @@ def wine(docker_base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Wi
     start = time.perf_counter()
     result = package_notebook(
         notebook,
-        PackageOptions(parameters={"alpha": "0.7"}, base_image=docker_base_image, smoke=True),
+        PackageOptions(
+            parameters={"alpha": "0.7"},
+            base_image=docker_base_image,
+            smoke=True,
+            builder="dockerfile",  # this module tests the Dockerfile build; test_oci the other
+        ),
         recorder,
     )
     return Wine(notebook, result, recorder, time.perf_counter() - start)
@@ -293,9 +299,12 @@ def test_package_builds_the_example_and_reports_progress(wine: Wine) -> None:
     stages = [e.message for e in wine.first_events.of("stage")]
     assert stages[0] == "Converting wine.ipynb"
     assert "Building image wine:v1" in stages and stages[-1] == "Smoke run of wine:v1"
+    assert [m.split()[0] for m in stages] == ["Converting", "Committing", "Building", "Smoke"]
     assert stages.index("Committing wine") < stages.index("Building image wine:v1")
     steps = [e for e in wine.first_events.of("progress") if e.message.startswith("step ")]
-    assert [e.message for e in steps] == [f"step {n}/13" for n in range(1, 14)]
+    assert [e.message for e in steps] == [f"step {n} of 13" for n in range(1, 14)] + [
+        "step 13 of 13"  # done
+    ]
     assert [e.fraction for e in steps] == sorted(e.fraction for e in steps)
     log = wine.first_events.log()
     # the build's own output is streamed as log lines (pip's, among others)
@@ -395,7 +404,11 @@ def wine_v2(wine: Wine) -> tuple[PackageResult, Recorder, float]:
     start = time.perf_counter()
     result = package_notebook(
         wine.notebook,
-        PackageOptions(parameters={"alpha": "0.7"}, base_image="dsops-test-base:bookworm-ca"),
+        PackageOptions(
+            parameters={"alpha": "0.7"},
+            base_image="dsops-test-base:bookworm-ca",
+            builder="dockerfile",
+        ),
         recorder,
     )
     return result, recorder, time.perf_counter() - start
@@ -486,12 +499,25 @@ def test_smoke_run_failure_and_parameters(
     assert str(caught.value) == (
         f"smoke run of {ref} failed with exit code 1: tiny failed on purpose"
     )
-    with pytest.raises(ImageError, match="failed with exit code 1"):
-        package_notebook(
-            notebook,
-            PackageOptions(parameters={"fail": "true"}, base_image=docker_base_image, smoke=True),
-        )
-    assert [v.tag for v in vcs.list_versions(notebook)] == ["dsops/tiny/v1", "dsops/tiny/v2"]
+    tip, package = git(notebook.parent, "rev-parse", "HEAD"), tree_snapshot(result.package_dir)
+    options = PackageOptions(parameters={"fail": "true"}, base_image=docker_base_image, smoke=True)
+    with pytest.raises(ImageError) as caught:
+        package_notebook(notebook, options)
+    # a gated version: the smoke run failed, so no v2, nothing moved, its images removed
+    message = str(caught.value)
+    smoke, rolled_back = message.split("; rolled back: ")
+    assert smoke.startswith("smoke run of tiny:v2 failed with exit code 1: tiny failed on purpose")
+    undone = r"commit (\w{7}) not tagged, tiny v2 not made, image (.*) removed"
+    commit = re.fullmatch(undone, rolled_back)
+    assert commit is not None and commit[2] == f"tiny:v2, tiny:{commit[1]}"
+    assert [v.tag for v in vcs.list_versions(notebook)] == ["dsops/tiny/v1"]
+    assert git(notebook.parent, "rev-parse", "HEAD") == tip
+    assert tree_snapshot(result.package_dir) == package
+    assert git(notebook.parent, "status", "--porcelain") == ""
+    images = docker_engine.client.images.list(name="tiny")
+    revision = "org.opencontainers.image.revision"
+    assert not [i for i in images if i.labels[revision].startswith(commit[1])]
+    assert docker_engine.client.images.get("tiny:v1").id == result.image.id  # v1's image stays
 
 
 @pytest.mark.docker
@@ -502,4 +528,8 @@ def test_push_failure_is_clear(docker_base_image: str, tmp_path: Path) -> None:
     message = str(caught.value)
     assert message.startswith("push of localhost:1/tiny:v1 failed: ")
     assert "\n" not in message
-    assert [v.tag for v in vcs.list_versions(notebook)] == ["dsops/tiny/v1"]
+    undone = r"; rolled back: commit (\w{7}) not tagged, tiny v1 not made, image (.*) removed$"
+    commit = re.search(undone, message)
+    assert commit is not None and commit[2] == f"tiny:v1, tiny:{commit[1]}"
+    assert vcs.list_versions(notebook) == []
+    assert not (notebook.parent / "pipelines").exists()

@@ -171,6 +171,16 @@ def test_steps_lists_the_saved_notebooks_steps(tmp_path: Path, monkeypatch: pyte
     assert "alpha: float = 0.5" in out
 
 
+def test_steps_say_which_lines_drive_dsops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    target = write(tmp_path / "tiny.ipynb", [*TINY, "%dsops steps"])
+    monkeypatch.setenv("JPY_SESSION_NAME", str(target))
+    out = text(execute(target).cells[-1])
+    assert out.splitlines()[-1] == (
+        "note: left out of pipelines, scripts and runs (they drive dsops itself): "
+        f"cell 1 line 1 `%load_ext dsops_jupyter`, cell {len(TINY) + 1} line 1 `%dsops steps`"
+    )
+
+
 def test_session_path_relative_to_the_server_root(tmp_path: Path, monkeypatch):
     """JPY_SESSION_NAME relative to the server root; the kernel's cwd is the notebook folder."""
     shutil.copy(REPO_ROOT / "examples" / "wine_magics.ipynb", tmp_path / "nb.ipynb")
@@ -224,10 +234,10 @@ def test_run_magic_shows_progress_and_the_result(tmp_path: Path, monkeypatch):
     assert any(WIDGET_VIEW in o.get("data", {}) for o in last.outputs), "a progress bar"
     out = text(last)
     assert "run succeeded" in out
-    assert "load: succeeded" in out and "train" not in out
+    assert "load: done" in out and "train" not in out
     bars = [m for m in widget_models(nb) if m["_model_name"] == "FloatProgressModel"]
     assert [b["value"] for b in bars] == [1.0] and bars[0]["bar_style"] == "success"
-    (record,) = tmp_path.glob("runs/tiny/*/run.json")
+    (record,) = tmp_path.glob(".dsops/runs/tiny/*/run.json")
     saved = json.loads(record.read_text())
     assert saved["parameters"]["alpha"] == 2.0 and saved["status"] == "succeeded"
 

@@ -482,6 +482,8 @@ def check_config(config: dict, files: dict[str, bytes], manifest: dict) -> None:
     assert [m.name for m in code] == [
         "opt",
         "opt/dsops",
+        "opt/dsops/bin",
+        "opt/dsops/bin/python",
         "opt/dsops/pipeline.json",
         "opt/dsops/requirements.lock",
         "opt/dsops/tiny.py",

@@ -132,11 +132,12 @@ def make_user_changes(root: Path) -> None:
 
 
 def raise_at(prefix: str, exc: BaseException | Callable[[], None]) -> Callable[[Event], None]:
-    """An on_event sink that raises (or runs an action) when a stage starting with ``prefix``
-    begins: how Ctrl-C and concurrent Git users are simulated at precise points."""
+    """An on_event sink that raises (or runs an action) when the commit reports a step starting
+    with ``prefix`` (any case): how Ctrl-C and concurrent Git users are simulated at precise
+    points."""
 
     def on_event(event: Event) -> None:
-        if event.kind == "stage" and event.message.startswith(prefix):
+        if event.kind == "progress" and event.message.lower().startswith(prefix.lower()):
             if isinstance(exc, BaseException):
                 raise exc
             exc()

@@ -261,7 +261,7 @@ KILLER = textwrap.dedent(
     from dsops_jupyter.vcs import commit_package
 
     def on_event(event):
-        if event.kind == "stage" and event.message.startswith(sys.argv[2]):
+        if event.kind == "progress" and event.message.lower().startswith(sys.argv[2].lower()):
             os.kill(os.getpid(), signal.SIGKILL)
 
     commit_package(generate_package(sys.argv[1]), on_event=on_event)

@@ -66,17 +66,17 @@ _Blobs = Mapping[str, tuple[int, Callable[[], IO[bytes]], Blob | None]]
 
 
 def write_archive(
-    out: Path, image: Assembled, tags: list[str], epoch: int, *, skip_base_layers: bool = False
+    out: Path, image: Assembled, tags: list[str], epoch: int, *, skip_layers: int = 0
 ) -> None:
     """Write the archive of ``image`` to ``out`` (atomically), named by ``tags``.
 
-    ``skip_base_layers`` leaves the base's blobs out: only for loading into the engine the base
-    came from, which never opens a layer file whose chain it already has.
+    ``skip_layers`` leaves the first layers' blobs out: only for loading into an engine that
+    holds them already (the classic image store never opens a layer file whose chain it has).
     """
     manifest = image.manifest
     blobs: dict[str, tuple[int, Callable[[], IO[bytes]], Blob | None]] = {}
     for index, layer in enumerate(image.layers):
-        if not (skip_base_layers and index < image.base_layers):
+        if index >= skip_layers:
             blobs[hex_of(layer.digest)] = (layer.size, layer.open, layer)
     for data in (image.config, manifest):
         blobs[hex_of(sha256_digest(data))] = (len(data), partial(io.BytesIO, data), None)

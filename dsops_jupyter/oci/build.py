@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from dsops_jupyter import wheelhouse as wh
 from dsops_jupyter.errors import BaseImageError, ImageError
-from dsops_jupyter.events import OnEvent, ignore, log, progress, result, stage
-from dsops_jupyter.image import image_tags, rfc3339
+from dsops_jupyter.events import OnEvent, ignore, log, result, stage
+from dsops_jupyter.image import BuildSteps, image_tags, rfc3339
 from dsops_jupyter.model import GeneratedPackage, ImageResult, Version
 from dsops_jupyter.oci.archive import Assembled, write_archive
-from dsops_jupyter.oci.blob import Blob, canonical_json, sha256_digest
+from dsops_jupyter.oci.blob import canonical_json, sha256_digest
 from dsops_jupyter.oci.daemon import load_into_engine
 from dsops_jupyter.oci.facts import inspect_base
 from dsops_jupyter.oci.layer import write_layer
@@ -32,8 +32,9 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Assembler:
-    """The `ImageBuilder` of ``--reproducible``/``--output``: the base is ``base`` (a file read
-    already) or else the recipe's FROM; ``output`` is written, ``engine`` (if any) loads it."""
+    """The default `ImageBuilder` (``--builder assemble``): the base is ``base`` (a file read
+    already) or else the recipe's FROM (read from the engine once per image ID); ``output`` is
+    written, ``engine`` (if any) loads it, so a smoke run and `dsops images` find it there."""
 
     base: BaseImage | None = None
     output: Path | None = None
@@ -46,7 +47,7 @@ class Assembler:
         parameters: dict[str, Any],
         on_event: OnEvent,
     ) -> ImageResult:
-        stage(on_event, f"Assembling image {image_tags(pkg.name, version)[0]}")
+        stage(on_event, f"Building image {image_tags(pkg.name, version)[0]} (layer assembler)")
         return build_reproducible(
             pkg,
             version,
@@ -104,7 +105,8 @@ def build_reproducible(
     cache = Path(cache_dir) if cache_dir is not None else wh.cache_dir()
     wheelhouse = wheelhouse or wh.default_wheelhouse(cache)
     epoch = int(version.epoch)
-    stage(on_event, "Reading the base image")
+    steps = BuildSteps(on_event, 4 + (output is not None) + (engine is not None))
+    steps.next("reading the base image")
     if isinstance(base_image, BaseImage):
         base = base_image  # read (and checked) already, before the version was committed
     else:
@@ -113,20 +115,22 @@ def build_reproducible(
     target = facts.target()
     shown = base.name or ("rootfs" if isinstance(base_image, BaseImage) else base_image)
     log(on_event, f"base {shown} ({base.digest[:19]}): {target}")
-    stage(on_event, "Fetching wheels")
+    steps.next("fetching wheels")
     requirements = wh.parse_lock(pkg.files.get("requirements.lock", b""), target)
     wheels = wh.ensure_wheels(requirements, target, wheelhouse, on_event)
-    stage(on_event, "Assembling layers")
     with tempfile.TemporaryDirectory(prefix="dsops-image-") as tmp:
-        ours = _our_layers(pkg, wheels, epoch, cache, Path(tmp), on_event)
+        steps.next(f"dependency layer ({len(wheels)} wheels)")
+        deps = (deps_layer(wheels, epoch, cache, on_event),) if wheels else ()
+        steps.next("code layer")
+        ours = (*deps, write_layer(code_layer(pkg, facts.python), epoch, Path(tmp)))
         config = image_config(base, facts, pkg, version, parameters, ours, len(wheels))
         image = Assembled(canonical_json(config), base.layers + ours, len(base.layers))
         tags = image_tags(pkg.name, version)
         if output is not None:
-            stage(on_event, f"Writing {output}")
+            steps.next(f"writing {output}")
             write_archive(Path(output), image, tags, epoch)
         if engine is not None:
-            stage(on_event, "Loading the image into Docker")
+            steps.next("loading the image into Docker")
             load_into_engine(
                 engine,
                 image,
@@ -136,20 +140,10 @@ def build_reproducible(
                 output=output,
                 tmp=Path(tmp),
             )
+    steps.finish()
     info = _describe(image, pkg, version, base, tags, output, loaded=engine is not None)
     result(on_event, f"image {info.short_id} ({', '.join(tags)})", **info.to_json())
     return info
-
-
-def _our_layers(
-    pkg: GeneratedPackage, wheels: list[Path], epoch: int, cache: Path, tmp: Path, on_event: OnEvent
-) -> tuple[Blob, ...]:
-    layers = []
-    if wheels:
-        layers.append(deps_layer(wheels, epoch, cache, on_event))
-    progress(on_event, 0.9, "code layer")
-    layers.append(write_layer(code_layer(pkg), epoch, tmp))
-    return tuple(layers)
 
 
 def _describe(

@@ -54,17 +54,19 @@ def load_into_engine(
 ) -> None:
     """``docker load`` the archive and check the engine agrees on the image ID.
 
-    When the base came from this engine, its layers are left out of what is sent (the classic
-    image store never opens a layer file whose chain it has); an engine that wants them anyway
-    (containerd image store) gets the complete archive on a second try.
+    Layers the engine holds already (the base it came from, the dependency layer of an earlier
+    version of this image) are left out of what is sent: the classic image store never opens a
+    layer file whose chain it has, so a code-only change sends only the code layer. An engine
+    that wants them anyway (containerd image store) gets the complete archive on a second try.
     """
     from docker.errors import DockerException
 
     complete = Path(output) if output is not None else tmp / "image.tar"
     try:
-        if base_in_engine:
+        held = _layers_held(client, image, tags[0], image.base_layers if base_in_engine else 0)
+        if held:
             try:
-                _load(client, _archive(tmp / "thin.tar", image, tags, epoch, thin=True))
+                _load(client, _archive(tmp / "thin.tar", image, tags, epoch, skip=held))
             except DockerException:
                 _load(client, _ensure_archive(complete, image, tags, epoch, output))
         else:
@@ -80,8 +82,22 @@ def load_into_engine(
         raise ImageError(f"engine reports {loaded.id} for {tags[0]}, not {image.config_digest}")
 
 
-def _archive(path: Path, image: Assembled, tags: list[str], epoch: int, thin: bool) -> Path:
-    write_archive(path, image, tags, epoch, skip_base_layers=thin)
+def _layers_held(client: DockerClient, image: Assembled, tag: str, at_least: int) -> int:
+    """How many leading layers of ``image`` the engine holds: the longest prefix of its diff_ids
+    shared with an image of the same repository (earlier versions), at least ``at_least``."""
+    diff_ids = [layer.diff_id for layer in image.layers]
+    held = at_least
+    for other in client.images.list(name=tag.rpartition(":")[0]):
+        layers = (other.attrs.get("RootFS") or {}).get("Layers") or []
+        shared = 0
+        while shared < min(len(layers), len(diff_ids) - 1) and layers[shared] == diff_ids[shared]:
+            shared += 1
+        held = max(held, shared)
+    return held
+
+
+def _archive(path: Path, image: Assembled, tags: list[str], epoch: int, skip: int) -> Path:
+    write_archive(path, image, tags, epoch, skip_layers=skip)
     return path
 
 
@@ -89,7 +105,7 @@ def _ensure_archive(
     path: Path, image: Assembled, tags: list[str], epoch: int, output: Path | None
 ) -> Path:
     """The complete archive: ``output`` when it was already written, else a temp file."""
-    return path if output is not None else _archive(path, image, tags, epoch, thin=False)
+    return path if output is not None else _archive(path, image, tags, epoch, skip=0)
 
 
 def _load(client: DockerClient, archive: Path) -> None:

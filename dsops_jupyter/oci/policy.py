@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dsops_jupyter import wheelhouse as wh
-from dsops_jupyter.events import OnEvent, ignore, log, progress
+from dsops_jupyter.events import OnEvent, ignore, log
 from dsops_jupyter.fsutil import atomic_write
 from dsops_jupyter.image import image_labels as recipe_labels
 from dsops_jupyter.image import rfc3339
@@ -43,32 +43,46 @@ def deps_layer(wheels: list[Path], epoch: int, cache: Path, on_event: OnEvent = 
     """site-packages of the wheels as one gzip layer, cached by the wheels' content.
 
     mtimes are the wheel members' own times clamped to ``epoch``, so an unchanged lock gives the
-    same layer in every later version (shared by engines and registries).
+    same layer in every later version (shared by engines and registries). A cache hit opens no
+    wheel: the newest member time of a set of wheels is cached by their digests too.
     """
+    digests = [[w.name, hex_of(file_digest(w))] for w in wheels]
+    newest = _newest_member(wheels, digests, cache)
+    clamp = min(epoch, newest if newest is not None else epoch)
+    memo = cache / "layers" / f"deps-{_deps_key(digests, clamp)}.json"
+    hit = _cached_blob(memo, cache)
+    if hit is not None:
+        log(on_event, f"dependency layer {hit.digest[:19]} from the cache")
+        return hit
     with wh.installed_files(wheels) as files:
-        newest = max((f.mtime for f in files), default=epoch)
-        clamp = min(epoch, newest)
-        memo = cache / "layers" / f"deps-{_deps_key(wheels, clamp)}.json"
-        hit = _cached_blob(memo, cache)
-        if hit is not None:
-            log(on_event, f"dependency layer {hit.digest[:19]} from the cache")
-            return hit
         spec = LayerSpec()
         for item in files:
             spec.add(TarEntry(item.path, "file", item.read, mode=item.mode, mtime=item.mtime))
-        progress(on_event, 0.1, f"site-packages: {len(files)} files from {len(wheels)} wheels")
+        log(on_event, f"site-packages: {len(files)} files from {len(wheels)} wheels")
         blob = write_layer(spec, clamp, cache / "blobs" / "sha256")
     atomic_write(memo, canonical_json({k: getattr(blob, k) for k in _BLOB_FIELDS}))
     return blob
 
 
-def _deps_key(wheels: list[Path], clamp: int) -> str:
+def _newest_member(wheels: list[Path], digests: list[list[str]], cache: Path) -> int | None:
+    """The newest mtime among the files the wheels install (None: they install none)."""
+    key = hex_of(sha256_digest(canonical_json({"layout": LAYOUT_VERSION, "wheels": digests})))
+    memo = cache / "layers" / f"newest-{key}.json"
+    if memo.is_file():
+        return json.loads(memo.read_text())["newest"]
+    with wh.installed_files(wheels) as files:
+        newest = max((f.mtime for f in files), default=None)
+    atomic_write(memo, canonical_json({"newest": newest}))
+    return newest
+
+
+def _deps_key(digests: list[list[str]], clamp: int) -> str:
     recipe = {
         "layout": LAYOUT_VERSION,
         "gzip": [GZIP_LEVEL, zlib.ZLIB_RUNTIME_VERSION],
         "epoch": clamp,
         "prefix": wh.SITE_PACKAGES,
-        "wheels": [[w.name, hex_of(file_digest(w))] for w in wheels],
+        "wheels": digests,
     }
     return hex_of(sha256_digest(canonical_json(recipe)))
 
@@ -83,10 +97,15 @@ def _cached_blob(memo: Path, cache: Path) -> Blob | None:
     return Blob(path=path, **data)
 
 
-def code_layer(pkg: GeneratedPackage) -> LayerSpec:
-    """/opt/dsops holds the generated package (minus its recipe); /work is the run user's."""
+def code_layer(pkg: GeneratedPackage, python: str) -> LayerSpec:
+    """/opt/dsops holds the generated package (minus its recipe); /work is the run user's.
+
+    ``/opt/dsops/bin/python`` (first on PATH) is the base's ``python``: exported pipelines run
+    ``python /opt/dsops/<name>.py`` as the Dockerfile image's venv allows, and Debian's
+    python3 packages install no ``python``."""
     spec = LayerSpec()
     spec.add_dir(APP_DIR)
+    spec.add(TarEntry(f"{APP_DIR}/bin/python", "symlink", mode=0o777, linkname=python))
     for name in sorted(pkg.files):
         if name in ("Dockerfile", ".dockerignore"):
             continue
@@ -110,7 +129,8 @@ def image_config(
     env = _merge_env(
         inherited.get("Env") or [],
         {
-            "PATH": _env_value(inherited.get("Env") or [], "PATH") or DEFAULT_PATH,
+            "PATH": f"/{APP_DIR}/bin:"
+            + (_env_value(inherited.get("Env") or [], "PATH") or DEFAULT_PATH),
             "PYTHONPATH": f"/{wh.SITE_PACKAGES}",
             "PYTHONDONTWRITEBYTECODE": "1",
             "PYTHONUNBUFFERED": "1",

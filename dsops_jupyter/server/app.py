@@ -16,8 +16,10 @@ from pathlib import Path
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Float, Integer, Type, Unicode
 
-from dsops_jupyter.server.handlers import MAX_REQUEST_BYTES, setup_handlers
-from dsops_jupyter.server.jobs import KEEP_FINISHED, MAX_LOG_LINES, JobManager
+from dsops_jupyter.server.handlers import MAX_NOTEBOOK_BYTES, MAX_REQUEST_BYTES, setup_handlers
+from dsops_jupyter.server.jobs import KEEP_FINISHED, JobManager
+from dsops_jupyter.server.progress import StageTimes
+from dsops_jupyter.server.records import MAX_LOG_LINES
 from dsops_jupyter.server.store import FileJobStore, JobStore
 
 
@@ -43,10 +45,16 @@ class DsopsExtension(ExtensionApp):
     stop_timeout = Float(
         10.0,
         config=True,
-        help="On shutdown, seconds running jobs get to stop after SIGINT before they are killed.",
+        help="Seconds a cancelled job, or a running job on shutdown, gets to stop after SIGINT"
+        " before it is killed.",
     )
     max_request_bytes = Integer(
         MAX_REQUEST_BYTES, config=True, help="Largest POST body accepted (413 above)."
+    )
+    max_notebook_bytes = Integer(
+        MAX_NOTEBOOK_BYTES,
+        config=True,
+        help="Largest notebook POST /dsops/pipeline accepts (413 above).",
     )
     max_log_lines = Integer(
         MAX_LOG_LINES, config=True, help="Log lines kept per job record (the last ones)."
@@ -68,8 +76,12 @@ class DsopsExtension(ExtensionApp):
             store=store,
             max_log_lines=self.max_log_lines,
             keep_finished=self.keep_finished,
+            stop_timeout=self.stop_timeout,
+            stage_times=StageTimes(store.stage_times_path),
         )
-        setup_handlers(server.web_app, root, self.jobs, self.max_request_bytes)
+        setup_handlers(
+            server.web_app, root, self.jobs, self.max_request_bytes, self.max_notebook_bytes
+        )
         self.log.info("dsops_jupyter: routes registered under %sdsops/", server.base_url)
 
     async def stop_extension(self) -> None:

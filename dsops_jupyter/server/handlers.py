@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Callable
 from http.client import responses
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import tornado.web
 from jupyter_server.auth.decorator import authorized
@@ -22,23 +23,28 @@ from tornado.web import HTTPError
 
 from dsops_jupyter.errors import DsopsError
 from dsops_jupyter.model import PackageOptions, RunOptions, quoted
-from dsops_jupyter.server.jobs import (
+from dsops_jupyter.server.jobs import JobManager, NotebookBusyError
+from dsops_jupyter.server.paths import check_writes, inside
+from dsops_jupyter.server.records import (
     MAX_ERROR_CHARS,
-    JobManager,
-    ProcessWork,
     bounded,
     job_kind,
     one_line,
+    relative_paths,
 )
-from dsops_jupyter.server.paths import check_writes, inside
+from dsops_jupyter.server.work import ProcessWork
 
 AUTH_RESOURCE = "dsops"
+T = TypeVar("T")
 
 #: The options a client may set, per kind. Folders, archives, registries and kernels stay the
 #: server's choice (its writes are confined to the root). Unknown names are refused; names of
 #: the other kind are type-checked, then dropped.
 CLIENT_OPTIONS: dict[str, tuple[str, ...]] = {
-    "package": ("name", "commit", "build", "smoke", "force", "parameters", "export"),
+    "package": (
+        *("name", "commit", "build", "smoke", "force", "parameters", "export"),
+        *("verify", "builder"),
+    ),
     "run": ("parameters", "steps"),
 }
 OPTIONS_OF: dict[str, type[PackageOptions] | type[RunOptions]] = {
@@ -48,6 +54,9 @@ OPTIONS_OF: dict[str, type[PackageOptions] | type[RunOptions]] = {
 KINDS = tuple(CLIENT_OPTIONS)
 #: Default bound of a POST body (DsopsExtension.max_request_bytes): options are small.
 MAX_REQUEST_BYTES = 1024 * 1024
+#: Default bound of POST /dsops/pipeline (DsopsExtension.max_notebook_bytes): a notebook's
+#: outputs (plots) make it far bigger than job options.
+MAX_NOTEBOOK_BYTES = 64 * 1024 * 1024
 #: Nesting a parameter value may have: deeper is no notebook's literal, and would only make
 #: the core and the kernel recurse.
 MAX_VALUE_DEPTH = 32
@@ -83,6 +92,21 @@ class DsopsHandler(APIHandler):
         if not found:
             raise HTTPError(404, f"no such notebook: {quoted(rel)}")
         return target
+
+    def json_body(self, limit_setting: str = "dsops_max_request_bytes") -> dict[str, Any]:
+        raw = self.request.body or b"{}"
+        limit = self.settings[limit_setting]
+        if len(raw) > limit:
+            raise HTTPError(413, f"request body of {len(raw)} bytes is over the {limit} limit")
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise HTTPError(400, f"request body is not valid JSON: {one_line(err)}") from err
+        except RecursionError:
+            raise HTTPError(400, "request body is not valid JSON: nested too deeply") from None
+        if not isinstance(body, dict):
+            raise HTTPError(400, "request body must be a JSON object")
+        return body
 
     def relative(self, path: Path) -> str:
         """Root-relative posix path if under the root, else the absolute path."""
@@ -126,7 +150,8 @@ class DsopsHandler(APIHandler):
 
 class PipelineHandler(DsopsHandler):
     """GET /dsops/pipeline?path=...: the notebook's steps (fresh or stale against the step
-    cache, with the notebook's default parameters) and parameters."""
+    cache, with the notebook's default parameters), edges and parameters; POST: the same for
+    the notebook as edited, not yet saved."""
 
     @tornado.web.authenticated
     @authorized
@@ -134,15 +159,28 @@ class PipelineHandler(DsopsHandler):
         notebook = self.notebook_path(self.get_query_argument("path", None))
         name = self.get_query_argument("name", None) or None
         # Reading a big notebook takes a while: keep the event loop free.
-        loop = asyncio.get_running_loop()
-        data = await loop.run_in_executor(None, self.describe, notebook, name)
-        self.write_json(data)
+        self.write_json(await off_loop(self.describe, notebook, name))
 
-    def describe(self, notebook: Path, name: str | None) -> dict[str, Any]:
+    @tornado.web.authenticated
+    @authorized
+    async def post(self) -> None:
+        """The same for the notebook as edited: body ``{path, content[, name]}``."""
+        body = self.json_body("dsops_max_notebook_bytes")
+        notebook = self.notebook_path(body.get("path"))
+        content, name = body.get("content"), body.get("name") or None
+        if not isinstance(content, dict):
+            raise HTTPError(400, "'content' must be the notebook's JSON (an object)")
+        if name is not None and not isinstance(name, str):
+            raise HTTPError(400, "'name' must be a string")
+        self.write_json(await off_loop(self.describe, notebook, name, content))
+
+    def describe(
+        self, notebook: Path, name: str | None, content: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         from dsops_jupyter.cache import freshness, open_cache
         from dsops_jupyter.notebook import read_pipeline
 
-        pipeline = read_pipeline(notebook, name=name)
+        pipeline = read_pipeline(notebook, name=name, content=content)
         data = pipeline.to_json()
         states = freshness(pipeline, None, open_cache(notebook))
         for step, state in zip(data["steps"], states, strict=True):
@@ -158,7 +196,9 @@ class JobsHandler(DsopsHandler):
     @tornado.web.authenticated
     @authorized
     def get(self) -> None:
-        self.write_json({"jobs": self.jobs.list()})
+        rel = self.get_query_argument("path", None)
+        path = None if rel is None else PurePosixPath(rel).as_posix()
+        self.write_json({"jobs": self.jobs.list(path)})
 
     @tornado.web.authenticated
     @authorized
@@ -168,30 +208,21 @@ class JobsHandler(DsopsHandler):
         if kind not in KINDS:
             raise HTTPError(400, f"unknown job kind {quoted(kind)}; expected 'package' or 'run'")
         notebook = self.notebook_path(body.get("path"))
-        options = job_options(kind, body.get("options", {}))
+        given = body.get("options", {})
+        options = job_options(kind, given)
         check_writes(notebook, self.root, options)
-        job = self.jobs.submit(
-            job_kind(options),
-            self.relative(notebook),
-            ProcessWork(notebook, self.root, options),
-            expected_stages=options.expected_stages(),
-        )
-        self.write_json(job, status=202)
-
-    def json_body(self) -> dict[str, Any]:
-        raw = self.request.body or b"{}"
-        limit = self.settings.get("dsops_max_request_bytes", MAX_REQUEST_BYTES)
-        if len(raw) > limit:
-            raise HTTPError(413, f"request body of {len(raw)} bytes is over the {limit} limit")
         try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as err:
-            raise HTTPError(400, f"request body is not valid JSON: {one_line(err)}") from err
-        except RecursionError:
-            raise HTTPError(400, "request body is not valid JSON: nested too deeply") from None
-        if not isinstance(body, dict):
-            raise HTTPError(400, "request body must be a JSON object")
-        return body
+            job = self.jobs.submit(
+                job_kind(options),
+                self.relative(notebook),
+                ProcessWork(notebook, self.root, options),
+                plan=options.stage_plan(),
+                options=given or {},
+            )
+        except NotebookBusyError as busy:  # the client shows the running job instead
+            self.write_json({"error": str(busy), "job": busy.job}, status=busy.http_status)
+            return
+        self.write_json(job, status=202)
 
 
 class JobHandler(DsopsHandler):
@@ -204,6 +235,67 @@ class JobHandler(DsopsHandler):
         if job is None:
             raise HTTPError(404, f"no such job: {quoted(job_id)}")
         self.write_json(job)
+
+
+class CancelHandler(DsopsHandler):
+    """POST /dsops/jobs/<id>/cancel: stop the job; 202 with it (it ends "cancelled")."""
+
+    @tornado.web.authenticated
+    @authorized
+    def post(self, job_id: str) -> None:
+        job = self.jobs.cancel(job_id)
+        if job is None:
+            raise HTTPError(404, f"no such job: {quoted(job_id)}")
+        self.write_json(job, status=202)
+
+
+class RunsHandler(DsopsHandler):
+    """GET /dsops/runs?path=...: the notebook's past runs, newest first (C5)."""
+
+    @tornado.web.authenticated
+    @authorized
+    async def get(self) -> None:
+        from dsops_jupyter.history import list_runs
+
+        notebook = self.notebook_path(self.get_query_argument("path", None))
+        runs = await off_loop(list_runs, notebook)
+        self.write_json({"runs": relative_paths(runs, self.root)})
+
+
+class VersionsHandler(DsopsHandler):
+    """GET /dsops/versions?path=...: the notebook's versions with their images, newest first."""
+
+    @tornado.web.authenticated
+    @authorized
+    async def get(self) -> None:
+        from dsops_jupyter.server.versions import version_entries
+
+        notebook = self.notebook_path(self.get_query_argument("path", None))
+        name = self.get_query_argument("name", None) or None
+        self.write_json({"versions": await off_loop(version_entries, notebook, name)})
+
+
+class VersionFileHandler(DsopsHandler):
+    """GET /dsops/versions/file?path=...&tag=...[&file=...]: a file of a version's package
+    folder, read from the tag's Git tree (default: the script)."""
+
+    @tornado.web.authenticated
+    @authorized
+    async def get(self) -> None:
+        from dsops_jupyter.server.versions import version_file
+
+        notebook = self.notebook_path(self.get_query_argument("path", None))
+        tag = self.get_query_argument("tag", None)
+        if not tag:
+            raise HTTPError(400, "missing 'tag': a version's tag, e.g. dsops/<name>/v1")
+        file = self.get_query_argument("file", None) or None
+        name = self.get_query_argument("name", None) or None
+        self.write_json(await off_loop(version_file, notebook, tag, file, name))
+
+
+async def off_loop(function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)`` in a thread: Git, the engine and big notebooks take a while."""
+    return await asyncio.get_running_loop().run_in_executor(None, function, *args)
 
 
 def job_options(kind: str, options: Any) -> PackageOptions | RunOptions:
@@ -255,16 +347,22 @@ def setup_handlers(
     root: Path,
     jobs: JobManager,
     max_request_bytes: int = MAX_REQUEST_BYTES,
+    max_notebook_bytes: int = MAX_NOTEBOOK_BYTES,
 ) -> None:
     base = url_path_join(web_app.settings["base_url"], "dsops")
     web_app.settings["dsops_root"] = root
     web_app.settings["dsops_jobs"] = jobs
     web_app.settings["dsops_max_request_bytes"] = max_request_bytes
+    web_app.settings["dsops_max_notebook_bytes"] = max_notebook_bytes
     web_app.add_handlers(
         ".*$",
         [
             (url_path_join(base, "pipeline"), PipelineHandler),
             (url_path_join(base, "jobs"), JobsHandler),
             (url_path_join(base, "jobs", r"([^/]+)"), JobHandler),
+            (url_path_join(base, "jobs", r"([^/]+)", "cancel"), CancelHandler),
+            (url_path_join(base, "runs"), RunsHandler),
+            (url_path_join(base, "versions"), VersionsHandler),
+            (url_path_join(base, "versions", "file"), VersionFileHandler),
         ],
     )

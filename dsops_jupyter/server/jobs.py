@@ -2,71 +2,56 @@
 
 The handlers must answer within milliseconds while a package job converts, commits and builds
 an image for minutes, so each job runs in a small thread pool and its state is a plain record
-fed by the core's progress events; the frontend polls that record. The real work of a job runs
-in its own process (ProcessWork), because a process, unlike a thread, can be stopped: on server
-shutdown it gets SIGINT (Python unwinds, a commit rolls back, nbclient shuts its kernel down)
-and is killed if it has not ended after ``stop_timeout`` seconds.
+(records.Job) fed by the core's events; the frontend polls that record. The real work of a job
+runs in its own process (work.ProcessWork), because a process can be stopped: a cancel or the
+server's shutdown sends it SIGINT (Python unwinds, a commit rolls back, nbclient shuts its kernel
+down), and it is killed if it has not ended after ``stop_timeout`` seconds.
 
 Records are kept in a JobStore, so a restarted server lists past jobs; jobs that were still
-queued or running when the server stopped (or died) are marked interrupted. Records are bounded:
-the last ``max_log_lines`` log lines, long lines, errors and result strings cut short, so a huge
-value or a chatty cell cannot make every GET /dsops/jobs huge.
+queued or running when the server stopped (or died) are marked interrupted. Stage durations of
+finished jobs weigh the progress of later ones (progress.StageTimes).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from dataclasses import dataclass, field, fields
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from dsops_jupyter.errors import DsopsError, JobConflictError
-from dsops_jupyter.events import Event, OnEvent, OverallProgress
-from dsops_jupyter.model import PackageOptions, RunOptions
+from dsops_jupyter.events import Event
+from dsops_jupyter.server.progress import StageTimes, WeightedProgress, stage_key
+from dsops_jupyter.server.records import (
+    MAX_ERROR_CHARS,
+    MAX_LINE_CHARS,
+    MAX_LOG_LINES,
+    Job,
+    JobKind,
+    bounded,
+    bounded_json,
+    one_line,
+)
+from dsops_jupyter.server.work import JobCrashed, JobInterrupted, Work
 
 if TYPE_CHECKING:  # the store imports traitlets, which this module does not need
     from dsops_jupyter.server.store import JobStore
 
 log = logging.getLogger(__name__)
 
-JobState = Literal["queued", "running", "succeeded", "failed"]
-JobKind = Literal["package", "run"]
-Work = Callable[[OnEvent], dict[str, Any]]
-
 #: Finished jobs kept for GET /dsops/jobs; older ones are forgotten (and deleted from the store).
 KEEP_FINISHED = 100
-#: Log lines kept per job (the last ones: where a failure shows), and characters per line.
-MAX_LOG_LINES = 500
-MAX_LINE_CHARS = 1000
-#: Characters kept of an error message, and of any string in a job's result.
-MAX_ERROR_CHARS = 1000
-MAX_VALUE_CHARS = 1000
 #: While a job runs, its log and progress reach the store at most this often (seconds).
 SAVE_INTERVAL = 1.0
-
-PACKAGE_PARENT = Path(__file__).resolve().parents[2]
+#: Seconds a stopped job gets to end after SIGINT before it is killed (a cancel; shutdown
+#: passes its own).
+STOP_TIMEOUT = 10.0
 
 INTERRUPTED = "interrupted: the Jupyter server stopped while this job was {state}; start it again"
-
-
-class JobInterrupted(Exception):
-    """The job was stopped because the server is shutting down."""
-
-
-class JobCrashed(Exception):
-    """The job's process failed for a reason that is a bug in dsops (already logged)."""
+CANCELLED = "cancelled while {state}"
 
 
 class ServerStoppingError(DsopsError):
@@ -75,62 +60,12 @@ class ServerStoppingError(DsopsError):
     http_status = 503
 
 
-@dataclass
-class Job:
-    """One job as the REST contract shows it (see docs/rest-api.md)."""
+class NotebookBusyError(JobConflictError):
+    """A job is already queued or running on the notebook; ``job`` is that job's record."""
 
-    kind: JobKind
-    path: str
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    state: JobState = "queued"
-    stage: str = "Queued"
-    progress: float = 0.0
-    log: list[str] = field(default_factory=list)
-    created: float = field(default_factory=time.time)
-    finished: float | None = None
-    error: str | None = None
-    result: dict[str, Any] | None = None
-    interrupted: bool = False
-    dropped_lines: int = 0  # log lines no longer kept (the oldest)
-
-    def to_json(self) -> dict[str, Any]:
-        dropped = [f"[{self.dropped_lines} earlier lines not kept]"] if self.dropped_lines else []
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "path": self.path,
-            "state": self.state,
-            "stage": self.stage,
-            "progress": round(self.progress, 4),
-            "log": dropped + self.log,
-            "created": self.created,
-            "finished": self.finished,
-            "error": self.error,
-            "result": self.result,
-            "interrupted": self.interrupted,
-        }
-
-    @classmethod
-    def from_json(cls, record: dict[str, Any]) -> Job | None:
-        """A stored record back as a Job; None if it is not one (written by another version)."""
-        known = {f.name for f in fields(cls)} - {"dropped_lines"}
-        try:
-            job = cls(**{k: v for k, v in record.items() if k in known})
-        except TypeError:
-            return None
-        valid = (
-            isinstance(job.id, str)
-            and job.kind in ("package", "run")
-            and job.state in ("queued", "running", "succeeded", "failed")
-            and isinstance(job.path, str)
-            and isinstance(job.log, list)
-            and isinstance(job.created, int | float)
-        )
-        return job if valid else None
-
-    @property
-    def active(self) -> bool:
-        return self.state in ("queued", "running")
+    def __init__(self, message: str, job: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.job = job
 
 
 class JobManager:
@@ -142,52 +77,94 @@ class JobManager:
         store: JobStore | None = None,
         max_log_lines: int = MAX_LOG_LINES,
         keep_finished: int = KEEP_FINISHED,
+        stop_timeout: float = STOP_TIMEOUT,
+        stage_times: StageTimes | None = None,
     ) -> None:
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dsops-job")
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
         self._running: dict[str, tuple[Work, Future[None]]] = {}
+        self._progress: dict[str, WeightedProgress] = {}
+        self._cancelling: set[str] = set()
         self._saved_at: dict[str, float] = {}
         self._pending: dict[str, threading.Timer] = {}
         self._store = store
         self._max_log_lines = max(1, max_log_lines)
         self._keep_finished = max(0, keep_finished)
+        self._stop_timeout = max(0.0, stop_timeout)
+        self._stage_times = stage_times or StageTimes(None)
         self._stopping = False
         self._restore()
 
     def submit(
-        self, kind: JobKind, path: str, work: Work, expected_stages: int = 1
+        self,
+        kind: JobKind,
+        path: str,
+        work: Work,
+        plan: Sequence[str] = (),
+        options: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Queue ``work`` for notebook ``path`` and return the job as it is now (queued);
-        JobConflictError if a job on the same notebook is still queued or running."""
+        """Queue ``work`` for notebook ``path`` and return the job as it is now (queued).
+
+        ``plan``: the stage keys the job will announce (``options.stage_plan()``), which weigh
+        its progress; ``options``: what the client asked for, kept in the record.
+        NotebookBusyError if a job on the same notebook is still queued or running."""
         with self._lock:
             if self._stopping:
                 raise ServerStoppingError("the Jupyter server is stopping; start the job again")
-            busy = next((j for j in self._jobs.values() if j.path == path and j.active), None)
+            busy = self._active_on(path)
             if busy is not None:
-                raise JobConflictError(
+                raise NotebookBusyError(
                     f"a job is already working on {path} (job {busy.id[:8]}, {busy.state});"
-                    " wait for it to finish"
+                    " wait for it to finish or cancel it",
+                    busy.to_json(),
                 )
-            job = Job(kind=kind, path=path)
+            job = Job(kind=kind, path=path, options=bounded_json(options or {}))
             self._jobs[job.id] = job
+            self._progress[job.id] = WeightedProgress(
+                plan, lambda key: self._stage_times.estimate(kind, key)
+            )
             self._forget_old()
             self._save(job)
             snapshot = job.to_json()
-            future = self._executor.submit(self._run, job, work, OverallProgress(expected_stages))
+            future = self._executor.submit(self._run, job, work)
             self._running[job.id] = (work, future)
         return snapshot
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         with self._lock:
             job = self._jobs.get(job_id)
-            return job.to_json() if job else None
+            return self._snapshot(job) if job else None
 
-    def list(self) -> list[dict[str, Any]]:
-        """All known jobs, newest first."""
+    def list(self, path: str | None = None) -> list[dict[str, Any]]:
+        """All known jobs (of notebook ``path`` only, when given), newest first."""
         with self._lock:
-            jobs = sorted(self._jobs.values(), key=lambda j: j.created, reverse=True)
-            return [j.to_json() for j in jobs]
+            jobs = [j for j in self._jobs.values() if path is None or j.path == path]
+            jobs.sort(key=lambda j: j.created, reverse=True)
+            return [self._snapshot(j) for j in jobs]
+
+    def cancel(self, job_id: str) -> dict[str, Any] | None:
+        """Stop a job: a queued one never starts, a running one gets SIGINT and is killed
+        after ``stop_timeout`` seconds; it ends "cancelled". A finished job stays as it is.
+        None for an unknown id."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or not job.active or job_id in self._cancelling:
+                return self._snapshot(job) if job else None
+            work, future = self._running[job_id]
+            self._cancelling.add(job_id)
+            if future.cancel():  # still queued: it never starts
+                self._running.pop(job_id, None)
+                self._end_cancelled(job, "")
+                return self._snapshot(job)
+            job.stage = "Cancelling"
+            self._append_log(job, ["== Cancelling"])
+            self._save(job)
+        _call(work, "stop")
+        killer = threading.Timer(self._stop_timeout, self._kill_late, args=(job_id,))
+        killer.daemon = True
+        killer.start()
+        return self.get(job_id)
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop every job within about ``timeout`` seconds and record how each one ended.
@@ -213,18 +190,37 @@ class JobManager:
                 if job.active:
                     self._interrupt(job)
 
-    def _run(self, job: Job, work: Work, overall: OverallProgress) -> None:
+    def _active_on(self, path: str) -> Job | None:
+        return next((j for j in self._jobs.values() if j.path == path and j.active), None)
+
+    def _snapshot(self, job: Job) -> dict[str, Any]:
+        """The job's JSON; a running job's progress moves on with the time in its stage."""
+        overall = self._progress.get(job.id)
+        if job.state == "running" and overall is not None:
+            job.progress = overall.at(time.time())
+        return job.to_json()
+
+    def _kill_late(self, job_id: str) -> None:
+        with self._lock:
+            running = self._running.get(job_id)
+        if running is not None:
+            _call(running[0], "kill")
+
+    def _run(self, job: Job, work: Work) -> None:
         with self._lock:
             job.state = "running"
             job.stage = "Starting"
             self._save(job)
         try:
-            result = work(lambda event: self._on_event(job, overall, event))
-        except JobInterrupted:
+            result = work(lambda event: self._on_event(job, event))
+        except JobInterrupted as stop:
             with self._lock:
-                self._interrupt(job)
+                if job.id in self._cancelling:
+                    self._end_cancelled(job, str(stop))
+                else:
+                    self._interrupt(job)
         except DsopsError as err:
-            self._finish(job, error=str(err))
+            self._finish(job, error=str(err), result=getattr(err, "record", None))
         except JobCrashed as err:
             self._finish(job, error=f"internal error: {err}")
         except Exception as err:  # a bug in dsops: keep the server alive, say so in one line
@@ -235,20 +231,29 @@ class JobManager:
         finally:
             with self._lock:
                 self._running.pop(job.id, None)
+                self._progress.pop(job.id, None)
+                self._cancelling.discard(job.id)
 
-    def _on_event(self, job: Job, overall: OverallProgress, event: Event) -> None:
+    def _on_event(self, job: Job, event: Event) -> None:
         with self._lock:
+            overall = self._progress[job.id]
+            now = time.time()
             if event.kind == "stage":
-                job.stage = bounded(event.message, MAX_LINE_CHARS) or job.stage
-                job.progress = overall.on_stage()
+                name = bounded(event.message, MAX_LINE_CHARS)
+                job.stage = name or job.stage
+                if overall.on_stage(stage_key(name), now):
+                    job.begin_stage(name, now)
+                job.progress = overall.at(now)
                 self._append_log(job, [f"== {event.message}"])
                 self._save(job)
             elif event.kind == "progress" and event.fraction is not None:
-                job.progress = overall.on_fraction(event.fraction)
+                job.progress = overall.on_fraction(event.fraction, now)
             elif event.kind == "log":
                 self._append_log(job, event.message.splitlines() or [""])
             elif event.kind == "result" and event.message:
                 self._append_log(job, [event.message])
+            elif event.kind == "step":
+                job.on_step(event.data)
             self._save_soon(job)
 
     def _append_log(self, job: Job, lines: Sequence[str]) -> None:
@@ -265,14 +270,28 @@ class JobManager:
             if not job.active:  # already recorded as interrupted by shutdown()
                 return
             job.finished = time.time()
+            job.end_stage(job.finished)
             job.result = bounded_json(result) if result is not None else None
             job.error = bounded(error, MAX_ERROR_CHARS) if error is not None else None
             if error is None:
                 job.state, job.stage, job.progress = "succeeded", "Done", 1.0
+                self._stage_times.learn(job.kind, job.stages)
             else:
                 job.state, job.stage = "failed", "Failed"
+                self._stage_times.learn(job.kind, job.stages[:-1])  # the last one was cut short
                 self._append_log(job, [f"error: {job.error}"])
+            self._end_steps(job)
             self._save(job)
+
+    def _end_cancelled(self, job: Job, message: str) -> None:
+        """Record ``job`` as cancelled; the lock is held."""
+        job.error = bounded(message or CANCELLED.format(state=job.state), MAX_ERROR_CHARS)
+        job.state, job.stage = "cancelled", "Cancelled"
+        job.finished = time.time()
+        job.end_stage(job.finished)
+        self._append_log(job, [f"cancelled: {job.error}"])
+        self._end_steps(job)
+        self._save(job)
 
     def _interrupt(self, job: Job) -> None:
         """Record ``job`` (queued or running) as interrupted; the lock is held."""
@@ -281,8 +300,17 @@ class JobManager:
         job.error = INTERRUPTED.format(state=job.state)
         job.state, job.stage, job.interrupted = "failed", "Interrupted", True
         job.finished = job.finished or time.time()
+        job.end_stage(job.finished)
         self._append_log(job, [f"error: {job.error}"])
+        self._end_steps(job)
         self._save(job)
+
+    @staticmethod
+    def _end_steps(job: Job) -> None:
+        """Steps still queued or running when a job ended did not run to the end (C3)."""
+        for status in job.steps.values():
+            if status.get("state") in ("queued", "running"):
+                status["state"] = "skipped"
 
     def _save_soon(self, job: Job) -> None:
         """Save now if the last save is old enough, else once SAVE_INTERVAL has passed: a
@@ -339,128 +367,3 @@ def _call(work: Work, method: str) -> None:
     action = getattr(work, method, None)
     if callable(action):
         action()
-
-
-def one_line(value: object) -> str:
-    return " ".join(str(value).split())
-
-
-def bounded(value: object, limit: int, *, flat: bool = True) -> str:
-    """``value`` as one line (unless not ``flat``) of at most about ``limit`` characters: a
-    50 MB value echoed in an error or a log line must not travel with every job listing."""
-    text = one_line(value) if flat else str(value)
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}... ({len(text) - limit} more characters)"
-
-
-def bounded_json(value: Any, limit: int = MAX_VALUE_CHARS) -> Any:
-    """Nested JSON with every string cut to ``limit`` characters (parameter values are echoed
-    in run records)."""
-    if isinstance(value, dict):
-        return {k: bounded_json(v, limit) for k, v in value.items()}
-    if isinstance(value, list):
-        return [bounded_json(v, limit) for v in value]
-    if isinstance(value, str):
-        return bounded(value, limit, flat=False)
-    return value
-
-
-def job_kind(options: PackageOptions | RunOptions) -> JobKind:
-    """The job kind the options are for: the REST ``kind`` and the worker's dispatch."""
-    return "package" if isinstance(options, PackageOptions) else "run"
-
-
-def relative_paths(value: Any, root: Path) -> Any:
-    """Rewrite absolute paths under ``root`` (in nested JSON) as root-relative posix paths,
-    so the frontend can open them; paths outside ``root`` stay absolute. The one thing the
-    server changes in the core's result JSON: presentation, not a shape of its own."""
-    if isinstance(value, dict):
-        return {k: relative_paths(v, root) for k, v in value.items()}
-    if isinstance(value, list):
-        return [relative_paths(v, root) for v in value]
-    if isinstance(value, str) and os.path.isabs(value):
-        try:
-            return Path(value).resolve().relative_to(root).as_posix() or "."
-        except ValueError:
-            return value
-    return value
-
-
-class ProcessWork:
-    """A job's work in its own process (``python -m dsops_jupyter.server.worker``).
-
-    Called in a job thread, it starts the worker, feeds it the job (one JSON line on stdin,
-    which then stays open: EOF tells the worker the server is gone), replays the worker's
-    events and returns its result or raises its error. ``stop()`` sends SIGINT so the job
-    unwinds cleanly; ``kill()`` ends its whole process group.
-    """
-
-    def __init__(self, notebook: Path, root: Path, options: PackageOptions | RunOptions):
-        self.job = {
-            "kind": job_kind(options),
-            "notebook": str(notebook),
-            "root": str(root),
-            "options": options.to_json(),
-        }
-        self._lock = threading.Lock()
-        self._process: subprocess.Popen[bytes] | None = None
-        self._stopped = False
-
-    def __call__(self, on_event: OnEvent) -> dict[str, Any]:
-        with self._lock:
-            if self._stopped:
-                raise JobInterrupted()
-            self._process = process = subprocess.Popen(
-                [sys.executable, "-m", "dsops_jupyter.server.worker"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                # `-m` puts the cwd first on sys.path: the folder holding this very package, so
-                # the worker runs the server's dsops and no file in the user's root shadows it.
-                cwd=PACKAGE_PARENT,
-                start_new_session=True,  # a Ctrl-C in the server's terminal is the server's
-            )
-        assert process.stdin is not None and process.stdout is not None
-        try:
-            process.stdin.write(json.dumps(self.job).encode() + b"\n")
-            process.stdin.flush()
-        except BrokenPipeError:
-            pass  # it died at once: the missing outcome below says so
-        outcome: dict[str, Any] = {}
-        for line in process.stdout:
-            message = json.loads(line)
-            if "event" in message:
-                on_event(Event(**message["event"]))
-            else:
-                outcome = message
-        process.wait()
-        process.stdin.close()
-        process.stdout.close()
-        return self._result(outcome, process.returncode)
-
-    def _result(self, outcome: dict[str, Any], returncode: int) -> dict[str, Any]:
-        if "result" in outcome:
-            return outcome["result"]
-        if self._stopped:
-            raise JobInterrupted()
-        if "error" in outcome:
-            raise DsopsError(outcome["error"])
-        if "crash" in outcome:
-            log.error("dsops job process crashed:\n%s", outcome.get("traceback", ""))
-            raise JobCrashed(outcome["crash"])
-        raise JobCrashed(f"the job process ended with exit code {returncode} and no outcome")
-
-    def stop(self) -> None:
-        """Ask the worker to stop: SIGINT, as a Ctrl-C would."""
-        with self._lock:
-            self._stopped = True
-            if self._process is not None and self._process.poll() is None:
-                self._process.send_signal(signal.SIGINT)
-
-    def kill(self) -> None:
-        """End the worker and everything it started in its session, now."""
-        with self._lock:
-            self._stopped = True
-            if self._process is not None:  # its group outlives it: kill that even so
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(self._process.pid, signal.SIGKILL)

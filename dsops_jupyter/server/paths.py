@@ -2,9 +2,9 @@
 
 Reads are confined when the request comes in (the notebook path, symlinks resolved). Writes
 are confined the same way: the folders a job will write (the generated package, a run's
-output folder) are resolved to real paths, so a symlinked ``pipelines/`` or ``runs/`` pointing
-elsewhere is refused instead of followed. Checked when the job is posted and again in the job's
-process right before the core writes.
+output folder) are resolved to real paths, so a symlinked ``pipelines/`` or ``.dsops/runs/``
+pointing elsewhere is refused instead of followed. Checked when the job is posted and again in
+the job's process right before the core writes.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def write_targets(notebook: Path, options: PackageOptions | RunOptions) -> list[
     config = load_config(notebook)
     if isinstance(options, PackageOptions):
         return [config.package_dir(pipeline_name(notebook, options.name))]
-    return [config.root / "runs" / pipeline_name(notebook)]
+    return [config.runs_dir / pipeline_name(notebook)]
 
 
 def check_writes(notebook: Path, root: Path, options: PackageOptions | RunOptions) -> None:

@@ -9,8 +9,10 @@ scheduler: a team may want jobs in a database. The default keeps one JSON file p
 - one file per job means an update rewrites one small file atomically (write + rename): a
   crash loses at most the last update of one job and never corrupts the others, and
   forgetting an old job is one unlink, with no log to compact;
-- the folder ignores itself in Git (``.gitignore`` holding ``*``, as ``.pytest_cache`` does),
-  and its files are private to the user (mode 0600): records hold parameter values.
+- the durations of finished jobs' stages, which weigh the progress of later ones, live beside
+  the records in ``stage-times.json``;
+- ``.dsops/`` ignores itself in Git (dotdsops.prepare, as for the step cache and the run
+  folders), and the records are private to the user (mode 0600): they hold parameter values.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from typing import Any
 
 from traitlets.config import LoggingConfigurable
 
+from dsops_jupyter import dotdsops
 from dsops_jupyter.fsutil import atomic_write
+from dsops_jupyter.server.progress import STAGE_TIMES_FILE
 
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -45,6 +49,12 @@ class JobStore(LoggingConfigurable):
     def delete(self, job_id: str) -> None:
         """Forget a job; unknown ids are fine."""
 
+    @property
+    def stage_times_path(self) -> Path | None:
+        """Where the durations of finished jobs' stages are kept (progress.StageTimes), beside
+        the records; None: learned for this server's life only."""
+        return None
+
 
 class FileJobStore(JobStore):
     """One ``<id>.json`` file per job under ``directory``, created on the first save."""
@@ -52,6 +62,8 @@ class FileJobStore(JobStore):
     def load(self) -> list[dict[str, Any]]:
         records = []
         for path in sorted(self.directory.glob("*.json")):
+            if not _JOB_ID.match(path.stem):  # stage-times.json
+                continue
             try:
                 record = json.loads(path.read_bytes())
             except (OSError, ValueError, RecursionError) as err:
@@ -70,6 +82,10 @@ class FileJobStore(JobStore):
         with contextlib.suppress(FileNotFoundError):
             self._path(job_id).unlink()
 
+    @property
+    def stage_times_path(self) -> Path:
+        return self.directory / STAGE_TIMES_FILE
+
     def _path(self, job_id: str) -> Path:
         if not _JOB_ID.match(job_id):  # ids are ours, never a path a client could choose
             raise ValueError(f"not a job id: {job_id!r}")
@@ -79,6 +95,4 @@ class FileJobStore(JobStore):
         if self.directory.is_dir():
             return
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        ignore = self.directory.parent / ".gitignore"
-        if self.directory.parent.name == ".dsops" and not ignore.exists():
-            atomic_write(ignore, b"# dsops server state; never committed\n*\n")
+        dotdsops.prepare(self.directory)  # a .dsops/ folder ignores itself in Git

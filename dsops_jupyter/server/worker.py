@@ -5,7 +5,8 @@ Started by ProcessWork (jobs.py). Protocol:
 - stdin: one JSON line ``{"kind", "notebook", "root", "options"}``, then it stays open; EOF
   means the server is gone, and the job stops as on SIGINT (no orphan commits or kernels).
 - stdout: JSON lines: ``{"event": {...}}`` per progress event, then exactly one outcome:
-  ``{"result": {...}}``, ``{"error": "one line"}`` (a DsopsError), ``{"interrupted": true}``
+  ``{"result": {...}}``, ``{"error": "one line", "record": {...} | null}`` (a DsopsError; a
+  failed run's record, C4), ``{"interrupted": true}``
   or ``{"crash": "Type: message", "traceback": "..."}`` (a bug in dsops).
 
 SIGINT is how the server stops a job: Python unwinds (finally blocks run, a commit rolls
@@ -27,8 +28,8 @@ from typing import IO, Any
 from dsops_jupyter.errors import DsopsError, RunInterruptedError
 from dsops_jupyter.events import Event, OnEvent, stdout_channel
 from dsops_jupyter.model import PackageOptions, RunOptions
-from dsops_jupyter.server.jobs import MAX_LINE_CHARS, bounded, bounded_json, relative_paths
 from dsops_jupyter.server.paths import check_writes
+from dsops_jupyter.server.records import MAX_LINE_CHARS, bounded, bounded_json, relative_paths
 
 
 def run_job(job: dict[str, Any], on_event: OnEvent) -> dict[str, Any]:
@@ -55,7 +56,8 @@ def main() -> int:
     def on_event(event: Event) -> None:
         data = event.to_json()
         data["message"] = bounded(event.message, MAX_LINE_CHARS * 4, flat=False)
-        data["data"] = {}  # the outcome carries the result; events only feed the log
+        # The outcome carries the result; of the events' data, only a step's state is shown.
+        data["data"] = bounded_json(event.data) if event.kind == "step" else {}
         send({"event": data})
 
     send(_outcome(job, on_event))
@@ -65,10 +67,15 @@ def main() -> int:
 def _outcome(job: dict[str, Any], on_event: OnEvent) -> dict[str, Any]:
     try:
         return {"result": bounded_json(run_job(job, on_event))}
-    except (KeyboardInterrupt, RunInterruptedError):  # a stopped run raises the latter
+    except KeyboardInterrupt:
         return {"interrupted": True}
+    except RunInterruptedError as err:  # a stopped run: its line says what was kept
+        return {"interrupted": True, "error": str(err)}
     except DsopsError as err:
-        return {"error": str(err)}
+        record = getattr(err, "record", None)  # ExecutionError's (C4)
+        if isinstance(record, dict):
+            record = bounded_json(relative_paths(record, Path(job["root"])))
+        return {"error": str(err), "record": record}
     except Exception as err:  # a bug in dsops: the server logs the traceback
         return {"crash": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
 

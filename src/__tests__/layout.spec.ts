@@ -6,8 +6,8 @@ import { readdirSync, readFileSync } from 'fs';
 import { join } from 'path';
 
 const SRC = join(__dirname, '..');
-const FEATURES = ['badges', 'packaging', 'panel'];
-const PURE = ['markers', 'format', 'tokens'];
+const FEATURES = ['badges', 'packaging', 'panel', 'runs', 'versions', 'markdialog'];
+const PURE = ['markers', 'format', 'tokens', 'cycles', 'stepcolor', 'viewfmt'];
 
 function localImports(module: string): string[] {
   const text = readFileSync(join(SRC, `${module}.ts`), 'utf-8');

@@ -59,13 +59,12 @@ def open_wine(page: Page, lab: Lab) -> None:
 
 def mark_step_from_context_menu(page: Page, index: int, name: str) -> None:
     target = cell(page, index)
-    target.locator(".jp-InputArea-editor").click(button="right")
-    page.locator(".lm-Menu-item:visible", has_text="Mark cell as step").click()
+    context_command(page, target, "Mark cell as step")
     dialog = page.locator(".jp-Dialog")
-    dialog.locator("input").fill("2 bad")
+    dialog.locator("[data-testid=dsops-step-name]").fill("2 bad")
     dialog.locator(".jp-mod-accept").click()
     expect(dialog).to_contain_text("not a Python identifier")  # asked again, nothing written
-    dialog.locator("input").fill(name)
+    dialog.locator("[data-testid=dsops-step-name]").fill(name)
     dialog.locator(".jp-mod-accept").click()
     expect(dialog).to_have_count(0)
     expect(target.locator("[data-testid=dsops-badge]")).to_have_text(f"step: {name}")
@@ -169,8 +168,10 @@ def test_side_panel_lists_steps_and_runs_one(page: Page, lab: Lab) -> None:
 
 
 def context_command(page: Page, target, label: str) -> None:
+    """Pick `label` in the cell context menu's "dsops" submenu."""
     target.locator(".jp-InputArea-editor").click(button="right")
-    page.locator(".lm-Menu-item:visible", has_text=label).click()
+    page.locator(".lm-Menu-item:visible", has_text=re.compile(r"^dsops$")).hover()
+    page.locator("#dsops-cell-menu .lm-Menu-item", has_text=label).click()
 
 
 def saved_tags(lab: Lab, index: int, expected: list[str]) -> list[str]:

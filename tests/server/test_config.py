@@ -39,7 +39,7 @@ async def test_a_configured_store_and_limit_are_used(jp_fetch, jp_root_dir, writ
     job = await wait_job(jp_fetch, job["id"])
     assert job["state"] == "succeeded", job["error"]
     assert RecordingStore.records[job["id"]]["state"] == "succeeded"
-    assert not (jp_root_dir / ".dsops").exists()  # the default file store was not used
+    assert not (jp_root_dir / ".dsops" / "jobs").exists()  # the default file store was not used
 
     body = {"kind": "run", "path": "tiny.ipynb", "options": {"parameters": {"x": "y" * 300}}}
     status, reply = await post_job(jp_fetch, body)

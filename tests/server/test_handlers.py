@@ -14,7 +14,7 @@ from tornado.httpclient import HTTPClientError
 
 from dsops_jupyter.model import PackageResult
 
-FINISHED = ("succeeded", "failed")
+FINISHED = ("succeeded", "failed", "cancelled")
 #: Package jobs build an image by default, as `dsops package` does; these tests have no engine.
 NO_BUILD = {"build": False}
 
@@ -144,7 +144,7 @@ async def test_unknown_job_is_404(jp_fetch):
 
 
 async def test_unknown_route_method_is_json(jp_fetch):
-    status, reply = await fetch_json(jp_fetch, "dsops", "pipeline", method="POST", body="{}")
+    status, reply = await fetch_json(jp_fetch, "dsops", "versions", method="POST", body="{}")
     assert status == 405
     assert set(reply) == {"error"}
 
@@ -254,7 +254,8 @@ async def test_same_notebook_twice_is_409_other_notebook_runs(jp_fetch, repo, wr
     status, first = await post_job(jp_fetch, {"kind": "run", "path": "slow.ipynb"})
     assert status == 202, first
     status, reply = await post_job(jp_fetch, {"kind": "package", "path": "slow.ipynb"})
-    assert_error(status, reply, 409, "a job is already working on slow.ipynb")
+    assert status == 409 and "a job is already working on slow.ipynb" in reply["error"]
+    assert reply["job"]["id"] == first["id"]  # the busy answer names the active job
     status, other = await post_job(jp_fetch, {"kind": "run", "path": "other.ipynb"})
     assert status == 202, other
 
@@ -463,7 +464,8 @@ async def test_unknown_after_marker_is_400(jp_fetch, repo, write_notebook):
 
 # --- writes are confined like reads ----------------------------------------------------------
 @pytest.mark.parametrize(
-    ("kind", "link"), [("package", "pipelines"), ("package", "pipelines/wine"), ("run", "runs")]
+    ("kind", "link"),
+    [("package", "pipelines"), ("package", "pipelines/wine"), ("run", ".dsops/runs")],
 )
 async def test_a_symlinked_output_folder_outside_the_root_is_refused(
     jp_fetch, repo, tmp_path, kind, link

@@ -9,15 +9,11 @@ import pytest
 
 from dsops_jupyter import events
 from dsops_jupyter.errors import JobConflictError, VcsError
-from dsops_jupyter.events import OverallProgress
-from dsops_jupyter.server.jobs import (
-    JobInterrupted,
-    JobManager,
-    ServerStoppingError,
-    bounded_json,
-    relative_paths,
-)
+from dsops_jupyter.server.jobs import JobManager, ServerStoppingError
+from dsops_jupyter.server.progress import WeightedProgress
+from dsops_jupyter.server.records import bounded_json, relative_paths
 from dsops_jupyter.server.store import FileJobStore
+from dsops_jupyter.server.work import JobInterrupted
 
 
 @pytest.fixture
@@ -45,7 +41,7 @@ def test_events_feed_stage_progress_and_log(manager):
         events.result(on_event, "committed v1", tag="dsops/x/v1")
         return {"tag": "dsops/x/v1"}
 
-    job = manager.submit("package", "x.ipynb", work, expected_stages=2)
+    job = manager.submit("package", "x.ipynb", work, plan=["Converting", "Committing"])
     done = wait(manager, job["id"])
     assert done["state"] == "succeeded" and done["progress"] == 1.0
     assert done["log"] == [
@@ -93,14 +89,20 @@ def test_errors_become_one_line(manager):
     assert crashed["log"][-1] == f"error: {crashed['error']}"
 
 
-def test_overall_progress_is_monotone_and_below_one_until_done():
-    overall = OverallProgress(expected_stages=2)
-    values = [overall.on_stage(), overall.on_fraction(0.5), overall.on_fraction(1.0)]
-    values += [overall.on_stage(), overall.on_fraction(0.5), overall.on_stage()]
-    values += [overall.on_fraction(0.2)]  # a third, unexpected stage: never goes back
-    assert values == sorted(values)
-    assert values[:3] == [0.0, 0.25, 0.5]
-    assert all(0.0 <= v < 1.0 for v in values)
+def test_weighted_progress_is_monotone_and_below_one_until_done():
+    seconds = {"Converting": 1.0, "Committing": 2.0, "Building": 7.0}.__getitem__
+    overall = WeightedProgress(["Converting", "Committing", "Building"], seconds)
+    assert overall.on_stage("Converting", 0.0)
+    values = [overall.at(0.0), overall.on_fraction(1.0, 0.0)]
+    assert overall.on_stage("Committing", 0.0)
+    assert not overall.on_stage("Checking", 0.0)  # a step inside the commit, no new share
+    values += [overall.on_fraction(0.5, 0.0)]
+    assert overall.on_stage("Building", 0.0)
+    values += [overall.on_fraction(0.5, 0.0), overall.at(1e6)]
+    assert values[:4] == [0.0, 0.1, 0.2, 0.65]  # a stage weighs its expected seconds
+    assert values == sorted(values) and values[-1] < 1.0
+    assert not overall.on_stage("Converting", 1e6)  # never back to an earlier stage
+    assert overall.at(1e6) == values[-1]
 
 
 def test_paths_become_relative_to_the_root(tmp_path: Path):
