@@ -82,7 +82,7 @@ export class JobBox {
 export function headline(job: IJob): string {
   if (isActive(job)) {
     const stage = job.state === 'queued' ? 'queued' : job.stage || 'starting';
-    return `${job.kind}: ${stage}`;
+    return job.detail ? `${job.kind}: ${stage}: ${job.detail}` : `${job.kind}: ${stage}`;
   }
   const seconds = jobDuration(job);
   const took = seconds === null ? '' : ` after ${formatSeconds(seconds)}`;
