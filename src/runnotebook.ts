@@ -22,7 +22,10 @@ export interface IRunNotebookServices {
 }
 
 /** A notebook widget over `content` whose cells cannot be edited; outputs rendered. */
-function readOnlyNotebook(content: INotebookContent, services: IRunNotebookServices): StaticNotebook {
+function readOnlyNotebook(
+  content: INotebookContent,
+  services: IRunNotebookServices
+): StaticNotebook {
   const { rendermime, editorServices } = services;
   const notebook = new StaticNotebook({
     rendermime,
