@@ -199,7 +199,8 @@ export class JobView extends Widget {
 /** The stage line: the core's stage message and, while it runs, the seconds spent in it. */
 export function stageText(job: IJob): string {
   const current = job.stages?.[job.stages.length - 1];
-  const text = job.stage || job.state;
+  const stage = job.stage || job.state;
+  const text = job.detail && !isFinished(job) ? `${stage}: ${job.detail}` : stage;
   if (isFinished(job) || !current || current.duration !== null) {
     return text;
   }

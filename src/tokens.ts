@@ -224,6 +224,8 @@ interface IJobState {
   path: string;
   state: JobState;
   stage: string;
+  /** The core's last progress message in the stage, e.g. the build's "step 3 of 13". */
+  detail?: string;
   progress: number;
   log: string[];
   created: number;

@@ -240,7 +240,7 @@ class JobManager:
             now = time.time()
             if event.kind == "stage":
                 name = bounded(event.message, MAX_LINE_CHARS)
-                job.stage = name or job.stage
+                job.stage, job.detail = name or job.stage, ""
                 if overall.on_stage(stage_key(name), now):
                     job.begin_stage(name, now)
                 job.progress = overall.at(now)
@@ -248,6 +248,7 @@ class JobManager:
                 self._save(job)
             elif event.kind == "progress" and event.fraction is not None:
                 job.progress = overall.on_fraction(event.fraction, now)
+                job.detail = bounded(event.message, MAX_LINE_CHARS) or job.detail
             elif event.kind == "log":
                 self._append_log(job, event.message.splitlines() or [""])
             elif event.kind == "result" and event.message:

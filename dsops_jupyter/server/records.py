@@ -44,6 +44,7 @@ class Job:
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     state: JobState = "queued"
     stage: str = "Queued"
+    detail: str = ""  # the core's last progress message in the stage ("step 3 of 13")
     progress: float = 0.0
     log: list[str] = field(default_factory=list)
     created: float = field(default_factory=time.time)
@@ -64,6 +65,7 @@ class Job:
             "path": self.path,
             "state": self.state,
             "stage": self.stage,
+            "detail": self.detail,
             "progress": round(self.progress, 4),
             "log": dropped + self.log,
             "created": self.created,

@@ -55,6 +55,30 @@ def test_events_feed_stage_progress_and_log(manager):
     assert done["finished"] >= done["created"]
 
 
+def test_a_stage_shows_the_cores_last_progress_message(manager):
+    """The build's "step k of n" reaches the job while the stage runs, and a new stage clears it."""
+    seen: dict[str, dict] = {}
+    submitted, release = threading.Event(), threading.Event()
+
+    def work(on_event):
+        submitted.wait(5)  # `current` is assigned once submit() returns
+        events.stage(on_event, "Building image x:v1")
+        events.progress(on_event, 3 / 13, "step 3 of 13")
+        seen["building"] = manager.get(current["id"])
+        events.stage(on_event, "Smoke run of x:v1")
+        seen["smoke"] = manager.get(current["id"])
+        release.wait(5)
+        return {}
+
+    current = manager.submit("package", "x.ipynb", work, plan=["Building", "Smoke"])
+    submitted.set()
+    release.set()
+    wait(manager, current["id"])
+    assert seen["building"]["stage"] == "Building image x:v1"
+    assert seen["building"]["detail"] == "step 3 of 13"
+    assert seen["smoke"]["detail"] == ""
+
+
 def test_one_active_job_per_notebook(manager):
     release = threading.Event()
 
