@@ -304,6 +304,11 @@ def test_a_run_in_the_default_hidden_folder_opens_read_only(page: Page, lab: Lab
         screenshot(page, "run-notebook")
     finally:
         pyproject.write_text(configured)
+        page.goto("about:blank")  # later tests start with no tabs: forget the saved layout
+        listing = api(lab, "lab/api/workspaces")
+        assert isinstance(listing, dict)
+        for workspace in listing["workspaces"]["ids"]:
+            api(lab, f"lab/api/workspaces/{workspace}", "DELETE")
 
 
 def wait_running(lab: Lab, job_id: str) -> None:
