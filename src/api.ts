@@ -9,6 +9,7 @@ import {
   IJob,
   IJobOptions,
   IPipeline,
+  IRunNotebook,
   IRunSummary,
   IVersionEntry,
   IVersionFile,
@@ -71,6 +72,11 @@ export function cancelJob(id: string): Promise<IJob> {
 export async function listRuns(path: string): Promise<IRunSummary[]> {
   const answer = await requestAPI<{ runs: IRunSummary[] }>('runs', { method: 'GET' }, { path });
   return answer.runs;
+}
+
+/** The executed notebook of the notebook's run in folder `dir` (as `listRuns` gives it). */
+export async function getRunNotebook(path: string, dir: string): Promise<IRunNotebook> {
+  return requestAPI<IRunNotebook>('runs/notebook', { method: 'GET' }, { path, dir });
 }
 
 /** The versions `dsops/<name>/v<N>` of the notebook at `path`, newest first. */

@@ -6,10 +6,12 @@
  */
 import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ICommandPalette, MainAreaWidget, Notification, ToolbarButton } from '@jupyterlab/apputils';
+import { IEditorServices } from '@jupyterlab/codeeditor';
 import { IEditorLanguageRegistry } from '@jupyterlab/codemirror';
 import { DocumentRegistry } from '@jupyterlab/docregistry';
 import { IMainMenu } from '@jupyterlab/mainmenu';
 import { INotebookModel, INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
+import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import { CommandRegistry } from '@lumino/commands';
 import { DisposableDelegate, IDisposable } from '@lumino/disposable';
 import { Menu, Widget } from '@lumino/widgets';
@@ -22,8 +24,10 @@ import { MarkerChoice, markerLine, withMarker, withoutMagicMarker } from './mark
 import { packageNotebook } from './packaging';
 import { PipelinePanel } from './panel';
 import { useServerSettings } from './request';
+import { errorMessage } from './format';
+import { IRunNotebookServices, openRunNotebook } from './runnotebook';
 import { runsWidget } from './runs';
-import { CommandIDs, IPipeline } from './tokens';
+import { CommandIDs, IPipeline, IRunSummary } from './tokens';
 import { versionsWidget } from './versions';
 
 const CELL_SELECTOR = '.jp-Notebook .jp-Cell';
@@ -208,7 +212,8 @@ function addMenus(app: JupyterFrontEnd, mainMenu: IMainMenu | null): void {
 function addViewCommands(
   app: JupyterFrontEnd,
   tracker: INotebookTracker,
-  languages: IEditorLanguageRegistry | null
+  languages: IEditorLanguageRegistry | null,
+  services: IRunNotebookServices
 ): void {
   const opened = new Map<string, MainAreaWidget>();
   const openInMain = (widget: Widget): void => {
@@ -233,28 +238,38 @@ function addViewCommands(
     openInMain(widget);
   };
   const hasNotebook = (): boolean => tracker.currentWidget !== null;
-  /** Open an executed notebook; say why JupyterLab cannot when its contents API refuses it. */
-  const openNotebook = async (path: string): Promise<void> => {
-    try {
-      await app.serviceManager.contents.get(path, { content: false });
-    } catch {
-      const hidden = path.split('/').some(part => part.startsWith('.'));
-      Notification.warning(
-        hidden
-          ? `JupyterLab hides ${path} (a dot folder): set [tool.dsops] runs-dir to a visible ` +
-              'folder, or start Jupyter with --ContentsManager.allow_hidden=True'
-          : `${path} is gone (run folders can be cleaned up)`,
-        { autoClose: false }
-      );
+  /**
+   * Open a run's executed notebook: as a document when the contents API reaches it, else
+   * (a hidden `.dsops/` run folder) read-only from the server's runs route.
+   */
+  const openNotebook = async (notebook: string, run: IRunSummary): Promise<void> => {
+    const path = run.output_notebook;
+    const reachable = await app.serviceManager.contents.get(path, { content: false }).then(
+      () => true,
+      () => false
+    );
+    if (reachable) {
+      await app.commands.execute('docmanager:open', { path });
       return;
     }
-    await app.commands.execute('docmanager:open', { path });
+    const existing = opened.get(`run:${run.dir}`);
+    if (existing && !existing.isDisposed) {
+      openInMain(existing);
+      return;
+    }
+    try {
+      const widget = await openRunNotebook(notebook, run, services);
+      opened.set(`run:${run.dir}`, widget);
+      openInMain(widget);
+    } catch (error) {
+      Notification.error(errorMessage(error), { autoClose: false });
+    }
   };
   app.commands.addCommand(CommandIDs.showRuns, {
     label: args => (args.isPalette ? 'dsops: Show runs' : 'Runs'),
     caption: "The notebook's past runs and jobs",
     isEnabled: hasNotebook,
-    execute: () => show('runs', path => runsWidget(path, openNotebook))
+    execute: () => show('runs', path => runsWidget(path, run => openNotebook(path, run)))
   });
   app.commands.addCommand(CommandIDs.showVersions, {
     label: args => (args.isPalette ? 'dsops: Show versions' : 'Versions'),
@@ -267,6 +282,8 @@ function addViewCommands(
 function activate(
   app: JupyterFrontEnd,
   tracker: INotebookTracker,
+  rendermime: IRenderMimeRegistry,
+  editorServices: IEditorServices,
   palette: ICommandPalette | null,
   restorer: ILayoutRestorer | null,
   mainMenu: IMainMenu | null,
@@ -295,7 +312,7 @@ function activate(
     label: args => (args.isPalette ? 'dsops: Show pipeline panel' : 'Pipeline panel'),
     execute: () => app.shell.activateById(panel.id)
   });
-  addViewCommands(app, tracker, languages);
+  addViewCommands(app, tracker, languages, { rendermime, editorServices });
   addMenus(app, mainMenu);
 
   if (palette) {
@@ -309,7 +326,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
   id: 'dsops-jupyter:plugin',
   description: 'Mark notebook cells as pipeline steps; package notebooks into versioned scripts.',
   autoStart: true,
-  requires: [INotebookTracker],
+  requires: [INotebookTracker, IRenderMimeRegistry, IEditorServices],
   optional: [ICommandPalette, ILayoutRestorer, IMainMenu, IEditorLanguageRegistry],
   activate
 };

@@ -25,8 +25,8 @@ function cell(text: string, attributes: Record<string, string> = {}): HTMLTableC
   return element('td', attributes, text);
 }
 
-/** Opens a root-relative notebook in JupyterLab (index.ts: contents check + docmanager:open). */
-export type OpenNotebook = (path: string) => Promise<void>;
+/** Opens a run's executed notebook in JupyterLab (index.ts: as a document, else read-only). */
+export type OpenNotebook = (run: IRunSummary) => Promise<void>;
 
 /** The runs and jobs of one notebook. */
 export class RunsView extends Widget {
@@ -86,14 +86,15 @@ export class RunsView extends Widget {
         cell(formatSeconds(run.duration ?? 0)),
         cell(shownParameters(run.parameters)),
         cell(steps.join(', ') || '—'),
-        this._openCell(run.output_notebook)
+        this._openCell(run)
       );
       body.appendChild(row);
     }
     return node;
   }
 
-  private _openCell(path: string): HTMLTableCellElement {
+  private _openCell(run: IRunSummary): HTMLTableCellElement {
+    const path = run.output_notebook;
     const td = cell('');
     if (!path) {
       td.textContent = '—';
@@ -103,7 +104,7 @@ export class RunsView extends Widget {
     link.textContent = path.split('/').slice(-2).join('/');
     link.addEventListener('click', event => {
       event.preventDefault();
-      void this._openNotebook(path);
+      void this._openNotebook(run);
     });
     td.appendChild(link);
     return td;

@@ -157,6 +157,14 @@ export interface IVersionFile {
   content: string;
 }
 
+/** The executed notebook of a listed run (GET /dsops/runs/notebook), nbformat JSON. */
+export interface IRunNotebook {
+  /** The run folder, relative to the server root. */
+  dir: string;
+  output_notebook: string;
+  content: Record<string, unknown>;
+}
+
 /** A past run (run.json of a run folder), newest first in the Runs view. */
 export interface IRunSummary {
   /** The run folder, relative to the server root. */

@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import Any, TypeVar
 
+import nbformat
 import tornado.web
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
@@ -262,6 +263,43 @@ class RunsHandler(DsopsHandler):
         self.write_json({"runs": relative_paths(runs, self.root)})
 
 
+class RunNotebookHandler(DsopsHandler):
+    """GET /dsops/runs/notebook?path=...&dir=...: the executed notebook of one of the notebook's
+    runs. JupyterLab's contents API hides the default ``.dsops/`` run folders, so the Runs view
+    reads it here; only a run folder the /runs route lists is readable, nothing else."""
+
+    @tornado.web.authenticated
+    @authorized
+    async def get(self) -> None:
+        notebook = self.notebook_path(self.get_query_argument("path", None))
+        run_dir = self.get_query_argument("dir", None)
+        if not run_dir:
+            raise HTTPError(400, "missing 'dir': a run folder as GET /dsops/runs lists it")
+        self.write_json(await off_loop(self.executed_notebook, notebook, run_dir))
+
+    def executed_notebook(self, notebook: Path, run_dir: str) -> dict[str, Any]:
+        """``{dir, output_notebook, content}`` of the listed run whose ``dir`` is ``run_dir``."""
+        from dsops_jupyter.history import list_runs
+
+        runs = relative_paths(list_runs(notebook), self.root)
+        run = next((run for run in runs if run["dir"] == run_dir), None)
+        if run is None:
+            raise HTTPError(404, f"no run {quoted(run_dir)} of {notebook.name}")
+        output = run["output_notebook"]
+        if not output:
+            raise HTTPError(404, f"run {quoted(run_dir)} has no executed notebook")
+        path = Path(output) if os.path.isabs(output) else self.root / output
+        if not inside(path, (self.root / run_dir).resolve()):
+            raise HTTPError(403, f"the notebook of run {quoted(run_dir)} is outside its folder")
+        try:  # as the contents API gives notebooks: multi-line strings joined, nbformat 4
+            content = nbformat.reads(path.read_text(encoding="utf-8"), as_version=4)
+        except OSError:
+            raise HTTPError(404, f"the executed notebook {quoted(output)} is gone") from None
+        except ValueError as err:
+            raise HTTPError(404, f"{quoted(output)} is no notebook: {one_line(err)}") from None
+        return {"dir": run_dir, "output_notebook": output, "content": content}
+
+
 class VersionsHandler(DsopsHandler):
     """GET /dsops/versions?path=...: the notebook's versions with their images, newest first."""
 
@@ -362,6 +400,7 @@ def setup_handlers(
             (url_path_join(base, "jobs", r"([^/]+)"), JobHandler),
             (url_path_join(base, "jobs", r"([^/]+)", "cancel"), CancelHandler),
             (url_path_join(base, "runs"), RunsHandler),
+            (url_path_join(base, "runs", "notebook"), RunNotebookHandler),
             (url_path_join(base, "versions"), VersionsHandler),
             (url_path_join(base, "versions", "file"), VersionFileHandler),
         ],

@@ -257,6 +257,60 @@ def test_runs_view_lists_a_run_and_opens_its_executed_notebook(page: Page, lab: 
     expect(page.locator(".jp-NotebookPanel:visible")).to_contain_text("RidgeClassifier")
 
 
+def printed_lines(notebook: Path) -> list[str]:
+    """The non-empty lines the run printed (stream outputs of the executed notebook)."""
+    nb = nbformat.read(notebook, as_version=4)
+    texts = [o.text for c in nb.cells for o in c.get("outputs", []) if o.output_type == "stream"]
+    return [line.strip() for text in texts for line in text.splitlines() if line.strip()]
+
+
+def test_a_run_in_the_default_hidden_folder_opens_read_only(page: Page, lab: Lab) -> None:
+    """Default run folders (.dsops/runs, hidden from the contents API) open read-only."""
+    pyproject = lab.root / "pyproject.toml"
+    configured = pyproject.read_text()
+    pyproject.write_text("[tool.dsops]\n")  # the default runs-dir: .dsops/runs
+    try:
+        started = api(lab, "dsops/jobs", "POST", {"kind": "run", "path": "wine.ipynb"})
+        assert isinstance(started, dict)
+        job = wait_job(lab, started["id"])
+        assert job["state"] == "succeeded", job.get("error")
+        page.goto(f"{lab.url}lab?reset&token={lab.token}")  # no tabs left by earlier tests
+        open_notebook(page, lab, wait_kernel=False)
+        main_menu(page, "Runs")
+        view = page.locator("[data-testid=dsops-runs-view]:visible")
+        link = view.locator("[data-testid=dsops-run] [data-testid=dsops-run-open]").first
+        executed = link.get_attribute("title")
+        assert executed and executed.startswith(".dsops/runs/wine/"), executed
+        printed = printed_lines(lab.root / executed)
+        assert printed, "the wine run printed nothing"
+        link.click()
+        stamp = Path(executed).parent.name
+        tab = page.locator("#jp-main-dock-panel .lm-TabBar-tab.jp-mod-current")
+        expect(tab).to_contain_text(f"wine.ipynb @ {stamp}")
+        expect(tab).to_have_attribute("title", re.compile("read-only"))
+        shown = page.locator("[data-testid=dsops-run-notebook]:visible")
+        expect(shown.locator(".jp-OutputArea-output").first).to_be_visible()
+        expect(shown).to_contain_text(printed[-1])
+        expect(page.locator("[data-testid=dsops-read-only]:visible")).to_have_text("read-only")
+        cells = nbformat.read(lab.root / executed, as_version=4).cells
+        first_code = next(c for c in cells if c.cell_type == "code")
+        lines = shown.locator(".jp-CodeCell").first.locator(".cm-line")
+        expect(lines).to_have_count(len(first_code.source.splitlines()))  # lines not doubled
+        editor = shown.locator(".jp-CodeCell .cm-editor").first
+        expect(editor).to_have_class(re.compile("jp-mod-readOnly"))
+        editor.locator(".cm-content").click()
+        page.keyboard.type("typed_here")
+        expect(shown).not_to_contain_text("typed_here")
+        screenshot(page, "run-notebook")
+    finally:
+        pyproject.write_text(configured)
+        page.goto("about:blank")  # later tests start with no tabs: forget the saved layout
+        listing = api(lab, "lab/api/workspaces")
+        assert isinstance(listing, dict)
+        for workspace in listing["workspaces"]["ids"]:
+            api(lab, f"lab/api/workspaces/{workspace}", "DELETE")
+
+
 def wait_running(lab: Lab, job_id: str) -> None:
     deadline = time.monotonic() + 120
     while api(lab, f"dsops/jobs/{job_id}")["state"] != "running":  # type: ignore[index]

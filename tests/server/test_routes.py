@@ -8,6 +8,7 @@ import json
 import time
 from typing import Any
 
+import nbformat
 import psutil
 import pytest
 
@@ -338,3 +339,40 @@ async def test_a_verified_package_of_a_failing_notebook_makes_no_version(
     assert git(repo, "tag", "--list", "dsops/*") == ""
     status, listing = await fetch_json(jp_fetch, "dsops", "versions", params={"path": "nb.ipynb"})
     assert listing == {"versions": []}
+
+
+async def test_the_executed_notebook_of_a_listed_run_and_nothing_else(
+    jp_fetch, repo, write_notebook
+):
+    write_notebook("nb.ipynb", ("print('total', 6 * 7)", ["step:load"]))
+    status, job = await post_job(jp_fetch, {"kind": "run", "path": "nb.ipynb"})
+    assert status == 202, job
+    assert (await wait_job(jp_fetch, job["id"]))["state"] == "succeeded"
+    _status, listing = await fetch_json(jp_fetch, "dsops", "runs", params={"path": "nb.ipynb"})
+    [run] = listing["runs"]
+
+    query = {"path": "nb.ipynb", "dir": run["dir"]}
+    status, answer = await fetch_json(jp_fetch, "dsops", "runs", "notebook", params=query)
+    assert status == 200, answer
+    assert (answer["dir"], answer["output_notebook"]) == (run["dir"], run["output_notebook"])
+    on_disk = json.loads((repo / run["output_notebook"]).read_text())
+    assert answer["content"] == nbformat.read(repo / run["output_notebook"], as_version=4)
+    outputs = [o.get("text", "") for c in answer["content"]["cells"] for o in c.get("outputs", [])]
+    assert any("total 42" in "".join(text) for text in outputs), outputs
+
+    (repo / "secret.ipynb").write_text(json.dumps(on_disk))
+    for other in (".", "..", "/tmp", run["dir"] + "/..", ".dsops/runs/nb", "secret.ipynb"):
+        status, error = await fetch_json(
+            jp_fetch, "dsops", "runs", "notebook", params={"path": "nb.ipynb", "dir": other}
+        )
+        assert_error(status, error, 404, "no run")
+    status, error = await fetch_json(
+        jp_fetch, "dsops", "runs", "notebook", params={"path": "nb.ipynb"}
+    )
+    assert_error(status, error, 400, "missing 'dir'")
+
+    record = repo / run["dir"] / "run.json"
+    data = json.loads(record.read_text())
+    record.write_text(json.dumps({**data, "output_notebook": str(repo / "secret.ipynb")}))
+    status, error = await fetch_json(jp_fetch, "dsops", "runs", "notebook", params=query)
+    assert_error(status, error, 403, "outside its folder")
