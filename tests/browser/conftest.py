@@ -21,8 +21,10 @@ def pytest_runtest_makereport(item: pytest.Item) -> Iterator[None]:
     setattr(item, f"rep_{report.when}", report)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Module-scoped, not session: Playwright's sync API runs an event loop in this thread while
+    it lives, and the async fixtures of the server tests collected next could not run theirs."""
     if not CHROMIUM.exists():
         pytest.fail("Debian's chromium is not installed (apt-get install chromium; .ci/run does)")
     with sync_playwright() as playwright:
