@@ -21,6 +21,7 @@ from typing import Any
 
 from dsops_jupyter import dotdsops, flow
 from dsops_jupyter.config import load_config
+from dsops_jupyter.fsutil import read_json_object
 from dsops_jupyter.pipeline import Pipeline, Step
 from dsops_jupyter.runtime import artifacts, stepcache
 
@@ -174,11 +175,11 @@ class StepCache:
 
     def entry(self, key: str) -> dict[str, Any] | None:
         """The entry's record, without marking it used."""
-        return _read_json(self.root / stepcache.CACHE_ENTRIES / key / ENTRY_FILE)
+        return read_json_object(self.root / stepcache.CACHE_ENTRIES / key / ENTRY_FILE)
 
     def last(self, notebook: str, step: str) -> dict[str, Any] | None:
         """The record of the last entry stored for this notebook's step."""
-        return _read_json(self._last_path(notebook, step))
+        return read_json_object(self._last_path(notebook, step))
 
     def _last_path(self, notebook: str, step: str) -> Path:
         return self.root / "last" / f"{_sha256(json.dumps([notebook, step]))}.json"
@@ -208,7 +209,7 @@ class StepCache:
         """Every entry's record, least recently used first (``used``: its last use)."""
         found = []
         for folder in _children(self.root / stepcache.CACHE_ENTRIES):
-            record = _read_json(folder / ENTRY_FILE)
+            record = read_json_object(folder / ENTRY_FILE)
             if record is not None:
                 record["used"] = (folder / ENTRY_FILE).stat().st_mtime
                 record["path"] = str(folder)
@@ -261,14 +262,6 @@ def _children(folder: Path) -> list[Path]:
 
 def _folder_size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _git_top(path: Path) -> Path | None:

@@ -13,7 +13,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from dsops_jupyter.errors import HandEditError
 
@@ -90,6 +90,16 @@ EXPORT_DIRS = frozenset({"kfp", "airflow", "argo"})
 # ``Written`` maps a file name dsops generated in a folder to the Git blob ids of bytes dsops is
 # known to have written there; ``None`` when dsops wrote the file but kept no record of its bytes.
 Written = Mapping[str, "frozenset[str] | None"]
+
+
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``; None when it is missing, unreadable or not an object (records
+    that another run may be writing, or that a crash cut short, are skipped, never fatal)."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def blob_sha(data: bytes) -> str:

@@ -7,11 +7,11 @@ record of another notebook of the same name elsewhere in the project.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from dsops_jupyter.config import load_config
+from dsops_jupyter.fsutil import read_json_object
 from dsops_jupyter.markers import pipeline_name
 
 RECORD = "run.json"
@@ -26,7 +26,7 @@ def list_runs(notebook: Path) -> list[dict[str, Any]]:
         return []
     found = []
     for path in [*folder.glob(f"*/{RECORD}"), *folder.glob(f"*/*/{RECORD}")]:
-        record = _read(path)
+        record = read_json_object(path)
         if record is None or not _same_notebook(record.get("notebook"), notebook):
             continue
         found.append(_summary(path.parent, record))
@@ -40,14 +40,6 @@ def _same_notebook(recorded: object, notebook: Path) -> bool:
         return True
     path = Path(recorded)
     return path == notebook or (path.name == notebook.name and not path.exists())
-
-
-def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _summary(run_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
