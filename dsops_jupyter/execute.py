@@ -25,7 +25,7 @@ from dsops_jupyter.config import load_config
 from dsops_jupyter.errors import ExecutionError
 from dsops_jupyter.events import OnEvent
 from dsops_jupyter.fsutil import atomic_write
-from dsops_jupyter.model import RunOptions, RunRecord
+from dsops_jupyter.model import RUN_RECORD, RunOptions, RunRecord
 from dsops_jupyter.monitor import Monitor
 from dsops_jupyter.notebook import read_pipeline
 from dsops_jupyter.params import coerce_parameters
@@ -108,7 +108,7 @@ def run_notebook(
     record = RunRecord(
         notebook=str(path),
         output_notebook=output,
-        record_path=out_dir / "run.json",
+        record_path=out_dir / RUN_RECORD,
         status=status,
         parameters=parameters,
         steps=tracker.record(ledger.marks),

@@ -13,8 +13,7 @@ from typing import Any
 from dsops_jupyter.config import load_config
 from dsops_jupyter.fsutil import read_json_object
 from dsops_jupyter.markers import pipeline_name
-
-RECORD = "run.json"
+from dsops_jupyter.model import RUN_RECORD
 
 
 def list_runs(notebook: Path) -> list[dict[str, Any]]:
@@ -25,7 +24,7 @@ def list_runs(notebook: Path) -> list[dict[str, Any]]:
     if not folder.is_dir():
         return []
     found = []
-    for path in [*folder.glob(f"*/{RECORD}"), *folder.glob(f"*/*/{RECORD}")]:
+    for path in [*folder.glob(f"*/{RUN_RECORD}"), *folder.glob(f"*/*/{RUN_RECORD}")]:
         record = read_json_object(path)
         if record is None or not _same_notebook(record.get("notebook"), notebook):
             continue

@@ -380,6 +380,9 @@ class PackageResult:
         }
 
 
+RUN_RECORD = "run.json"  # the file name of a run record in its run folder
+
+
 @dataclass
 class RunRecord:
     """One run of a notebook; ``to_json`` is run.json and the one run result shape (CLI --json,

@@ -15,12 +15,13 @@ from typing import Any
 
 from dsops_jupyter.cache import code_key
 from dsops_jupyter.errors import ResumeError
+from dsops_jupyter.fsutil import read_json_object
+from dsops_jupyter.model import RUN_RECORD
 from dsops_jupyter.pipeline import Pipeline
 from dsops_jupyter.runsteps import ARTIFACTS, Resumed
 from dsops_jupyter.runtime import artifacts
 
 RESUMABLE = ("failed", "interrupted")
-RECORD = "run.json"
 
 
 def plan_resume(pipeline: Pipeline, runs: Path, run: str) -> Resumed:
@@ -67,8 +68,8 @@ def _finished_steps(pipeline: Pipeline, record: dict[str, Any], workdir: Path) -
 
 def _named_run(runs: Path, run: str) -> Path:
     for candidate in (Path(run), runs / run):
-        folder = candidate.parent if candidate.name == RECORD else candidate
-        if (folder / RECORD).is_file():
+        folder = candidate.parent if candidate.name == RUN_RECORD else candidate
+        if (folder / RUN_RECORD).is_file():
             return folder.resolve()
     raise ResumeError(f"no run {run!r}: give a run folder or the name of one in {runs}")
 
@@ -76,12 +77,8 @@ def _named_run(runs: Path, run: str) -> Path:
 def _latest_failed(runs: Path, name: str) -> Path:
     """The newest failed run that no later run resumed already (a resumed run that failed
     again is itself the newest failed one)."""
-    records = []
-    for path in sorted(runs.glob(f"*/{RECORD}"), reverse=True) if runs.is_dir() else []:
-        try:
-            records.append((path.parent, json.loads(path.read_bytes())))
-        except (OSError, ValueError):
-            continue
+    paths = sorted(runs.glob(f"*/{RUN_RECORD}"), reverse=True) if runs.is_dir() else []
+    records = [(path.parent, record) for path in paths if (record := read_json_object(path))]
     resumed = {Path(r["resumed_from"]).name for _, r in records if r.get("resumed_from")}
     for run_dir, record in records:
         if record.get("status") in RESUMABLE and run_dir.name not in resumed:
@@ -91,7 +88,7 @@ def _latest_failed(runs: Path, name: str) -> Path:
 
 def _record(run_dir: Path) -> dict[str, Any]:
     try:
-        data = json.loads((run_dir / RECORD).read_bytes())
+        data = json.loads((run_dir / RUN_RECORD).read_bytes())
     except (OSError, ValueError) as err:
         raise ResumeError(f"cannot read the record of run {run_dir}: {err}") from None
     if not isinstance(data, dict):

@@ -33,7 +33,7 @@ from dsops_jupyter.errors import DsopsError, OptionsError, RunInterruptedError
 from dsops_jupyter.events import Event, OnEvent
 from dsops_jupyter.fsutil import atomic_write
 from dsops_jupyter.grid import Grid, parse_grid
-from dsops_jupyter.model import RunOptions
+from dsops_jupyter.model import RUN_RECORD, RunOptions
 from dsops_jupyter.notebook import read_pipeline
 from dsops_jupyter.params import coerce_parameters
 
@@ -64,7 +64,7 @@ class SweepRun:
 
     @property
     def record(self) -> Path:
-        return self.out_dir / "run.json"
+        return self.out_dir / RUN_RECORD
 
     def to_json(self) -> dict[str, Any]:
         return {

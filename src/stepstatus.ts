@@ -79,20 +79,25 @@ export function jobStepStatuses(job: IJob): Map<string, IStepStatus> {
   if (!isActive(job)) {
     for (const [name, status] of statuses) {
       if (status.state === 'queued' || status.state === 'running') {
-        statuses.set(name, { ...status, state: 'skipped', duration: null });
+        statuses.set(name, { ...status, state: 'skipped', duration: null, started: null });
       }
     }
   }
   return statuses;
 }
 
-/** The one line a step's status reads as: "done in 8.4 s", "failed in 0.3 s", "queued". */
-export function statusText(status: IStepStatus): string {
+/**
+ * The one line a step's status reads as: "done in 8.4 s", "failed in 0.3 s", "queued",
+ * "running 3.2 s" (counted from when it started, `now` in seconds since the epoch).
+ */
+export function statusText(status: IStepStatus, now: number = Date.now() / 1000): string {
   const known = typeof status.duration === 'number';
   const duration = known ? ` in ${formatSeconds(status.duration as number)}` : '';
   switch (status.state) {
     case 'running':
-      return 'running…';
+      return typeof status.started === 'number'
+        ? `running ${formatSeconds(Math.max(0, now - status.started))}`
+        : 'running…';
     case 'cached':
       return 'restored from the cache';
     case 'done':

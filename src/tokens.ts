@@ -82,6 +82,8 @@ export interface IStepStatus {
   cell?: number | null;
   line?: number | null;
   error?: string | null;
+  /** A running step: when it started (server clock, seconds since the epoch). */
+  started?: number | null;
 }
 
 /**

@@ -254,7 +254,7 @@ class JobManager:
             elif event.kind == "result" and event.message:
                 self._append_log(job, [event.message])
             elif event.kind == "step":
-                job.on_step(event.data)
+                job.on_step(event.data, now)
             self._save_soon(job)
 
     def _append_log(self, job: Job, lines: Sequence[str]) -> None:
@@ -311,7 +311,7 @@ class JobManager:
         """Steps still queued or running when a job ended did not run to the end (C3)."""
         for status in job.steps.values():
             if status.get("state") in ("queued", "running"):
-                status["state"] = "skipped"
+                status["state"], status["started"] = "skipped", None
 
     def _save_soon(self, job: Job) -> None:
         """Save now if the last save is old enough, else once SAVE_INTERVAL has passed: a

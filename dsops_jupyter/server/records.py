@@ -103,14 +103,16 @@ class Job:
     def active(self) -> bool:
         return self.state in ACTIVE
 
-    def on_step(self, data: dict[str, Any]) -> None:
-        """Record a C3 step event: the step's latest state, duration, failing cell and line."""
+    def on_step(self, data: dict[str, Any], now: float) -> None:
+        """Record a C3 step event: the step's latest state, duration, failing cell and line;
+        a running step also when it ``started`` (server clock), so a client can count along."""
         name = data.get("step")
         if not isinstance(name, str) or (name not in self.steps and len(self.steps) >= MAX_STEPS):
             return
         status = {key: data.get(key) for key in STEP_FIELDS}
         if status["error"] is not None:
             status["error"] = bounded(status["error"], MAX_ERROR_CHARS)
+        status["started"] = round(now, 3) if status["state"] == "running" else None
         self.steps[bounded(name, MAX_LINE_CHARS)] = status
 
     def begin_stage(self, name: str, now: float) -> None:
@@ -152,6 +154,12 @@ def bounded_json(value: Any, limit: int = MAX_VALUE_CHARS) -> Any:
 def job_kind(options: PackageOptions | RunOptions) -> JobKind:
     """The job kind the options are for: the REST ``kind`` and the worker's dispatch."""
     return "package" if isinstance(options, PackageOptions) else "run"
+
+
+def relative_text(text: str, root: Path) -> str:
+    """A one-line error with the paths under ``root`` written root-relative, as the user sees
+    them in JupyterLab's file browser (the core's lines name absolute paths)."""
+    return text.replace(f"{root}{os.sep}", "")
 
 
 def relative_paths(value: Any, root: Path) -> Any:

@@ -29,7 +29,13 @@ from dsops_jupyter.errors import DsopsError, RunInterruptedError
 from dsops_jupyter.events import Event, OnEvent, stdout_channel
 from dsops_jupyter.model import PackageOptions, RunOptions
 from dsops_jupyter.server.paths import check_writes
-from dsops_jupyter.server.records import MAX_LINE_CHARS, bounded, bounded_json, relative_paths
+from dsops_jupyter.server.records import (
+    MAX_LINE_CHARS,
+    bounded,
+    bounded_json,
+    relative_paths,
+    relative_text,
+)
 
 
 def run_job(job: dict[str, Any], on_event: OnEvent) -> dict[str, Any]:
@@ -65,17 +71,18 @@ def main() -> int:
 
 
 def _outcome(job: dict[str, Any], on_event: OnEvent) -> dict[str, Any]:
+    root = Path(job["root"])
     try:
         return {"result": bounded_json(run_job(job, on_event))}
     except KeyboardInterrupt:
         return {"interrupted": True}
     except RunInterruptedError as err:  # a stopped run: its line says what was kept
-        return {"interrupted": True, "error": str(err)}
+        return {"interrupted": True, "error": relative_text(str(err), root)}
     except DsopsError as err:
         record = getattr(err, "record", None)  # ExecutionError's (C4)
         if isinstance(record, dict):
-            record = bounded_json(relative_paths(record, Path(job["root"])))
-        return {"error": str(err), "record": record}
+            record = bounded_json(relative_paths(record, root))
+        return {"error": relative_text(str(err), root), "record": record}
     except Exception as err:  # a bug in dsops: the server logs the traceback
         return {"crash": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
 

@@ -111,6 +111,9 @@ describe('statusText and failureWhere', () => {
     expect(statusText(live('failed', 0.31))).toBe('failed in 0.3 s');
     expect(statusText(live('queued'))).toBe('queued');
     expect(statusText(live('running'))).toBe('running…');
+    const running = { ...live('running'), started: 1000 };
+    expect(statusText(running, 1003.24)).toBe('running 3.2 s');
+    expect(statusText(running, 999)).toBe('running 0.0 s'); // a client clock behind the server's
   });
 
   it('points at the failing cell and line, 1-based', () => {

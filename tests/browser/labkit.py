@@ -86,6 +86,19 @@ class LabServer:
         if self.process is not None:
             stop(self.process)
 
+    def __enter__(self) -> LabServer:
+        """``with LabServer(...) as server``: started, and stopped on leaving (a failed start
+        too: its process may be up without answering)."""
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
     def restart(self) -> Lab:
         self.stop()
         return self.start()
@@ -192,8 +205,12 @@ def cell(page: Page, index: int):
 def open_notebook(
     page: Page, lab: Lab, notebook: str = "wine.ipynb", wait_kernel: bool = True
 ) -> None:
-    """Open ``notebook`` and wait for the toolbar button (and the idle kernel: stable shots)."""
-    page.goto(f"{lab.url}lab/tree/{notebook}?token={lab.token}")
+    """Open ``notebook`` alone and wait for the toolbar button (and the idle kernel).
+
+    ``reset`` drops the saved layout: tabs an earlier test opened would otherwise come back
+    behind this one, and a locator's ``.first`` could pick their hidden copies.
+    """
+    page.goto(f"{lab.url}lab/tree/{notebook}?reset&token={lab.token}")
     expect(page.locator("[data-testid=dsops-package-button]")).to_be_visible(timeout=60_000)
     if wait_kernel:
         indicator = page.locator(".jp-NotebookPanel:visible .jp-Notebook-ExecutionIndicator")

@@ -43,11 +43,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     root = base / "project"
     copy_example("wine.ipynb", root)
     init_repo(root)
-    server = LabServer(base, root)
-    try:
-        yield server.start()
-    finally:
-        server.stop()
+    with LabServer(base, root) as server:
+        yield server.lab
 
 
 def open_wine(page: Page, lab: Lab) -> None:

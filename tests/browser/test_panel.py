@@ -65,18 +65,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     write_failing(root)
     write_slow(root)
     init_repo(root)
-    server = LabServer(base, root)
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-
-
-@pytest.fixture(autouse=True)
-def fresh_workspace(lab: Lab) -> None:
-    """Each test opens its notebook in an empty workspace (no tabs restored from the last)."""
-    for saved in (lab.root.parent / "workspaces").glob("*"):
-        saved.unlink()
+    with LabServer(base, root) as server:
+        yield server.lab
 
 
 def query(path: str) -> str:
@@ -219,6 +209,9 @@ def test_running_job_shows_and_cancel_stops_it(page: Page, lab: Lab) -> None:
     expect(step_item(panel, "wait")).to_have_attribute("data-state", "running", timeout=90_000)
     expect(step_item(panel, "start")).to_have_attribute("data-state", "done")
     expect(panel.locator("[data-testid=dsops-panel-progress]")).to_be_visible()
+    elapsed = step_item(panel, "wait").locator(".dsops-Step-state")
+    expect(elapsed).to_have_text(re.compile(r"^running \d+\.\d s$"))
+    expect(elapsed).not_to_have_text(elapsed.inner_text())  # it counts on
 
     panel.locator("[data-testid=dsops-panel-cancel]").click()
     expect(job_box).to_have_attribute("data-state", "cancelled", timeout=60_000)

@@ -85,12 +85,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
     git(root, "commit", "-qam", "train: fit the intercept")
     dsops_cli(root, "package", "--no-build", "wine.ipynb")
     assert git(root, "tag", "--list", "dsops/wine/*").split() == ["dsops/wine/v1", "dsops/wine/v2"]
-    lab_server = LabServer(base, root)
-    lab_server.start()
-    try:
+    with LabServer(base, root) as lab_server:
         yield lab_server
-    finally:
-        lab_server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +157,7 @@ def editor_text(page: Page, widget) -> str:
 def test_versions_view_diffs_v1_and_v2_and_opens_v1_read_only(page: Page, lab: Lab) -> None:
     open_notebook(page, lab, wait_kernel=False)
     main_menu(page, "Versions")
-    view = page.locator("[data-testid=dsops-versions-view]")
+    view = page.locator("[data-testid=dsops-versions-view]:visible")
     rows = view.locator("[data-testid=dsops-version]")
     expect(rows).to_have_count(2)
     assert [rows.nth(i).get_attribute("data-tag") for i in range(2)] == [
@@ -239,7 +235,7 @@ def test_runs_view_lists_a_run_and_opens_its_executed_notebook(page: Page, lab: 
     assert job["state"] == "succeeded", job.get("error")
     open_notebook(page, lab, wait_kernel=False)
     main_menu(page, "Runs")
-    view = page.locator("[data-testid=dsops-runs-view]")
+    view = page.locator("[data-testid=dsops-runs-view]:visible")
     run = view.locator("[data-testid=dsops-run]").first
     expect(run).to_have_attribute("data-status", re.compile(r"^(succeeded|done)$"))
     expect(run).to_contain_text("evaluate")
@@ -274,7 +270,6 @@ def test_a_run_in_the_default_hidden_folder_opens_read_only(page: Page, lab: Lab
         assert isinstance(started, dict)
         job = wait_job(lab, started["id"])
         assert job["state"] == "succeeded", job.get("error")
-        page.goto(f"{lab.url}lab?reset&token={lab.token}")  # no tabs left by earlier tests
         open_notebook(page, lab, wait_kernel=False)
         main_menu(page, "Runs")
         view = page.locator("[data-testid=dsops-runs-view]:visible")
@@ -304,11 +299,6 @@ def test_a_run_in_the_default_hidden_folder_opens_read_only(page: Page, lab: Lab
         screenshot(page, "run-notebook")
     finally:
         pyproject.write_text(configured)
-        page.goto("about:blank")  # later tests start with no tabs: forget the saved layout
-        listing = api(lab, "lab/api/workspaces")
-        assert isinstance(listing, dict)
-        for workspace in listing["workspaces"]["ids"]:
-            api(lab, f"lab/api/workspaces/{workspace}", "DELETE")
 
 
 def wait_running(lab: Lab, job_id: str) -> None:
@@ -366,11 +356,8 @@ def docker_lab(
     copy_example("wine.ipynb", root)
     (root / "pyproject.toml").write_text(f'[tool.dsops]\nbase-image = "{docker_base_image}"\n')
     init_repo(root)
-    lab_server = LabServer(base, root, env={"DOCKER_HOST": docker_engine.host})
-    try:
-        yield lab_server.start()
-    finally:
-        lab_server.stop()
+    with LabServer(base, root, env={"DOCKER_HOST": docker_engine.host}) as lab_server:
+        yield lab_server.lab
 
 
 def start_package(page: Page, *, smoke: bool, builder: str | None = None) -> float:

@@ -120,7 +120,10 @@ def test_steps_stages_options_and_a_failed_runs_record_survive_a_restart(tmp_pat
     running = before.submit("run", "slow.ipynb", blocking)
     assert blocking.started.wait(10)
     step_running = {"step": "main", "state": "running", "cell": 0}
+    clock = time.time()
     before._on_event(before._jobs[running["id"]], Event("step", "main: running", data=step_running))
+    started = before.get(running["id"])["steps"]["main"]["started"]
+    assert clock - 0.01 <= started <= time.time() + 0.01  # the panel counts from it
     time.sleep(1.2)  # the record reaches the disk within SAVE_INTERVAL
 
     after = JobManager(store=FileJobStore(store_dir))  # the server died; a new one reads
@@ -135,6 +138,7 @@ def test_steps_stages_options_and_a_failed_runs_record_survive_a_restart(tmp_pat
         "cell": 1,
         "line": None,
         "error": None,
+        "started": None,
     }
     train = again["steps"]["train"]
     assert (train["state"], train["cell"], train["line"]) == ("failed", 3, 2)
@@ -144,6 +148,7 @@ def test_steps_stages_options_and_a_failed_runs_record_survive_a_restart(tmp_pat
     cut = after.get(running["id"])
     assert cut["interrupted"] and cut["state"] == "failed"
     assert cut["steps"]["main"]["state"] == "skipped"  # it did not run to its end
+    assert cut["steps"]["main"]["started"] is None
     assert cut["stages"][0]["duration"] is not None
     blocking.stop()
     before.shutdown(timeout=2)

@@ -289,6 +289,8 @@ async def test_a_failed_run_keeps_its_record_steps_and_is_listed(
     assert status == 202, job
     failed = await wait_job(jp_fetch, job["id"])
     assert failed["state"] == "failed" and "ZeroDivisionError" in failed["error"]
+    assert "executed notebook kept: .dsops/runs/nb/" in failed["error"]  # as the browser shows
+    assert str(repo) not in failed["error"]
     steps = failed["steps"]
     assert steps["load"]["state"] == "done" and steps["load"]["duration"] is not None
     train = steps["train"]
