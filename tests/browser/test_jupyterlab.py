@@ -19,13 +19,13 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.browser.labkit import (
-    ARTIFACTS,
     PACKAGE_TIMEOUT_MS,
     Lab,
     LabServer,
     cell,
     open_notebook,
     open_panel,
+    screenshot,
 )
 from tests.helpers import copy_example, git, init_repo
 
@@ -67,12 +67,10 @@ def mark_step_from_context_menu(page: Page, index: int, name: str) -> None:
     expect(target.locator("[data-testid=dsops-badge]")).to_have_text(f"step: {name}")
     expect(target).to_have_attribute("data-dsops-step", name)
     target.scroll_into_view_if_needed()
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "marked-step.png"))
+    screenshot(page, "marked-step")
 
 
 def package_from_toolbar(page: Page) -> dict[str, str]:
-    ARTIFACTS.mkdir(exist_ok=True)
     page.locator("[data-testid=dsops-package-button]").click()
     form = page.locator("[data-testid=dsops-package-form]")
     expect(form).to_be_visible()
@@ -81,7 +79,7 @@ def package_from_toolbar(page: Page) -> dict[str, str]:
     expect(form.locator("[data-testid=dsops-build]")).not_to_be_checked()
     expect(form).to_contain_text(f"features → {NEW_STEP}")
     expect(form.locator("[data-testid=dsops-param-alpha]")).to_have_value("1")
-    page.screenshot(path=str(ARTIFACTS / "package-form.png"))
+    screenshot(page, "package-form")
     page.locator(".jp-Dialog .jp-mod-accept", has_text="Package").click()
     job = page.locator("[data-testid=dsops-job]")
     finished = re.compile(r"^(succeeded|failed)$")
@@ -101,8 +99,7 @@ def test_mark_step_and_package_notebook(page: Page, lab: Lab) -> None:
     mark_step_from_context_menu(page, NEW_STEP_CELL, NEW_STEP)
 
     shown = package_from_toolbar(page)
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "package-result.png"))
+    screenshot(page, "package-result")
 
     tag = "dsops/wine/v1"
     assert shown["tag"] == tag, shown
@@ -160,8 +157,7 @@ def test_side_panel_lists_steps_and_runs_one(page: Page, lab: Lab) -> None:
     expect(status).to_have_attribute("data-state", done, timeout=PACKAGE_TIMEOUT_MS)
     assert status.get_attribute("data-state") == "done", status.inner_text()
     expect(status).to_contain_text("done in")
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "pipeline-panel.png"))
+    screenshot(page, "pipeline-panel")
 
 
 def context_command(page: Page, target, label: str) -> None:
